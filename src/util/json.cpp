@@ -1,0 +1,17 @@
+#include "util/json.h"
+
+#include "util/file.h"
+
+namespace flora {
+
+Json parse_json(const std::string& text, const std::string& origin) {
+  try {
+    return Json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail("{}: invalid JSON at byte {}: {}", origin, e.byte, e.what());
+  }
+}
+
+Json read_json_file(const std::string& path) { return parse_json(read_file(path), path); }
+
+}  // namespace flora

@@ -1,0 +1,48 @@
+// A persistent thread pool. Every run() is one synchronisation point (a full
+// barrier): on a CPU these play the part kernel launches play on a GPU, so the
+// pool counts them and `flora bench` reports them per token.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <thread>
+#include <vector>
+
+namespace flora {
+
+class ThreadPool {
+ public:
+  // n_threads includes the calling thread; n_threads - 1 workers are started.
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  // Calls task(thread_index, n_threads) on every thread, the caller being
+  // thread 0, and returns when all have finished.
+  void run(const std::function<void(int, int)>& task);
+
+  // Splits [0, n) into size() contiguous chunks whose bounds are multiples of
+  // `grain` (except the last) and calls body(begin, end) for each non-empty one.
+  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
+
+  uint64_t sync_points() const { return sync_points_.load(std::memory_order_relaxed); }
+
+ private:
+  void worker_loop(int index);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int, int)>* task_ = nullptr;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> sync_points_{0};
+};
+
+// Default thread count: the machine's cores (hardware_concurrency).
+int default_thread_count();
+
+}  // namespace flora
