@@ -21,7 +21,7 @@ demo: build
 # Regenerates the golden files of the PyTorch twin (needs python3-torch).
 golden:
 	@bash scripts/setup.sh --torch
-	python3 tools/torch_twin.py --out tests/fixtures/golden
+	/usr/bin/python3 tools/torch_twin.py golden
 
 clean:
 	rm -rf $(BUILD)

@@ -1,0 +1,111 @@
+#include "io/tensor_store.h"
+
+#include <filesystem>
+
+#include "util/error.h"
+#include "util/file.h"
+#include "util/json.h"
+
+namespace flora {
+
+namespace fs = std::filesystem;
+
+void TensorStore::add_file_tensors(const SafetensorsFile& file, const std::string& origin) {
+  for (const TensorView& t : file.tensors()) {
+    auto [it, inserted] = by_name_.emplace(t.name, &t);
+    if (!inserted)
+      fail("{}: tensor '{}' is in two shards: {} and {}", origin, t.name, it->second->file,
+           t.file);
+    total_bytes_ += t.nbytes;
+  }
+}
+
+TensorStore::TensorStore(const std::string& model_dir) : dir_(model_dir) {
+  const std::string index_path = (fs::path(model_dir) / "model.safetensors.index.json").string();
+  const std::string single_path = (fs::path(model_dir) / "model.safetensors").string();
+
+  if (!fs::exists(index_path)) {
+    if (!fs::exists(single_path)) {
+      if (!fs::is_directory(model_dir)) fail("{}: model directory does not exist", model_dir);
+      fail("{}: no model.safetensors or model.safetensors.index.json in the model directory",
+           model_dir);
+    }
+    files_.push_back(std::make_unique<SafetensorsFile>(single_path));
+    add_file_tensors(*files_.back(), single_path);
+    return;
+  }
+
+  // Sharded: the index maps each tensor name to a shard file in the same directory.
+  const Json index = parse_json_unique_keys(read_file(index_path), index_path);
+  if (!index.is_object())
+    fail("{}: expected a JSON object, found a {}", index_path, index.type_name());
+  auto wm = index.find("weight_map");
+  if (wm == index.end()) fail("{}: missing key 'weight_map'", index_path);
+  if (!wm->is_object())
+    fail("{}: 'weight_map': expected an object of tensor name -> shard file, found a {}",
+         index_path, wm->type_name());
+
+  std::map<std::string, std::vector<std::string>> by_shard;  // shard file -> listed tensors
+  for (const auto& [name, shard] : wm->items()) {
+    if (!shard.is_string())
+      fail("{}: weight_map tensor '{}': expected a shard file name, found a {}", index_path,
+           name, shard.type_name());
+    const std::string file = shard.get<std::string>();
+    // Shards are plain names in the model directory; a path could escape it.
+    if (file.empty() || file == "." || file == ".." || file.find('/') != std::string::npos ||
+        file.find('\\') != std::string::npos)
+      fail("{}: weight_map tensor '{}': expected a file name in {}, found '{}'", index_path,
+           name, model_dir, file);
+    by_shard[file].push_back(name);
+  }
+
+  for (const auto& [file, listed] : by_shard) {
+    const std::string shard_path = (fs::path(model_dir) / file).string();
+    if (!fs::exists(shard_path))
+      fail("{}: shard {} (listed for tensor '{}' and {} others) does not exist", index_path,
+           shard_path, listed.front(), listed.size() - 1);
+    files_.push_back(std::make_unique<SafetensorsFile>(shard_path));
+    const SafetensorsFile& sf = *files_.back();
+    for (const std::string& name : listed)
+      if (!sf.find(name))
+        fail("{}: tensor '{}' is listed in {} but absent from the shard", shard_path, name,
+             index_path);
+    for (const TensorView& t : sf.tensors()) {
+      auto it = wm->find(t.name);
+      if (it == wm->end())
+        fail("{}: tensor '{}' is not listed in {}", shard_path, t.name, index_path);
+    }
+    add_file_tensors(sf, index_path);
+  }
+}
+
+const TensorView* TensorStore::find(std::string_view name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : it->second;
+}
+
+const TensorView& TensorStore::get(std::string_view name) const {
+  const TensorView* t = find(name);
+  if (!t)
+    fail("{}: tensor '{}' not found (the model directory has {} tensors)", dir_, name,
+         by_name_.size());
+  return *t;
+}
+
+const TensorView& TensorStore::get(std::string_view name,
+                                   const std::vector<int64_t>& expected_shape) const {
+  const TensorView& t = get(name);
+  if (t.shape != expected_shape)
+    fail("{}: tensor '{}': expected shape {}, found {}", t.file, t.name,
+         format_shape(expected_shape), format_shape(t.shape));
+  return t;
+}
+
+std::vector<std::string> TensorStore::names() const {
+  std::vector<std::string> out;
+  out.reserve(by_name_.size());
+  for (const auto& [name, view] : by_name_) out.push_back(name);
+  return out;
+}
+
+}  // namespace flora

@@ -1,0 +1,46 @@
+// The tensors of a model directory, by name: DIR/model.safetensors, or
+// DIR/model.safetensors.index.json and the shards it names (layout in
+// io/safetensors.h). All files stay mapped for the store's lifetime.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "io/safetensors.h"
+
+namespace flora {
+
+class TensorStore {
+ public:
+  // When both model.safetensors.index.json and model.safetensors exist the index
+  // wins (write_model_safetensors relies on this to stay readable mid-write).
+  // Validates every file's header and the index against the shards: every
+  // shard exists, every listed tensor is in its shard, no tensor is in two
+  // shards, and no shard holds a tensor the index does not list.
+  explicit TensorStore(const std::string& model_dir);
+
+  const TensorView* find(std::string_view name) const;  // nullptr if absent
+  // Fails "<dir>: tensor '<name>' not found ..." if absent.
+  const TensorView& get(std::string_view name) const;
+  // Also checks the shape (any dtype):
+  // "<file>: tensor '<name>': expected shape [2048, 64], found [64, 2048]".
+  const TensorView& get(std::string_view name, const std::vector<int64_t>& expected_shape) const;
+
+  std::vector<std::string> names() const;  // sorted
+  size_t total_bytes() const { return total_bytes_; }  // sum of all tensors' nbytes
+  const std::string& dir() const { return dir_; }
+
+ private:
+  void add_file_tensors(const SafetensorsFile& file, const std::string& origin);
+
+  std::string dir_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;  // stable addresses for the views
+  std::map<std::string, const TensorView*, std::less<>> by_name_;
+  size_t total_bytes_ = 0;
+};
+
+}  // namespace flora

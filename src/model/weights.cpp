@@ -1,0 +1,113 @@
+#include "model/weights.h"
+
+#include <cstring>
+
+#include "util/error.h"
+
+namespace flora {
+
+std::vector<TensorSpec> llama_tensor_specs(const LlamaConfig& c) {
+  const int64_t d = c.hidden_size, f = c.intermediate_size;
+  std::vector<TensorSpec> specs;
+  specs.push_back({"model.embed_tokens.weight", {c.vocab_size, d}});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    specs.push_back({p + "input_layernorm.weight", {d}});
+    specs.push_back({p + "self_attn.q_proj.weight", {c.q_dim(), d}});
+    specs.push_back({p + "self_attn.k_proj.weight", {c.kv_dim(), d}});
+    specs.push_back({p + "self_attn.v_proj.weight", {c.kv_dim(), d}});
+    specs.push_back({p + "self_attn.o_proj.weight", {d, c.q_dim()}});
+    specs.push_back({p + "post_attention_layernorm.weight", {d}});
+    specs.push_back({p + "mlp.gate_proj.weight", {f, d}});
+    specs.push_back({p + "mlp.up_proj.weight", {f, d}});
+    specs.push_back({p + "mlp.down_proj.weight", {d, f}});
+  }
+  specs.push_back({"model.norm.weight", {d}});
+  if (!c.tie_word_embeddings) specs.push_back({"lm_head.weight", {c.vocab_size, d}});
+  return specs;
+}
+
+MatrixRef LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols) {
+  const TensorView& t = store_->get(name, {rows, cols});
+  if (t.dtype != DType::F32 && t.dtype != DType::BF16 && t.dtype != DType::F16)
+    fail("{}: tensor '{}': expected dtype BF16, F16 or F32, found {}", t.file, name, dtype_name(t.dtype));
+  const void* data = t.data;
+  // safetensors does not promise alignment; kernels load unaligned, but a
+  // scalar float read through a misaligned pointer is undefined behaviour.
+  if (reinterpret_cast<uintptr_t>(data) % dtype_size(t.dtype) != 0) {
+    aligned_copies_.emplace_back(t.data, t.data + t.nbytes);
+    data = aligned_copies_.back().data();
+  }
+  return MatrixRef{data, t.dtype, rows, cols, 0};
+}
+
+std::vector<float> LlamaModel::vector_f32(const std::string& name, int64_t n) const {
+  const TensorView& t = store_->get(name, {n});
+  std::vector<float> out(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* p = t.data + i * dtype_size(t.dtype);
+    uint16_t h;
+    switch (t.dtype) {
+      case DType::F32: std::memcpy(&out[i], p, 4); break;
+      case DType::BF16: std::memcpy(&h, p, 2); out[i] = bf16_to_f32(h); break;
+      case DType::F16: std::memcpy(&h, p, 2); out[i] = f16_to_f32(h); break;
+      default: fail("{}: tensor '{}': expected dtype BF16, F16 or F32, found {}", t.file, name, dtype_name(t.dtype));
+    }
+  }
+  return out;
+}
+
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir) {
+  auto m = std::unique_ptr<LlamaModel>(new LlamaModel());
+  m->dir_ = dir;
+  m->config_ = LlamaConfig::from_file(dir + "/config.json");
+  m->store_ = std::make_unique<TensorStore>(dir);
+  const LlamaConfig& c = m->config_;
+  const int64_t d = c.hidden_size, f = c.intermediate_size;
+
+  // Every tensor of the list must be present with its shape; tensors the list
+  // does not know (rotary caches some exporters add) are ignored.
+  for (const auto& spec : llama_tensor_specs(c)) m->store_->get(spec.name, spec.shape);
+
+  m->embed_ = m->matrix("model.embed_tokens.weight", c.vocab_size, d);
+  m->lm_head_ = c.tie_word_embeddings ? m->embed_ : m->matrix("lm_head.weight", c.vocab_size, d);
+  m->final_norm_ = m->vector_f32("model.norm.weight", d);
+  m->layers_.resize(c.num_hidden_layers);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    LayerWeights& w = m->layers_[l];
+    w.attn_norm = m->vector_f32(p + "input_layernorm.weight", d);
+    w.ffn_norm = m->vector_f32(p + "post_attention_layernorm.weight", d);
+    w.q = m->matrix(p + "self_attn.q_proj.weight", c.q_dim(), d);
+    w.k = m->matrix(p + "self_attn.k_proj.weight", c.kv_dim(), d);
+    w.v = m->matrix(p + "self_attn.v_proj.weight", c.kv_dim(), d);
+    w.o = m->matrix(p + "self_attn.o_proj.weight", d, c.q_dim());
+    w.gate = m->matrix(p + "mlp.gate_proj.weight", f, d);
+    w.up = m->matrix(p + "mlp.up_proj.weight", f, d);
+    w.down = m->matrix(p + "mlp.down_proj.weight", d, f);
+  }
+  return m;
+}
+
+size_t LlamaModel::decode_weight_bytes() const {
+  auto bytes = [](const MatrixRef& m) { return static_cast<size_t>(m.rows * m.cols) * dtype_size(m.dtype); };
+  size_t total = bytes(lm_head_);
+  for (const auto& w : layers_)
+    total += bytes(w.q) + bytes(w.k) + bytes(w.v) + bytes(w.o) + bytes(w.gate) + bytes(w.up) + bytes(w.down);
+  return total;
+}
+
+void embedding_row(const MatrixRef& embed, int64_t id, float* out) {
+  const int64_t d = embed.cols;
+  const uint8_t* row = static_cast<const uint8_t*>(embed.data) + id * embed.row_stride() * dtype_size(embed.dtype);
+  for (int64_t i = 0; i < d; ++i) {
+    uint16_t h;
+    switch (embed.dtype) {
+      case DType::BF16: std::memcpy(&h, row + 2 * i, 2); out[i] = bf16_to_f32(h); break;
+      case DType::F16: std::memcpy(&h, row + 2 * i, 2); out[i] = f16_to_f32(h); break;
+      default: std::memcpy(&out[i], row + 4 * i, 4);
+    }
+  }
+}
+
+}  // namespace flora

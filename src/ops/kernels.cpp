@@ -1,0 +1,204 @@
+// SIMD kernels of ops.h, compiled once per Highway target and dispatched at run
+// time. Weights are read in their stored dtype and widened to f32 in registers;
+// accumulation is in f32.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/kernels.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "ops/ops.h"
+#include "util/dtype.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace flora {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+template <typename TW>
+HWY_INLINE VF LoadWidened(DF df, const TW* HWY_RESTRICT p) {
+  if constexpr (std::is_same_v<TW, float>) {
+    return hn::LoadU(df, p);
+  } else {
+    const hn::Rebind<TW, DF> dw;
+    return hn::PromoteTo(df, hn::LoadU(dw, p));
+  }
+}
+
+// Scalar widening for the K tail (fewer than one vector of elements left).
+template <typename TW>
+HWY_INLINE float WidenScalar(TW v) {
+  if constexpr (std::is_same_v<TW, float>) {
+    return v;
+  } else {
+    uint16_t bits;
+    std::memcpy(&bits, &v, 2);
+    return std::is_same_v<TW, hwy::bfloat16_t> ? bf16_to_f32(bits) : f16_to_f32(bits);
+  }
+}
+
+// Register block: kRows weight rows x kCols tokens of dot products over K.
+// Accumulators stay in registers (kRows * kCols vectors), each weight vector is
+// widened once and used for kCols tokens, each x vector for kRows rows.
+template <int kRows, int kCols, typename TW>
+HWY_INLINE void DotBlock(const float* HWY_RESTRICT x, int64_t ldx, const TW* HWY_RESTRICT w,
+                         int64_t ldw, int64_t K, float* HWY_RESTRICT y, int64_t ldy,
+                         bool accumulate) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  VF acc[kRows][kCols];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < kCols; ++c) acc[r][c] = hn::Zero(df);
+  int64_t k = 0;
+  for (; k + N <= K; k += N) {
+    VF wv[kRows];
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) wv[r] = LoadWidened(df, w + r * ldw + k);
+#pragma GCC unroll 8
+    for (int c = 0; c < kCols; ++c) {
+      const VF xv = hn::LoadU(df, x + c * ldx + k);
+#pragma GCC unroll 8
+      for (int r = 0; r < kRows; ++r) acc[r][c] = hn::MulAdd(wv[r], xv, acc[r][c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < kCols; ++c) {
+      float s = hn::GetLane(hn::SumOfLanes(df, acc[r][c]));
+      for (int64_t kk = k; kk < K; ++kk) s += x[c * ldx + kk] * WidenScalar(w[r * ldw + kk]);
+      float& out = y[c * ldy + r];
+      out = accumulate ? out + s : s;
+    }
+}
+
+// Tokens per register block: 4 with AVX-512's 32 vector registers (16
+// accumulators + 4 weights + 1 input), 2 with AVX2's 16.
+constexpr int kBlockCols = (HWY_TARGET <= HWY_AVX3) ? 4 : 2;
+constexpr int kBlockRows = 4;
+// Tokens per tile: the tile's inputs (kTileTokens x K floats) stay in L2 while
+// every weight row block of the slice passes over them once.
+constexpr int64_t kTileTokens = 64;
+
+template <int kRows, typename TW>
+HWY_INLINE void DotRowsAllCols(const float* x, int64_t ldx, int64_t T, const TW* w, int64_t ldw,
+                               int64_t K, float* y, int64_t ldy, bool accumulate) {
+  int64_t t = 0;
+  for (; t + kBlockCols <= T; t += kBlockCols)
+    DotBlock<kRows, kBlockCols>(x + t * ldx, ldx, w, ldw, K, y + t * ldy, ldy, accumulate);
+  for (; t < T; ++t) DotBlock<kRows, 1>(x + t * ldx, ldx, w, ldw, K, y + t * ldy, ldy, accumulate);
+}
+
+template <typename TW>
+void MatmulRowsT(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const TW* w,
+                 int64_t ldw, int64_t K, int64_t row0, int64_t row1, bool accumulate) {
+  for (int64_t t0 = 0; t0 < T; t0 += kTileTokens) {
+    const int64_t tn = std::min(kTileTokens, T - t0);
+    const float* xt = x + t0 * ldx;
+    float* yt = y + t0 * ldy;
+    int64_t r = row0;
+    for (; r + kBlockRows <= row1; r += kBlockRows)
+      DotRowsAllCols<kBlockRows>(xt, ldx, tn, w + r * ldw, ldw, K, yt + r, ldy, accumulate);
+    for (; r < row1; ++r) DotRowsAllCols<1>(xt, ldx, tn, w + r * ldw, ldw, K, yt + r, ldy, accumulate);
+  }
+}
+
+void MatmulRows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w,
+                int64_t row0, int64_t row1, bool accumulate) {
+  switch (w.dtype) {
+    case DType::BF16:
+      MatmulRowsT(y, ldy, x, ldx, T, static_cast<const hwy::bfloat16_t*>(w.data), w.row_stride(), w.cols, row0, row1,
+                  accumulate);
+      break;
+    case DType::F16:
+      MatmulRowsT(y, ldy, x, ldx, T, static_cast<const hwy::float16_t*>(w.data), w.row_stride(), w.cols, row0, row1,
+                  accumulate);
+      break;
+    default:
+      MatmulRowsT(y, ldy, x, ldx, T, static_cast<const float*>(w.data), w.row_stride(), w.cols, row0, row1,
+                  accumulate);
+  }
+}
+
+float Dot(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, int64_t n) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  VF s0 = hn::Zero(df), s1 = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + 2 * N <= n; i += 2 * N) {
+    s0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), s0);
+    s1 = hn::MulAdd(hn::LoadU(df, a + i + N), hn::LoadU(df, b + i + N), s1);
+  }
+  for (; i + N <= n; i += N) s0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), s0);
+  float s = hn::GetLane(hn::SumOfLanes(df, hn::Add(s0, s1)));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void Axpy(float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y, int64_t n) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const VF av = hn::Set(df, a);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::MulAdd(av, hn::LoadU(df, x + i), hn::LoadU(df, y + i)), df, y + i);
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+void RmsNorm(float* out, const float* x, const float* HWY_RESTRICT w, int64_t n, float eps) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const float inv = 1.0f / std::sqrt(Dot(x, x, n) / static_cast<float>(n) + eps);
+  const VF iv = hn::Set(df, inv);
+  int64_t i = 0;
+  for (; i + N <= n; i += N)
+    hn::StoreU(hn::Mul(hn::Mul(hn::LoadU(df, x + i), iv), hn::LoadU(df, w + i)), df, out + i);
+  for (; i < n; ++i) out[i] = x[i] * inv * w[i];
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace flora
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace flora::ops {
+
+HWY_EXPORT(MatmulRows);
+HWY_EXPORT(Dot);
+HWY_EXPORT(Axpy);
+HWY_EXPORT(RmsNorm);
+
+void matmul_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w,
+                 int64_t row0, int64_t row1, bool accumulate) {
+  HWY_DYNAMIC_DISPATCH(MatmulRows)(y, ldy, x, ldx, T, w, row0, row1, accumulate);
+}
+float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
+void axpy(float a, const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, y, n); }
+void rmsnorm(float* out, const float* x, const float* w, int64_t n, float eps) {
+  HWY_DYNAMIC_DISPATCH(RmsNorm)(out, x, w, n, eps);
+}
+
+std::string simd_target_name(int64_t target) { return hwy::TargetName(target); }
+
+std::string simd_target_name() {
+  // The best target that is both supported and compiled in is the one dispatched to.
+  const auto targets = hwy::SupportedAndGeneratedTargets();
+  return targets.empty() ? "none" : hwy::TargetName(targets.front());
+}
+
+std::vector<int64_t> simd_targets_available() { return hwy::SupportedAndGeneratedTargets(); }
+
+void set_simd_target_for_test(int64_t target) {
+  hwy::SetSupportedTargetsForTest(target);
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+}
+
+}  // namespace flora::ops
+#endif  // HWY_ONCE

@@ -1,0 +1,52 @@
+// CPU kernels. Each works on one thread over a slice of the work (a range of
+// output rows, a range of heads); the model decides what runs in parallel, so
+// that several kernels can share one parallel region — one synchronisation
+// point — and fusion is a property of the execution, not of the weights.
+// The SIMD versions (Highway, runtime dispatch over the targets compiled in)
+// live in kernels.cpp; their scalar references are in ops/reference.h.
+//
+// Layout: every matrix is row-major. Weights are (out, in) as in PyTorch, so a
+// projection is y = x W^T with x (T, in) and y (T, out).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "util/dtype.h"
+
+namespace flora {
+
+// A weight matrix in its stored dtype (F32, F16 or BF16), not owned.
+struct MatrixRef {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0, cols = 0;  // (rows, cols)
+  int64_t stride = 0;          // elements between rows; 0 means cols
+  int64_t row_stride() const { return stride ? stride : cols; }
+};
+
+namespace ops {
+
+// y[t, r] (=|+=) sum_k x[t, k] * w[r, k] for t < T, row0 <= r < row1.
+// x: (T, K) with row stride ldx; y: (T, *) with row stride ldy, written at
+// columns row0..row1. accumulate: add into y instead of overwriting (used for
+// residual adds in the epilogue of the exit projections).
+void matmul_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T,
+                 const MatrixRef& w, int64_t row0, int64_t row1, bool accumulate);
+
+float dot(const float* a, const float* b, int64_t n);
+// y += a * x
+void axpy(float a, const float* x, float* y, int64_t n);
+// out = x / sqrt(mean(x^2) + eps) * w; out may alias x. w: (n) f32.
+void rmsnorm(float* out, const float* x, const float* w, int64_t n, float eps);
+
+// Name of the SIMD target the dispatcher picked on this machine ("AVX3", ...).
+std::string simd_target_name();
+// The targets compiled into this binary that this CPU supports; tests force
+// each in turn with set_simd_target_for_test to check every one.
+std::vector<int64_t> simd_targets_available();
+void set_simd_target_for_test(int64_t target);  // 0 = restore normal dispatch
+std::string simd_target_name(int64_t target);
+
+}  // namespace ops
+}  // namespace flora

@@ -1,0 +1,120 @@
+// The whole forward pass against golden logits of the PyTorch twin
+// (tools/torch_twin.py, float64) for the tiny model, f32 and bf16 weights,
+// through prefill and KV-cache decode, at several thread counts.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "model/forward.h"
+#include "model/weights.h"
+#include "util/error.h"
+
+namespace flora {
+namespace {
+
+const std::string kFixtures = std::string(FLORA_SOURCE_DIR) + "/tests/fixtures/tiny_llama/";
+
+struct Golden {
+  std::vector<int32_t> tokens;
+  std::vector<float> logits;  // (T, V)
+};
+
+Golden read_golden(const std::string& path) {
+  SafetensorsFile f(path);
+  Golden g;
+  const TensorView* tok = f.find("tokens");
+  const TensorView* lg = f.find("logits");
+  EXPECT_TRUE(tok && lg);
+  for (int64_t i = 0; i < tok->numel(); ++i) {
+    int64_t v;
+    std::memcpy(&v, tok->data + 8 * i, 8);
+    g.tokens.push_back(static_cast<int32_t>(v));
+  }
+  g.logits.resize(lg->numel());
+  std::memcpy(g.logits.data(), lg->data, lg->nbytes);
+  return g;
+}
+
+// Tolerance on logits (spread: std 2.3-2.6, max |logit| 10): 1e-4 absolute.
+// An independent f32 implementation of the same math lands within 7.6e-6 of
+// the float64 golden values (tests/fixtures/README.md), and the smallest
+// modelling mistake the twin's author measured (eps outside the square root)
+// moves logits by 9e-4, so 1e-4 passes correct f32 arithmetic and fails bugs.
+constexpr double kLogitTolerance = 1e-4;
+
+void expect_row_near(const float* got, const float* want, int64_t V, const std::string& what) {
+  double worst = 0;
+  for (int64_t j = 0; j < V; ++j) worst = std::max(worst, std::fabs(double(got[j]) - double(want[j])));
+  EXPECT_LE(worst, kLogitTolerance) << what;
+}
+
+class TinyGolden : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
+
+TEST_P(TinyGolden, PrefillThenDecodeMatchesTwin) {
+  const auto& [dtype, threads] = GetParam();
+  auto model = LlamaModel::load(kFixtures + dtype);
+  const Golden g = read_golden(kFixtures + dtype + "/golden.safetensors");
+  const int64_t V = model->config().vocab_size, T = static_cast<int64_t>(g.tokens.size());
+  ASSERT_EQ(static_cast<int64_t>(g.logits.size()), T * V);
+  ThreadPool pool(threads);
+
+  // Prefill 20 tokens (matrix-matrix path), then decode 4 one at a time.
+  Forward fwd(*model, pool, 64);
+  const int64_t P = 20;
+  const float* logits = fwd.forward(g.tokens.data(), P, /*all_logits=*/true);
+  for (int64_t i = 0; i < P; ++i)
+    expect_row_near(logits + i * V, g.logits.data() + i * V, V, dtype + " prefill row " + std::to_string(i));
+  for (int64_t i = P; i < T; ++i) {
+    logits = fwd.forward(g.tokens.data() + i, 1, false);
+    expect_row_near(logits, g.logits.data() + i * V, V, dtype + " decode position " + std::to_string(i));
+  }
+  EXPECT_EQ(fwd.position(), T);
+
+  // Decode from the first token on (matrix-vector path only).
+  fwd.reset();
+  for (int64_t i = 0; i < T; ++i) {
+    logits = fwd.forward(g.tokens.data() + i, 1, false);
+    expect_row_near(logits, g.logits.data() + i * V, V, dtype + " pure decode position " + std::to_string(i));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Weights, TinyGolden,
+                         ::testing::Combine(::testing::Values("f32", "bf16"), ::testing::Values(1, 2, 3)),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_threads" + std::to_string(std::get<1>(info.param));
+                         });
+
+TEST(Forward, LastLogitsEqualLastRowOfAll) {
+  auto model = LlamaModel::load(kFixtures + "f32");
+  const Golden g = read_golden(kFixtures + "f32/golden.safetensors");
+  const int64_t V = model->config().vocab_size, T = 10;
+  ThreadPool pool(2);
+  Forward a(*model, pool, 32), b(*model, pool, 32);
+  const float* all = a.forward(g.tokens.data(), T, true);
+  std::vector<float> last_row(all + (T - 1) * V, all + T * V);
+  const float* last = b.forward(g.tokens.data(), T, false);
+  for (int64_t j = 0; j < V; ++j) ASSERT_EQ(last[j], last_row[j]) << j;
+}
+
+TEST(Forward, RefusesOverflowAndBadTokens) {
+  auto model = LlamaModel::load(kFixtures + "f32");
+  ThreadPool pool(1);
+  Forward fwd(*model, pool, 4);
+  std::vector<int32_t> five = {1, 2, 3, 4, 5};
+  EXPECT_THROW(fwd.forward(five.data(), 5, false), Error);
+  int32_t bad = 384;
+  try {
+    fwd.forward(&bad, 1, false);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("outside the vocabulary"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Forward(*model, pool, 5000), Error);  // beyond max_position_embeddings
+}
+
+}  // namespace
+}  // namespace flora
