@@ -81,6 +81,10 @@ TEST_P(EveryTarget, DotAxpyRmsnormMatchReference) {
     for (int64_t i = 0; i < n; ++i) mag += std::fabs(a[i] * b[i]);
     EXPECT_NEAR(ops::dot(a.data(), b.data(), n), ref::dot<double>(a.data(), b.data(), n),
                 (n + 2) * kEpsF32 * mag) << n;
+    std::vector<float> ones(n, 1.0f);
+    double abs_sum = 0;
+    for (float v : a) abs_sum += std::fabs(v);
+    EXPECT_NEAR(ops::sum(a.data(), n), ref::dot<double>(a.data(), ones.data(), n), (n + 2) * kEpsF32 * abs_sum) << n;
 
     auto y = b;
     ops::axpy(0.75f, a.data(), y.data(), n);

@@ -421,7 +421,7 @@ TEST_F(Safetensors, MalformedFiles) {
   check_h("{" + entry("a", "\"F32\"", "\"2x3\"", "[0,24]") + "}", 24, {"tensor 'a'", "'shape': expected an array"});
   check_h("{" + entry("a", "\"F32\"", "[2.5]", "[0,4]") + "}", 4, {"tensor 'a'", "non-negative integers", "2.5"});
   check_h("{" + entry("a", "\"F32\"", "[2,-3]", "[0,4]") + "}", 4, {"tensor 'a'", "negative dimension -3"});
-  check_h("{" + entry("a", "\"F32\"", "[9223372036854775808]", "[0,4]") + "}", 4, {"tensor 'a'", "non-negative integers"});
+  check_h("{" + entry("a", "\"F32\"", "[9223372036854775808]", "[0,4]") + "}", 4, {"tensor 'a'", "too large"});
   check_h("{" + entry("a", "\"F32\"", "[4294967296,4294967296]", "[0,4]") + "}", 4, {"tensor 'a'", "overflows"});
   check_h("{" + entry("a", "\"F32\"", "[1]", "[0]") + "}", 4, {"tensor 'a'", "'data_offsets'"});
   check_h("{" + entry("a", "\"F32\"", "[1]", "[-4,0]") + "}", 4, {"tensor 'a'", "'data_offsets'"});
@@ -429,7 +429,9 @@ TEST_F(Safetensors, MalformedFiles) {
   check_h("{" + entry("a", "\"F32\"", "[1]", "[8,4]") + "}", 8, {"tensor 'a'", "reversed"});
   check_h("{" + entry("a", "\"F32\"", "[2,3]", "[0,24]") + "}", 20, {"tensor 'a'", "past the end", "20 bytes"});
   check_h("{" + entry("a", "\"F32\"", "[2,3]", "[0,20]") + "}", 20, {"tensor 'a'", "expected 24 bytes", "[2, 3]"});
-  check_h("{" + entry("a", "\"F32\"", "[18446744073709551615]", "[0,4]") + "}", 4, {"tensor 'a'"});
+  check_h("{" + entry("a", "\"F32\"", "[18446744073709551615]", "[0,4]") + "}", 4, {"tensor 'a'", "too large"});
+  check_h("{" + entry("a", "\"F32\"", "[1e30]", "[0,4]") + "}", 4, {"tensor 'a'", "non-negative integers"});
+  check_h("{" + entry("a", "\"F32\"", "[1]", "[0,4.0]") + "}", 4, {"tensor 'a'", "'data_offsets'"});
   check_h("{" + ok_a + "," + entry("b", "\"F32\"", "[2]", "[20,28]") + "}", 28, {"overlap", "'a'", "'b'"});
   check_h("{" + ok_a + "," + entry("b", "\"F32\"", "[2]", "[28,36]") + "}", 36, {"gap", "'a'", "'b'"});
   check_h("{" + entry("b", "\"F32\"", "[2]", "[4,12]") + "}", 12, {"gap", "'b'", "start"});

@@ -164,7 +164,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   std::vector<Entry> entries;
   entries.reserve(header.size());
 
-  for (const auto& [name, value] : header.items()) {
+  for (const auto& item : header.items()) {
+    // Plain references, not a structured binding: clang 14 cannot capture those.
+    const std::string& name = item.key();
+    const Json& value = item.value();
     if (name == "__metadata__") {
       if (!value.is_object())
         fail("{}: __metadata__: expected an object of strings, found {}", path, brief(value));
@@ -202,12 +205,17 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     std::vector<int64_t> shape;
     shape.reserve(shape_json.size());
     for (const Json& d : shape_json) {
-      if (d.is_number_unsigned() &&
-          d.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      // nlohmann stores non-negative integers as unsigned, negative ones as signed.
+      if (d.is_number_unsigned()) {
+        if (d.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+          fail("{}: tensor '{}': 'shape' {}: dimension {} is too large", path, name,
+               brief(shape_json), d.get<uint64_t>());
         shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
-      } else if (d.is_number_integer() && !d.is_number_unsigned()) {  // signed: negative
-        fail("{}: tensor '{}': 'shape' {}: negative dimension {}", path, name, brief(shape_json),
-             d.get<int64_t>());
+      } else if (d.is_number_integer()) {
+        if (d.get<int64_t>() < 0)
+          fail("{}: tensor '{}': 'shape' {}: negative dimension {}", path, name,
+               brief(shape_json), d.get<int64_t>());
+        shape.push_back(d.get<int64_t>());  // "-0"
       } else {
         fail("{}: tensor '{}': 'shape' {}: expected non-negative integers, found {}", path, name,
              brief(shape_json), brief(d));

@@ -41,6 +41,7 @@ class Forward {
   // Runs `tokens` (T of them) after the cached positions and returns the
   // logits: of the last token (V) or, with all_logits, of every token (T, V).
   const float* forward(const int32_t* tokens, int64_t T, bool all_logits);
+  const LlamaConfig& config() const { return cfg_; }
   int64_t position() const { return cache_.size(); }
   int64_t context() const { return cache_.capacity(); }
   void reset() { cache_.set_size(0); }

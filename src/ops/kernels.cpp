@@ -152,6 +152,23 @@ void Axpy(float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y, int64_t n
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+float Sum(const float* HWY_RESTRICT x, int64_t n) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  // Four accumulators: the loop is limited by memory reads, not add latency.
+  VF s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {
+    s0 = hn::Add(s0, hn::LoadU(df, x + i));
+    s1 = hn::Add(s1, hn::LoadU(df, x + i + N));
+    s2 = hn::Add(s2, hn::LoadU(df, x + i + 2 * N));
+    s3 = hn::Add(s3, hn::LoadU(df, x + i + 3 * N));
+  }
+  float s = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3))));
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
 void RmsNorm(float* out, const float* x, const float* HWY_RESTRICT w, int64_t n, float eps) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
@@ -174,12 +191,14 @@ HWY_EXPORT(MatmulRows);
 HWY_EXPORT(Dot);
 HWY_EXPORT(Axpy);
 HWY_EXPORT(RmsNorm);
+HWY_EXPORT(Sum);
 
 void matmul_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w,
                  int64_t row0, int64_t row1, bool accumulate) {
   HWY_DYNAMIC_DISPATCH(MatmulRows)(y, ldy, x, ldx, T, w, row0, row1, accumulate);
 }
 float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
+float sum(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(Sum)(x, n); }
 void axpy(float a, const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, y, n); }
 void rmsnorm(float* out, const float* x, const float* w, int64_t n, float eps) {
   HWY_DYNAMIC_DISPATCH(RmsNorm)(out, x, w, n, eps);

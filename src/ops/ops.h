@@ -35,6 +35,8 @@ void matmul_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T,
                  const MatrixRef& w, int64_t row0, int64_t row1, bool accumulate);
 
 float dot(const float* a, const float* b, int64_t n);
+// Sum of x; also the read loop that measures memory bandwidth.
+float sum(const float* x, int64_t n);
 // y += a * x
 void axpy(float a, const float* x, float* y, int64_t n);
 // out = x / sqrt(mean(x^2) + eps) * w; out may alias x. w: (n) f32.

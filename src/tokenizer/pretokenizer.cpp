@@ -51,7 +51,7 @@ RegexSplitter::RegexSplitter(std::string_view pattern, const std::string& origin
   if (code_ == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof message);
-    fail("{}: pattern {} does not compile with PCRE2 at offset {}: {}", origin,
+    fail("{}: pattern '{}' does not compile with PCRE2 at offset {}: {}", origin,
          std::string(pattern), offset, reinterpret_cast<const char*>(message));
   }
   // JIT is an optimisation only: when it is unavailable pcre2_match interprets.

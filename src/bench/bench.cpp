@@ -1,0 +1,134 @@
+#include "bench/bench.h"
+
+#include <algorithm>
+#include <random>
+
+#include "model/forward.h"
+#include "ops/ops.h"
+#include "util/error.h"
+#include "util/timer.h"
+
+namespace flora {
+
+Json BenchResult::to_json() const {
+  return Json{{"test", test},
+              {"n_tokens", n_tokens},
+              {"ms_per_token", ms_per_token},
+              {"tokens_per_s", tokens_per_s},
+              {"bandwidth_gbs", bandwidth_gbs},
+              {"bandwidth_limit_ms", bandwidth_limit_ms},
+              {"roofline_ratio", roofline_ratio},
+              {"sync_points_per_token", sync_points_per_token},
+              {"samples_ms", samples_ms}};
+}
+
+BandwidthProbe::BandwidthProbe(ThreadPool& pool, size_t bytes) : pool_(pool), buffer_(bytes / sizeof(float)) {
+  // Touch every page now so that the measurement reads memory, not page faults.
+  pool_.parallel_for(static_cast<int64_t>(buffer_.size()), 1 << 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) buffer_[i] = static_cast<float>(i & 1023);
+  });
+}
+
+double BandwidthProbe::measure() {
+  const int64_t n = static_cast<int64_t>(buffer_.size());
+  std::vector<float> partial(pool_.size());
+  const double t0 = now_seconds();
+  pool_.run([&](int t, int nt) {
+    const int64_t b = n * t / nt, e = n * (t + 1) / nt;
+    partial[t] = ops::sum(buffer_.data() + b, e - b);
+  });
+  const double dt = now_seconds() - t0;
+  // The sum is used so the reads cannot be optimised away.
+  volatile float sink = 0;
+  for (float p : partial) sink = sink + p;
+  return static_cast<double>(n) * sizeof(float) / dt / 1e9;
+}
+
+std::vector<BenchResult> run_bench(const LlamaModel& model, ThreadPool& pool, const BenchOptions& o,
+                                   const BenchProgress& progress) {
+  const LlamaConfig& cfg = model.config();
+  if (o.repetitions < 1) fail("bench: repetitions must be at least 1, got {}", o.repetitions);
+  if (o.n_prompt < 0 || o.n_gen < 0 || o.n_prompt + o.n_gen == 0) fail("bench: nothing to measure (-p and -n are 0)");
+  const int64_t context = std::max(o.n_prompt, o.n_gen);
+  Forward forward(model, pool, context);
+  BandwidthProbe probe(pool, o.bandwidth_bytes);
+  std::mt19937 rng(static_cast<uint32_t>(o.seed));
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(cfg.vocab_size - 1));
+  std::vector<int32_t> prompt(o.n_prompt);
+  for (auto& t : prompt) t = token(rng);
+  const double weight_bytes = static_cast<double>(model.decode_weight_bytes());
+
+  // Warm-up: fault every weight page in and settle the pool.
+  progress("warm-up");
+  {
+    const int32_t first = token(rng);
+    forward.reset();
+    for (int i = 0; i < 2; ++i) forward.forward(&first, 1, false);
+    if (o.n_prompt > 0) {
+      forward.reset();
+      forward.forward(prompt.data(), std::min<int64_t>(o.n_prompt, 16), false);
+    }
+  }
+
+  std::vector<double> pp_ms, pp_bw, tg_ms, tg_bw, tg_ratio;
+  double pp_sync = 0, tg_sync = 0;
+  for (int rep = 0; rep < o.repetitions; ++rep) {
+    const double bw_before = probe.measure();
+    if (o.n_prompt > 0) {
+      progress(fmt::format("repetition {}/{}: pp{}", rep + 1, o.repetitions, o.n_prompt));
+      forward.reset();
+      const double t0 = now_seconds();
+      forward.forward(prompt.data(), o.n_prompt, false);
+      pp_ms.push_back((now_seconds() - t0) * 1e3 / static_cast<double>(o.n_prompt));
+      pp_sync = static_cast<double>(forward.last_sync_points()) / static_cast<double>(o.n_prompt);
+    }
+    const double bw_mid = probe.measure();
+    if (o.n_prompt > 0) pp_bw.push_back((bw_before + bw_mid) / 2);
+    if (o.n_gen > 0) {
+      progress(fmt::format("repetition {}/{}: tg{}", rep + 1, o.repetitions, o.n_gen));
+      forward.reset();
+      int32_t next = token(rng);
+      uint64_t syncs = 0;
+      const double t0 = now_seconds();
+      for (int64_t i = 0; i < o.n_gen; ++i) {
+        const float* logits = forward.forward(&next, 1, false);
+        syncs += forward.last_sync_points();
+        next = static_cast<int32_t>(std::max_element(logits, logits + cfg.vocab_size) - logits);
+      }
+      const double ms = (now_seconds() - t0) * 1e3 / static_cast<double>(o.n_gen);
+      const double bw = (bw_mid + probe.measure()) / 2;
+      tg_ms.push_back(ms);
+      tg_bw.push_back(bw);
+      tg_ratio.push_back(ms / (weight_bytes / bw / 1e6));
+      tg_sync = static_cast<double>(syncs) / static_cast<double>(o.n_gen);
+    }
+  }
+
+  std::vector<BenchResult> results;
+  auto summarise = [&](const std::string& name, int64_t n, const std::vector<double>& ms,
+                       const std::vector<double>& bw, double tokens_per_weight_read, double sync,
+                       const std::vector<double>* ratios) {
+    BenchResult r;
+    r.test = name;
+    r.n_tokens = n;
+    r.samples_ms = ms;
+    r.ms_per_token = median(ms);
+    r.tokens_per_s = 1e3 / r.ms_per_token;
+    r.bandwidth_gbs = median(bw);
+    r.bandwidth_limit_ms = weight_bytes / (r.bandwidth_gbs * 1e9) * 1e3 / tokens_per_weight_read;
+    if (ratios) {
+      r.roofline_ratio = median(*ratios);
+    } else {
+      std::vector<double> q;
+      for (size_t i = 0; i < ms.size(); ++i) q.push_back(ms[i] / (weight_bytes / (bw[i] * 1e9) * 1e3 / tokens_per_weight_read));
+      r.roofline_ratio = median(q);
+    }
+    r.sync_points_per_token = sync;
+    results.push_back(r);
+  };
+  if (o.n_prompt > 0) summarise(fmt::format("pp{}", o.n_prompt), o.n_prompt, pp_ms, pp_bw, static_cast<double>(o.n_prompt), pp_sync, nullptr);
+  if (o.n_gen > 0) summarise(fmt::format("tg{}", o.n_gen), o.n_gen, tg_ms, tg_bw, 1.0, tg_sync, &tg_ratio);
+  return results;
+}
+
+}  // namespace flora

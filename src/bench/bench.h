@@ -1,0 +1,57 @@
+// Speed measurement (never in tests): prompt processing (ppN) and token
+// generation (tgN) in the manner of llama-bench, with the machine's memory
+// bandwidth measured interleaved, repetition by repetition, so that decode
+// time can be stated as a multiple of its bandwidth limit
+// (weight bytes read per token / bandwidth). Figures are medians.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/weights.h"
+#include "util/json.h"
+#include "util/threads.h"
+
+namespace flora {
+
+struct BenchOptions {
+  int64_t n_prompt = 512;  // 0: no pp test
+  int64_t n_gen = 128;     // 0: no tg test
+  int repetitions = 5;
+  size_t bandwidth_bytes = size_t{1} << 30;  // read-loop buffer; far above any cache
+  uint64_t seed = 1;
+};
+
+struct BenchResult {
+  std::string test;            // "pp512", "tg128"
+  int64_t n_tokens = 0;
+  double ms_per_token = 0;     // median over repetitions
+  double tokens_per_s = 0;
+  double bandwidth_gbs = 0;    // median read bandwidth measured beside this test
+  // Time per token if the weights were read once per forward call at the
+  // measured bandwidth: (decode weight bytes / bandwidth) / tokens per call.
+  double bandwidth_limit_ms = 0;
+  double roofline_ratio = 0;   // median over repetitions of ms_per_token / bandwidth_limit_ms
+  double sync_points_per_token = 0;
+  std::vector<double> samples_ms;  // ms per token of each repetition
+  Json to_json() const;
+};
+
+// Reads `bytes` of memory with the pool's threads and returns GB/s (1e9 B/s).
+class BandwidthProbe {
+ public:
+  BandwidthProbe(ThreadPool& pool, size_t bytes);
+  double measure();
+
+ private:
+  ThreadPool& pool_;
+  std::vector<float> buffer_;
+};
+
+using BenchProgress = std::function<void(const std::string& what)>;
+
+std::vector<BenchResult> run_bench(const LlamaModel& model, ThreadPool& pool, const BenchOptions& options,
+                                   const BenchProgress& progress);
+
+}  // namespace flora

@@ -1,0 +1,187 @@
+// flora generate, flora logits, flora tokenize: running a model directory.
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "io/safetensors.h"
+#include "model/forward.h"
+#include "model/generate.h"
+#include "model/weights.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+#include "util/file.h"
+#include "util/json.h"
+#include "util/timer.h"
+
+namespace flora::cli {
+
+std::vector<int32_t> parse_token_list(const std::string& text, const char* flag) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t end = text.find(',', pos);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(pos, end - pos);
+    size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || item.empty() || v < 0 || v > INT32_MAX)
+      fail("{}: item {} ('{}'): expected a non-negative integer token id", flag, ids.size() + 1, item);
+    ids.push_back(static_cast<int32_t>(v));
+    pos = end + 1;
+  }
+  return ids;
+}
+
+namespace {
+
+void add_threads_option(CLI::App* cmd, int& threads) {
+  threads = default_thread_count();
+  cmd->add_option("-t,--threads", threads, "Threads (default: the machine's cores)")
+      ->check(CLI::Range(1, 1024))->capture_default_str();
+}
+
+std::string read_prompt(const std::string& prompt, const std::string& prompt_file) {
+  if (!prompt_file.empty()) return read_file(prompt_file);
+  return prompt;
+}
+
+// Stop tokens: the config's eos ids and the tokenizer's end-of-turn tokens.
+std::vector<int32_t> stop_ids(const LlamaConfig& config, const Tokenizer& tok) {
+  std::vector<int32_t> ids(config.eos_token_ids.begin(), config.eos_token_ids.end());
+  for (int32_t id : tok.eos_ids())
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  return ids;
+}
+
+}  // namespace
+
+void add_generate(CLI::App& app, Action& action) {
+  auto* cmd = app.add_subcommand("generate", "Generate text from a prompt, streaming tokens as they come");
+  struct Options {
+    std::string model, prompt, prompt_file;
+    bool chat = false, ignore_eos = false;
+    int64_t n = 128;
+    int threads = 1;
+    SamplerParams sampling;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("-m,--model", o->model, "Model directory (config.json, safetensors, tokenizer.json)")->required();
+  auto* p = cmd->add_option("-p,--prompt", o->prompt, "Prompt text");
+  auto* pf = cmd->add_option("-f,--prompt-file", o->prompt_file, "File holding the prompt")->check(CLI::ExistingFile);
+  p->excludes(pf);
+  cmd->add_flag("--chat", o->chat, "Wrap the prompt as a user message in the Llama 3 chat template");
+  cmd->add_option("-n,--n-predict", o->n, "Most tokens to generate")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--top-p", o->sampling.top_p, "Keep the smallest set of tokens whose probability reaches p")->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  cmd->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
+  cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at end-of-sequence tokens");
+  add_threads_option(cmd, o->threads);
+  cmd->callback([&action, o, p, pf] {
+    if (!*p && !*pf) throw CLI::RequiredError("--prompt or --prompt-file");
+    action = [o] {
+      auto model = LlamaModel::load(o->model);
+      const Tokenizer tok = Tokenizer::from_file(o->model + "/tokenizer.json");
+      std::string text = read_prompt(o->prompt, o->prompt_file);
+      std::vector<int32_t> prompt;
+      if (o->chat) prompt = tok.encode(apply_chat_template({{"user", text}}, true), false, true);
+      else prompt = tok.encode(text, tok.bos_id().has_value(), true);
+      const LlamaConfig& cfg = model->config();
+      const int64_t context = std::min<int64_t>(cfg.max_position_embeddings, static_cast<int64_t>(prompt.size()) + o->n);
+      if (static_cast<int64_t>(prompt.size()) >= cfg.max_position_embeddings)
+        fail("the prompt has {} tokens; the model's context is {}", prompt.size(), cfg.max_position_embeddings);
+      ThreadPool pool(o->threads);
+      Forward forward(*model, pool, context);
+      Sampler sampler(o->sampling);
+      StreamDecoder decoder(tok, /*skip_special=*/false);
+      std::fputs(text.c_str(), stdout);
+      std::fflush(stdout);
+      const GenerationStats s = generate(forward, prompt, o->n, sampler,
+                                         o->ignore_eos ? std::vector<int32_t>{} : stop_ids(cfg, tok), [&](int32_t id) {
+                                           std::fputs(decoder.push(id).c_str(), stdout);
+                                           std::fflush(stdout);
+                                         });
+      std::fputs(decoder.flush().c_str(), stdout);
+      std::fputs("\n", stdout);
+      std::fflush(stdout);
+      std::fprintf(stderr,
+                   "\nprompt: %lld tokens, TTFT %.1f ms (%.1f tokens/s) | generated: %lld tokens%s, TPOT %.1f ms "
+                   "(median, %.1f tokens/s) | %d threads\n",
+                   static_cast<long long>(s.prompt_tokens), s.ttft_s * 1e3, s.prompt_tokens / s.ttft_s,
+                   static_cast<long long>(s.generated_tokens), s.stopped ? " (stopped at EOS)" : "", s.tpot_s() * 1e3,
+                   s.tpot_s() > 0 ? 1.0 / s.tpot_s() : 0.0, o->threads);
+    };
+  });
+}
+
+void add_logits(CLI::App& app, Action& action) {
+  auto* cmd = app.add_subcommand("logits", "Write the logits of every position of a token sequence (safetensors)");
+  struct Options {
+    std::string model, tokens, out;
+    int threads = 1;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("-m,--model", o->model, "Model directory")->required();
+  cmd->add_option("--tokens", o->tokens, "Token ids, comma-separated: 128000,9906,1917")->required();
+  cmd->add_option("-o,--out", o->out, "Output .safetensors: one F32 tensor 'logits' (tokens, vocab)")->required();
+  add_threads_option(cmd, o->threads);
+  cmd->callback([&action, o] {
+    action = [o] {
+      const auto ids = parse_token_list(o->tokens, "--tokens");
+      auto model = LlamaModel::load(o->model);
+      ThreadPool pool(o->threads);
+      const int64_t T = static_cast<int64_t>(ids.size()), V = model->config().vocab_size;
+      Forward forward(*model, pool, T);
+      const float* logits = forward.forward(ids.data(), T, true);
+      write_safetensors(o->out, {{"logits", DType::F32, {T, V}, logits}}, {{"tokens", o->tokens}});
+      std::fprintf(stderr, "logits: wrote (%lld, %lld) to %s\n", static_cast<long long>(T), static_cast<long long>(V), o->out.c_str());
+    };
+  });
+}
+
+void add_tokenize(CLI::App& app, Action& action) {
+  auto* cmd = app.add_subcommand("tokenize", "Print the token ids of a text as a JSON array (or decode ids)");
+  struct Options {
+    std::string model, text, file;
+    bool decode = false, no_bos = false;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("-m,--model", o->model, "Model directory (or a directory holding tokenizer.json)")->required();
+  auto* t = cmd->add_option("--text", o->text, "Text to tokenize (with --decode: a JSON array of ids)");
+  auto* f = cmd->add_option("--file", o->file, "File to tokenize (with --decode: holding a JSON array of ids)")->check(CLI::ExistingFile);
+  t->excludes(f);
+  cmd->add_flag("--decode", o->decode, "Decode ids to text instead");
+  cmd->add_flag("--no-bos", o->no_bos, "Do not prepend the beginning-of-text token");
+  cmd->callback([&action, o, t, f] {
+    if (!*t && !*f) throw CLI::RequiredError("--text or --file");
+    action = [o] {
+      const Tokenizer tok = Tokenizer::from_file(o->model + "/tokenizer.json");
+      const std::string input = o->file.empty() ? o->text : read_file(o->file);
+      if (o->decode) {
+        const std::string origin = o->file.empty() ? "--text" : o->file;
+        const Json j = parse_json(input, origin);
+        if (!j.is_array()) fail("{}: expected a JSON array of token ids", origin);
+        std::vector<int32_t> ids;
+        for (const auto& e : j) {
+          if (!e.is_number_integer()) fail("{}: item {}: expected an integer token id, found {}", origin, ids.size() + 1, e.dump());
+          ids.push_back(e.get<int32_t>());
+        }
+        std::fputs(tok.decode(ids).c_str(), stdout);
+        std::fputs("\n", stdout);
+        return;
+      }
+      const auto ids = tok.encode(input, !o->no_bos && tok.bos_id().has_value(), true);
+      std::fputs(Json(ids).dump().c_str(), stdout);
+      std::fputs("\n", stdout);
+    };
+  });
+}
+
+}  // namespace flora::cli
