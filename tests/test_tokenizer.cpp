@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -304,9 +305,9 @@ TEST(Llama3Tokenizer, InvalidUtf8DoesNotCrash) {
 }
 
 TEST(Llama3Tokenizer, ContractionCaseFolding) {
-  // PCRE2 folds case by Unicode rules, as Oniguruma (HF Rust) and the regex
-  // crate (tiktoken) do: (?i:'s) also matches "'ſ" (U+017F). tokenizers.js folds
-  // ASCII only and splits "'" from "ſ"; this is why the corpus leaves "'ſ" out.
+  // PCRE2 folds case by Unicode rules, as the Rust regex crate (tiktoken) does:
+  // (?i:'s) also matches "'ſ" (U+017F). tokenizers.js folds ASCII only and
+  // splits "'" from "ſ"; this is why the parity corpus leaves "'ſ" out.
   RegexSplitter split(llama3_split_pattern(), "test");
   std::vector<std::string_view> pieces;
   split.split("x'\xC5\xBF 'S", pieces);
@@ -322,6 +323,9 @@ TEST(Llama3Tokenizer, EncodesMegabytesInSeconds) {
   }
   // Long runs stress the regex (PCRE2 JIT stack) and the BPE merge loop.
   text += std::string(200'000, 'a') + std::string(200'000, ' ') + "end" + std::string(100'000, '\n');
+  text += std::string(100'000, '!') + std::string(100'000, '7') + " x";
+  for (int i = 0; i < 50'000; ++i) text += "\r\n";
+  for (int i = 0; i < 50'000; ++i) text += "\xE6\x97\xA5";  // U+65E5, a CJK letter
   const auto start = std::chrono::steady_clock::now();
   const auto ids = t.encode(text, false);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -41,6 +41,12 @@ std::vector<int32_t> parse_token_list(const std::string& text, const char* flag)
 
 namespace {
 
+// fwrite, not fputs: decoded text may hold NUL bytes.
+void print(const std::string& text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fflush(stdout);
+}
+
 void add_threads_option(CLI::App* cmd, int& threads) {
   threads = default_thread_count();
   cmd->add_option("-t,--threads", threads, "Threads (default: the machine's cores)")
@@ -101,16 +107,12 @@ void add_generate(CLI::App& app, Action& action) {
       Forward forward(*model, pool, context);
       Sampler sampler(o->sampling);
       StreamDecoder decoder(tok, /*skip_special=*/false);
-      std::fputs(text.c_str(), stdout);
-      std::fflush(stdout);
+      print(text);
       const GenerationStats s = generate(forward, prompt, o->n, sampler,
                                          o->ignore_eos ? std::vector<int32_t>{} : stop_ids(cfg, tok), [&](int32_t id) {
-                                           std::fputs(decoder.push(id).c_str(), stdout);
-                                           std::fflush(stdout);
+                                           print(decoder.push(id));
                                          });
-      std::fputs(decoder.flush().c_str(), stdout);
-      std::fputs("\n", stdout);
-      std::fflush(stdout);
+      print(decoder.flush() + "\n");
       std::fprintf(stderr,
                    "\nprompt: %lld tokens, TTFT %.1f ms (%.1f tokens/s) | generated: %lld tokens%s, TPOT %.1f ms "
                    "(median, %.1f tokens/s) | %d threads\n",
@@ -173,8 +175,7 @@ void add_tokenize(CLI::App& app, Action& action) {
           if (!e.is_number_integer()) fail("{}: item {}: expected an integer token id, found {}", origin, ids.size() + 1, e.dump());
           ids.push_back(e.get<int32_t>());
         }
-        std::fputs(tok.decode(ids).c_str(), stdout);
-        std::fputs("\n", stdout);
+        print(tok.decode(ids) + "\n");
         return;
       }
       const auto ids = tok.encode(input, !o->no_bos && tok.bos_id().has_value(), true);

@@ -64,22 +64,33 @@ uint64_t read_u64_le(const uint8_t* p) {
 // the files a write_model_safetensors may have left in a directory.
 bool is_model_weights_file(const std::string& name) {
   if (name == "model.safetensors" || name == "model.safetensors.index.json") return true;
-  auto digits = [&](size_t& i) {
-    size_t start = i;
+  size_t i = 0;  // parse position
+  auto digits = [&] {  // at least 5, as "{:05d}" writes them
+    const size_t start = i;
     while (i < name.size() && name[i] >= '0' && name[i] <= '9') ++i;
     return i - start >= 5;
   };
-  size_t i = 0;
   auto lit = [&](std::string_view s) {
     if (name.compare(i, s.size(), s) != 0) return false;
     i += s.size();
     return true;
   };
-  return lit("model-") && digits(i) && lit("-of-") && digits(i) && lit(".safetensors") &&
+  return lit("model-") && digits() && lit("-of-") && digits() && lit(".safetensors") &&
          i == name.size();
 }
 
 }  // namespace
+
+std::string printable(std::string_view text, bool ascii_only) {
+  std::string out;
+  out.reserve(text.size());
+  for (char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f || (ascii_only && c >= 0x80)) out += fmt::format("\\x{:02x}", c);
+    else out += ch;
+  }
+  return out;
+}
 
 std::string format_shape(const std::vector<int64_t>& shape) {
   return fmt::format("[{}]", fmt::join(shape, ", "));
@@ -118,12 +129,13 @@ Json parse_json_unique_keys(std::string_view text, const std::string& origin,
   try {
     j = Json::parse(text.begin(), text.end(), callback);
   } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: invalid JSON at byte {}: {}", origin, e.byte, e.what());
+    // nlohmann quotes the bytes it last read, which may be anything.
+    fail("{}: invalid JSON at byte {}: {}", origin, e.byte, printable(e.what(), true));
   }
   if (!duplicate.empty()) {
     if (duplicate_at_top && top_level_is_tensors)
-      fail("{}: duplicate tensor name '{}' in the header", origin, duplicate);
-    fail("{}: duplicate key '{}'", origin, duplicate);
+      fail("{}: duplicate tensor name '{}'", origin, printable(duplicate));
+    fail("{}: duplicate key '{}'", origin, printable(duplicate));
   }
   return j;
 }
@@ -166,14 +178,16 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
 
   for (const auto& item : header.items()) {
     // Plain references, not a structured binding: clang 14 cannot capture those.
-    const std::string& name = item.key();
+    const std::string& key_name = item.key();
+    const std::string name = printable(key_name);  // for messages
     const Json& value = item.value();
-    if (name == "__metadata__") {
+    if (key_name == "__metadata__") {
       if (!value.is_object())
         fail("{}: __metadata__: expected an object of strings, found {}", path, brief(value));
       for (const auto& [key, v] : value.items()) {
         if (!v.is_string())
-          fail("{}: __metadata__ key '{}': expected a string, found {}", path, key, brief(v));
+          fail("{}: __metadata__ key '{}': expected a string, found {}", path, printable(key),
+               brief(v));
         metadata_[key] = v.get<std::string>();
       }
       continue;
@@ -190,12 +204,13 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     // dtype
     const Json& dtype_json = field("dtype");
     if (!dtype_json.is_string())
-      fail("{}: tensor '{}': 'dtype': expected a string, found {}", path, name, brief(dtype_json));
+      fail("{}: tensor '{}': 'dtype': expected a string, found {}", path, name,
+           brief(dtype_json));
     const std::string dtype_str = dtype_json.get<std::string>();
     const auto dtype = parse_dtype(dtype_str);
     if (!dtype)
-      fail("{}: tensor '{}': unknown dtype '{}' (expected one of {})", path, name, dtype_str,
-           dtype_list());
+      fail("{}: tensor '{}': unknown dtype '{}' (expected one of {})", path, name,
+           printable(dtype_str), dtype_list());
 
     // shape
     const Json& shape_json = field("shape");
@@ -249,7 +264,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
            end - begin);
 
     TensorView view;
-    view.name = name;
+    view.name = key_name;
     view.dtype = *dtype;
     view.shape = std::move(shape);
     view.data = data_section + begin;  // begin <= data_size: inside the mapping or one past it
@@ -270,14 +285,15 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
       if (previous)
         fail("{}: gap of {} bytes in the data section between tensor '{}' (ends at {}) and "
              "tensor '{}' (starts at {})",
-             path, e.begin - expected_begin, *previous, expected_begin, e.view.name, e.begin);
+             path, e.begin - expected_begin, printable(*previous), expected_begin,
+             printable(e.view.name), e.begin);
       fail("{}: gap of {} bytes at the start of the data section before tensor '{}' (expected "
            "it to start at 0)",
-           path, e.begin, e.view.name);
+           path, e.begin, printable(e.view.name));
     }
     if (e.begin < expected_begin)
       fail("{}: tensor '{}' (data_offsets [{}, {}]) and tensor '{}' (ends at {}) overlap", path,
-           e.view.name, e.begin, e.end, *previous, expected_begin);
+           printable(e.view.name), e.begin, e.end, printable(*previous), expected_begin);
     expected_begin = e.end;
     previous = &e.view.name;
   }
@@ -285,7 +301,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     if (previous)
       fail("{}: gap: {} bytes after the last tensor '{}' (data section is {} bytes, tensors "
            "end at {})",
-           path, data_size - expected_begin, *previous, data_size, expected_begin);
+           path, data_size - expected_begin, printable(*previous), data_size, expected_begin);
     fail("{}: gap: {} bytes of data after the header but no tensors", path, data_size);
   }
 
@@ -316,7 +332,8 @@ std::vector<size_t> validate_for_writing(const std::string& path,
     if (t.name.empty()) fail("{}: cannot write a tensor with an empty name", path);
     if (t.name == "__metadata__")
       fail("{}: cannot write a tensor named '__metadata__' (reserved by safetensors)", path);
-    if (!seen.insert(t.name).second) fail("{}: duplicate tensor name '{}'", path, t.name);
+    if (!seen.insert(t.name).second)
+      fail("{}: duplicate tensor name '{}'", path, printable(t.name));
     size_t n = 0;
     if (!checked_nbytes(t.shape, t.dtype, &n))
       fail("{}: tensor '{}': invalid shape {} (negative dimension or size overflow)", path,

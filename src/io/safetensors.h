@@ -108,7 +108,8 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
 // are replaced one by one before the new index lands.
 void write_model_safetensors(const std::string& dir, const std::vector<TensorToWrite>& tensors,
                              size_t max_shard_bytes,
-                             const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+                             const std::map<std::string, std::string>& metadata = {
+                                 {"format", "pt"}});
 
 // Parses `text` like parse_json (util/json.h) and also rejects duplicate keys in
 // any object, which nlohmann would silently resolve to the last one:
@@ -119,5 +120,9 @@ Json parse_json_unique_keys(std::string_view text, const std::string& origin,
 
 // "[2048, 64]"
 std::string format_shape(const std::vector<int64_t>& shape);
+
+// `text` for an error message: control characters (and with ascii_only, every
+// byte >= 0x80) as \xNN, so names read from a file cannot garble a terminal.
+std::string printable(std::string_view text, bool ascii_only = false);
 
 }  // namespace flora

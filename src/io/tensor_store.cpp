@@ -14,8 +14,8 @@ void TensorStore::add_file_tensors(const SafetensorsFile& file, const std::strin
   for (const TensorView& t : file.tensors()) {
     auto [it, inserted] = by_name_.emplace(t.name, &t);
     if (!inserted)
-      fail("{}: tensor '{}' is in two shards: {} and {}", origin, t.name, it->second->file,
-           t.file);
+      fail("{}: tensor '{}' is in two shards: {} and {}", origin, printable(t.name),
+           it->second->file, t.file);
     total_bytes_ += t.nbytes;
   }
 }
@@ -55,7 +55,7 @@ TensorStore::TensorStore(const std::string& model_dir) : dir_(model_dir) {
     if (file.empty() || file == "." || file == ".." || file.find('/') != std::string::npos ||
         file.find('\\') != std::string::npos)
       fail("{}: weight_map tensor '{}': expected a file name in {}, found '{}'", index_path,
-           name, model_dir, file);
+           printable(name), model_dir, printable(file));
     by_shard[file].push_back(name);
   }
 
@@ -63,17 +63,17 @@ TensorStore::TensorStore(const std::string& model_dir) : dir_(model_dir) {
     const std::string shard_path = (fs::path(model_dir) / file).string();
     if (!fs::exists(shard_path))
       fail("{}: shard {} (listed for tensor '{}' and {} others) does not exist", index_path,
-           shard_path, listed.front(), listed.size() - 1);
+           shard_path, printable(listed.front()), listed.size() - 1);
     files_.push_back(std::make_unique<SafetensorsFile>(shard_path));
     const SafetensorsFile& sf = *files_.back();
     for (const std::string& name : listed)
       if (!sf.find(name))
-        fail("{}: tensor '{}' is listed in {} but absent from the shard", shard_path, name,
-             index_path);
+        fail("{}: tensor '{}' is listed in {} but absent from the shard", shard_path,
+             printable(name), index_path);
     for (const TensorView& t : sf.tensors()) {
       auto it = wm->find(t.name);
       if (it == wm->end())
-        fail("{}: tensor '{}' is not listed in {}", shard_path, t.name, index_path);
+        fail("{}: tensor '{}' is not listed in {}", shard_path, printable(t.name), index_path);
     }
     add_file_tensors(sf, index_path);
   }
@@ -87,8 +87,8 @@ const TensorView* TensorStore::find(std::string_view name) const {
 const TensorView& TensorStore::get(std::string_view name) const {
   const TensorView* t = find(name);
   if (!t)
-    fail("{}: tensor '{}' not found (the model directory has {} tensors)", dir_, name,
-         by_name_.size());
+    fail("{}: tensor '{}' not found (the model directory has {} tensors)", dir_,
+         printable(name), by_name_.size());
   return *t;
 }
 
@@ -96,7 +96,7 @@ const TensorView& TensorStore::get(std::string_view name,
                                    const std::vector<int64_t>& expected_shape) const {
   const TensorView& t = get(name);
   if (t.shape != expected_shape)
-    fail("{}: tensor '{}': expected shape {}, found {}", t.file, t.name,
+    fail("{}: tensor '{}': expected shape {}, found {}", t.file, printable(t.name),
          format_shape(expected_shape), format_shape(t.shape));
   return t;
 }

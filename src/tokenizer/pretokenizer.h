@@ -16,11 +16,13 @@ namespace flora {
 std::string_view llama3_split_pattern();
 
 // A tokenizer.json regex compiled with PCRE2 (UTF, UCP, JIT when available).
-// The patterns are written for Oniguruma, whose \s is Unicode White_Space; with
-// PCRE2_UCP \s lacks U+0085, so \s and \S are rewritten to \p{White_Space} and
-// \P{White_Space}. Known remaining difference from tokenizers.js (not from the
-// Rust reference): (?i:...) folds case by Unicode rules in PCRE2 and Oniguruma,
-// so Llama 3's (?i:'s) also matches "'ſ" (U+017F), while tokenizers.js folds ASCII only.
+// The patterns are written for Oniguruma, whose \s is Unicode White_Space (as in
+// tokenizers.js); PCRE2_UCP's \s also matches U+180E, which is not White_Space,
+// so \s and \S are rewritten to \p{White_Space} and \P{White_Space}.
+// Known remaining differences from tokenizers.js: (?i:...) folds case by Unicode
+// rules in PCRE2 (as the Rust regex crate under tiktoken does), so Llama 3's
+// (?i:'s) also matches "'ſ" (U+017F) where tokenizers.js folds ASCII only; and \p{L},
+// \p{N} follow PCRE2's Unicode version, which may lag V8's for new characters.
 class RegexSplitter {
  public:
   // `origin` names the file and field in errors, e.g. "x/tokenizer.json: pre_tokenizer".
