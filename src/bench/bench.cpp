@@ -22,20 +22,30 @@ Json BenchResult::to_json() const {
               {"samples_ms", samples_ms}};
 }
 
-BandwidthProbe::BandwidthProbe(ThreadPool& pool, size_t bytes) : pool_(pool), buffer_(bytes / sizeof(float)) {
+BandwidthProbe::BandwidthProbe(ThreadPool& pool, size_t bytes)
+    : pool_(pool), buffer_(bytes, /*huge_pages=*/true), n_(static_cast<int64_t>(bytes / sizeof(float))) {
   // Touch every page now so that the measurement reads memory, not page faults.
-  pool_.parallel_for(static_cast<int64_t>(buffer_.size()), 1 << 16, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) buffer_[i] = static_cast<float>(i & 1023);
+  float* x = reinterpret_cast<float*>(buffer_.data());
+  pool_.parallel_for(n_, 1 << 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) x[i] = static_cast<float>(i & 1023);
   });
 }
 
+double BandwidthProbe::measure_warm(int passes) {
+  std::vector<double> v;
+  for (int i = 0; i < passes; ++i) v.push_back(measure());
+  v.erase(v.begin());
+  return median(v);
+}
+
 double BandwidthProbe::measure() {
-  const int64_t n = static_cast<int64_t>(buffer_.size());
+  const int64_t n = n_;
+  const float* x = reinterpret_cast<const float*>(buffer_.data());
   std::vector<float> partial(pool_.size());
   const double t0 = now_seconds();
   pool_.run([&](int t, int nt) {
     const int64_t b = n * t / nt, e = n * (t + 1) / nt;
-    partial[t] = ops::sum(buffer_.data() + b, e - b);
+    partial[t] = ops::sum(x + b, e - b);
   });
   const double dt = now_seconds() - t0;
   // The sum is used so the reads cannot be optimised away.
@@ -58,34 +68,37 @@ std::vector<BenchResult> run_bench(const LlamaModel& model, ThreadPool& pool, co
   for (auto& t : prompt) t = token(rng);
   const double weight_bytes = static_cast<double>(model.decode_weight_bytes());
 
-  // Warm-up: fault every weight page in and settle the pool.
-  progress("warm-up");
-  {
-    const int32_t first = token(rng);
+  // Memory that has not been touched for a while reads slowly here at first
+  // (the first pass after switching between the probe buffer and the weights
+  // runs at a few GB/s on these virtual machines), so every measurement is
+  // preceded by an untimed pass over the same memory: a probe pass, or decode
+  // steps that read every weight.
+  const int32_t warm_token = token(rng);
+  auto warm_weights = [&](int steps) {
     forward.reset();
-    for (int i = 0; i < 2; ++i) forward.forward(&first, 1, false);
-    if (o.n_prompt > 0) {
-      forward.reset();
-      forward.forward(prompt.data(), std::min<int64_t>(o.n_prompt, 16), false);
-    }
-  }
+    for (int i = 0; i < steps; ++i) forward.forward(&warm_token, 1, false);
+  };
+  progress("warm-up");
+  warm_weights(4);
 
   std::vector<double> pp_ms, pp_bw, tg_ms, tg_bw, tg_ratio;
   double pp_sync = 0, tg_sync = 0;
   for (int rep = 0; rep < o.repetitions; ++rep) {
-    const double bw_before = probe.measure();
+    const double bw_before = probe.measure_warm();
     if (o.n_prompt > 0) {
       progress(fmt::format("repetition {}/{}: pp{}", rep + 1, o.repetitions, o.n_prompt));
+      warm_weights(2);
       forward.reset();
       const double t0 = now_seconds();
       forward.forward(prompt.data(), o.n_prompt, false);
       pp_ms.push_back((now_seconds() - t0) * 1e3 / static_cast<double>(o.n_prompt));
       pp_sync = static_cast<double>(forward.last_sync_points()) / static_cast<double>(o.n_prompt);
     }
-    const double bw_mid = probe.measure();
+    const double bw_mid = probe.measure_warm();
     if (o.n_prompt > 0) pp_bw.push_back((bw_before + bw_mid) / 2);
     if (o.n_gen > 0) {
       progress(fmt::format("repetition {}/{}: tg{}", rep + 1, o.repetitions, o.n_gen));
+      warm_weights(3);
       forward.reset();
       int32_t next = token(rng);
       uint64_t syncs = 0;
@@ -96,7 +109,7 @@ std::vector<BenchResult> run_bench(const LlamaModel& model, ThreadPool& pool, co
         next = static_cast<int32_t>(std::max_element(logits, logits + cfg.vocab_size) - logits);
       }
       const double ms = (now_seconds() - t0) * 1e3 / static_cast<double>(o.n_gen);
-      const double bw = (bw_mid + probe.measure()) / 2;
+      const double bw = (bw_mid + probe.measure_warm()) / 2;
       tg_ms.push_back(ms);
       tg_bw.push_back(bw);
       tg_ratio.push_back(ms / (weight_bytes / bw / 1e6));
@@ -105,9 +118,8 @@ std::vector<BenchResult> run_bench(const LlamaModel& model, ThreadPool& pool, co
   }
 
   std::vector<BenchResult> results;
-  auto summarise = [&](const std::string& name, int64_t n, const std::vector<double>& ms,
-                       const std::vector<double>& bw, double tokens_per_weight_read, double sync,
-                       const std::vector<double>* ratios) {
+  auto summarise = [&](const std::string& name, int64_t n, const std::vector<double>& ms, const std::vector<double>& bw,
+                       double tokens_per_weight_read, double sync, const std::vector<double>* ratios) {
     BenchResult r;
     r.test = name;
     r.n_tokens = n;
@@ -120,13 +132,16 @@ std::vector<BenchResult> run_bench(const LlamaModel& model, ThreadPool& pool, co
       r.roofline_ratio = median(*ratios);
     } else {
       std::vector<double> q;
-      for (size_t i = 0; i < ms.size(); ++i) q.push_back(ms[i] / (weight_bytes / (bw[i] * 1e9) * 1e3 / tokens_per_weight_read));
+      for (size_t i = 0; i < ms.size(); ++i)
+        q.push_back(ms[i] / (weight_bytes / (bw[i] * 1e9) * 1e3 / tokens_per_weight_read));
       r.roofline_ratio = median(q);
     }
     r.sync_points_per_token = sync;
     results.push_back(r);
   };
-  if (o.n_prompt > 0) summarise(fmt::format("pp{}", o.n_prompt), o.n_prompt, pp_ms, pp_bw, static_cast<double>(o.n_prompt), pp_sync, nullptr);
+  if (o.n_prompt > 0)
+    summarise(fmt::format("pp{}", o.n_prompt), o.n_prompt, pp_ms, pp_bw, static_cast<double>(o.n_prompt), pp_sync,
+              nullptr);
   if (o.n_gen > 0) summarise(fmt::format("tg{}", o.n_gen), o.n_gen, tg_ms, tg_bw, 1.0, tg_sync, &tg_ratio);
   return results;
 }

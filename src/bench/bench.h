@@ -11,6 +11,7 @@
 
 #include "model/weights.h"
 #include "util/json.h"
+#include "util/memory.h"
 #include "util/threads.h"
 
 namespace flora {
@@ -19,34 +20,38 @@ struct BenchOptions {
   int64_t n_prompt = 512;  // 0: no pp test
   int64_t n_gen = 128;     // 0: no tg test
   int repetitions = 5;
-  size_t bandwidth_bytes = size_t{1} << 30;  // read-loop buffer; far above any cache
+  size_t bandwidth_bytes = size_t{1} << 28;  // read-loop buffer: 256 MiB, 8x the largest L3 here
   uint64_t seed = 1;
 };
 
 struct BenchResult {
-  std::string test;            // "pp512", "tg128"
+  std::string test;  // "pp512", "tg128"
   int64_t n_tokens = 0;
-  double ms_per_token = 0;     // median over repetitions
+  double ms_per_token = 0;  // median over repetitions
   double tokens_per_s = 0;
-  double bandwidth_gbs = 0;    // median read bandwidth measured beside this test
+  double bandwidth_gbs = 0;  // median read bandwidth measured beside this test
   // Time per token if the weights were read once per forward call at the
   // measured bandwidth: (decode weight bytes / bandwidth) / tokens per call.
   double bandwidth_limit_ms = 0;
-  double roofline_ratio = 0;   // median over repetitions of ms_per_token / bandwidth_limit_ms
+  double roofline_ratio = 0;  // median over repetitions of ms_per_token / bandwidth_limit_ms
   double sync_points_per_token = 0;
   std::vector<double> samples_ms;  // ms per token of each repetition
   Json to_json() const;
 };
 
-// Reads `bytes` of memory with the pool's threads and returns GB/s (1e9 B/s).
+// Reads `bytes` of memory with the pool's threads (ops::sum, which prefetches
+// like the matrix kernels) and returns GB/s (1e9 B/s).
 class BandwidthProbe {
  public:
   BandwidthProbe(ThreadPool& pool, size_t bytes);
   double measure();
+  // Median of passes - 1 passes after one untimed pass.
+  double measure_warm(int passes = 4);
 
  private:
   ThreadPool& pool_;
-  std::vector<float> buffer_;
+  AnonymousBuffer buffer_;  // huge pages, as the --no-mmap weights
+  int64_t n_ = 0;           // floats in buffer_
 };
 
 using BenchProgress = std::function<void(const std::string& what)>;

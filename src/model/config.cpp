@@ -52,14 +52,14 @@ LlamaConfig LlamaConfig::from_json(const Json& j, const std::string& origin) {
   positive("vocab_size", c.vocab_size);
   positive("max_position_embeddings", c.max_position_embeddings);
   if (c.hidden_size % c.num_attention_heads != 0 && !j.contains("head_dim"))
-    fail("{}: hidden_size {} is not a multiple of num_attention_heads {} and no head_dim is given",
-         origin, c.hidden_size, c.num_attention_heads);
+    fail("{}: hidden_size {} is not a multiple of num_attention_heads {} and no head_dim is given", origin,
+         c.hidden_size, c.num_attention_heads);
   c.head_dim = json_get_or<int64_t>(j, "head_dim", c.hidden_size / c.num_attention_heads, origin);
   positive("head_dim", c.head_dim);
   if (c.head_dim % 2) fail("{}: head_dim: expected an even number (RoPE rotates pairs), found {}", origin, c.head_dim);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
-    fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", origin,
-         c.num_attention_heads, c.num_key_value_heads);
+    fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", origin, c.num_attention_heads,
+         c.num_key_value_heads);
   if (!(c.rms_norm_eps > 0)) fail("{}: rms_norm_eps: expected > 0, found {}", origin, c.rms_norm_eps);
   if (!(c.rope_theta > 0)) fail("{}: rope_theta: expected > 0, found {}", origin, c.rope_theta);
 
@@ -78,8 +78,10 @@ LlamaConfig LlamaConfig::from_json(const Json& j, const std::string& origin) {
           json_get<int64_t>(*it, "original_max_position_embeddings", where);
       if (!(c.rope_scaling.factor > 0) || !(c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor) ||
           !(c.rope_scaling.low_freq_factor > 0) || c.rope_scaling.original_max_position_embeddings <= 0)
-        fail("{}: expected factor > 0, high_freq_factor > low_freq_factor > 0, original_max_position_embeddings > 0; found {}",
-             where, it->dump());
+        fail(
+            "{}: expected factor > 0, high_freq_factor > low_freq_factor > 0, original_max_position_embeddings > 0; "
+            "found {}",
+            where, it->dump());
     } else {
       fail("{}: rope_type \"{}\" is not supported (flora implements \"llama3\" and none)", where, type);
     }
@@ -109,8 +111,10 @@ Json LlamaConfig::to_json() const {
   j["attention_bias"] = false;
   j["attention_dropout"] = 0.0;
   j["bos_token_id"] = bos_token_id;
-  if (eos_token_ids.size() == 1) j["eos_token_id"] = eos_token_ids[0];
-  else j["eos_token_id"] = eos_token_ids;
+  if (eos_token_ids.size() == 1)
+    j["eos_token_id"] = eos_token_ids[0];
+  else
+    j["eos_token_id"] = eos_token_ids;
   j["head_dim"] = head_dim;
   j["hidden_act"] = "silu";
   j["hidden_size"] = hidden_size;

@@ -60,14 +60,14 @@ class Forward {
   std::vector<double> inv_freq_;  // (head_dim / 2)
   int64_t capacity_T_ = 0;
   // Activations of the T tokens in flight:
-  std::vector<float> x_;       // (T, d) residual stream
-  std::vector<float> xn_;      // (threads, T, d) each thread's normalised copy
-  std::vector<float> qkv_;     // (T, q_dim + 2 kv_dim)
-  std::vector<float> att_;     // (T, q_dim) attention output
-  std::vector<float> gate_;    // (T, f) gate product, then SiLU(gate) * up
-  std::vector<float> up_;      // (T, f)
-  std::vector<float> scores_;  // (threads, context) attention scores of one query
-  std::vector<float> logits_;  // (T or 1, V)
+  std::vector<float> x_;                    // (T, d) residual stream
+  std::vector<float> xn_;                   // (threads, T, d) each thread's normalised copy
+  std::vector<float> qkv_;                  // (T, q_dim + 2 kv_dim)
+  std::vector<float> att_;                  // (T, q_dim) attention output
+  std::vector<float> gate_;                 // (T, f) gate product, then SiLU(gate) * up
+  std::vector<float> up_;                   // (T, f)
+  std::vector<float> scores_;               // (threads, context) attention scores of one query
+  std::vector<float> logits_;               // (T or 1, V)
   std::vector<float> rope_cos_, rope_sin_;  // (T, head_dim / 2) for the positions in flight
   uint64_t last_sync_points_ = 0;
 };

@@ -9,9 +9,8 @@ namespace flora {
 
 double GenerationStats::tpot_s() const { return median(decode_s); }
 
-GenerationStats generate(Forward& forward, const std::vector<int32_t>& prompt, int64_t max_new_tokens,
-                         Sampler& sampler, const std::vector<int32_t>& stop_ids,
-                         const std::function<void(int32_t)>& on_token) {
+GenerationStats generate(Forward& forward, const std::vector<int32_t>& prompt, int64_t max_new_tokens, Sampler& sampler,
+                         const std::vector<int32_t>& stop_ids, const std::function<void(int32_t)>& on_token) {
   if (prompt.empty()) fail("generate: the prompt has no tokens");
   GenerationStats stats;
   stats.prompt_tokens = static_cast<int64_t>(prompt.size());

@@ -38,10 +38,21 @@ std::vector<uint8_t> random_tensor(const TensorSpec& spec, uint64_t seed, DType 
     const double u = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;  // [0, 1)
     const float v = is_norm ? 1.0f : static_cast<float>((2.0 * u - 1.0) * a);
     switch (dtype) {
-      case DType::F32: std::memcpy(bytes.data() + 4 * i, &v, 4); break;
-      case DType::BF16: { uint16_t h = f32_to_bf16(v); std::memcpy(bytes.data() + 2 * i, &h, 2); break; }
-      case DType::F16: { uint16_t h = f32_to_f16(v); std::memcpy(bytes.data() + 2 * i, &h, 2); break; }
-      default: fail("init-model: dtype {} is not supported (bf16, f16 or f32)", dtype_name(dtype));
+      case DType::F32:
+        std::memcpy(bytes.data() + 4 * i, &v, 4);
+        break;
+      case DType::BF16: {
+        uint16_t h = f32_to_bf16(v);
+        std::memcpy(bytes.data() + 2 * i, &h, 2);
+        break;
+      }
+      case DType::F16: {
+        uint16_t h = f32_to_f16(v);
+        std::memcpy(bytes.data() + 2 * i, &h, 2);
+        break;
+      }
+      default:
+        fail("init-model: dtype {} is not supported (bf16, f16 or f32)", dtype_name(dtype));
     }
   }
   return bytes;

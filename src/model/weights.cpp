@@ -32,6 +32,13 @@ MatrixRef LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols
   if (t.dtype != DType::F32 && t.dtype != DType::BF16 && t.dtype != DType::F16)
     fail("{}: tensor '{}': expected dtype BF16, F16 or F32, found {}", t.file, name, dtype_name(t.dtype));
   const void* data = t.data;
+  if (arena_.data()) {  // copy into the huge-page arena, 64-byte aligned
+    FLORA_ASSERT(arena_used_ + t.nbytes <= arena_.size());
+    std::memcpy(arena_.data() + arena_used_, t.data, t.nbytes);
+    data = arena_.data() + arena_used_;
+    arena_used_ += (t.nbytes + 63) & ~size_t{63};
+    return MatrixRef{data, t.dtype, rows, cols, 0};
+  }
   // safetensors does not promise alignment; kernels load unaligned, but a
   // scalar float read through a misaligned pointer is undefined behaviour.
   if (reinterpret_cast<uintptr_t>(data) % dtype_size(t.dtype) != 0) {
@@ -48,16 +55,25 @@ std::vector<float> LlamaModel::vector_f32(const std::string& name, int64_t n) co
     const uint8_t* p = t.data + i * dtype_size(t.dtype);
     uint16_t h;
     switch (t.dtype) {
-      case DType::F32: std::memcpy(&out[i], p, 4); break;
-      case DType::BF16: std::memcpy(&h, p, 2); out[i] = bf16_to_f32(h); break;
-      case DType::F16: std::memcpy(&h, p, 2); out[i] = f16_to_f32(h); break;
-      default: fail("{}: tensor '{}': expected dtype BF16, F16 or F32, found {}", t.file, name, dtype_name(t.dtype));
+      case DType::F32:
+        std::memcpy(&out[i], p, 4);
+        break;
+      case DType::BF16:
+        std::memcpy(&h, p, 2);
+        out[i] = bf16_to_f32(h);
+        break;
+      case DType::F16:
+        std::memcpy(&h, p, 2);
+        out[i] = f16_to_f32(h);
+        break;
+      default:
+        fail("{}: tensor '{}': expected dtype BF16, F16 or F32, found {}", t.file, name, dtype_name(t.dtype));
     }
   }
   return out;
 }
 
-std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir) {
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, bool use_mmap) {
   auto m = std::unique_ptr<LlamaModel>(new LlamaModel());
   m->dir_ = dir;
   m->config_ = LlamaConfig::from_file(dir + "/config.json");
@@ -67,7 +83,12 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir) {
 
   // Every tensor of the list must be present with its shape; tensors the list
   // does not know (rotary caches some exporters add) are ignored.
-  for (const auto& spec : llama_tensor_specs(c)) m->store_->get(spec.name, spec.shape);
+  size_t matrix_bytes = 0;
+  for (const auto& spec : llama_tensor_specs(c)) {
+    const TensorView& t = m->store_->get(spec.name, spec.shape);
+    if (spec.shape.size() == 2) matrix_bytes += (t.nbytes + 63) & ~size_t{63};
+  }
+  if (!use_mmap) m->arena_ = AnonymousBuffer(matrix_bytes, /*huge_pages=*/true);
 
   m->embed_ = m->matrix("model.embed_tokens.weight", c.vocab_size, d);
   m->lm_head_ = c.tie_word_embeddings ? m->embed_ : m->matrix("lm_head.weight", c.vocab_size, d);
@@ -103,9 +124,16 @@ void embedding_row(const MatrixRef& embed, int64_t id, float* out) {
   for (int64_t i = 0; i < d; ++i) {
     uint16_t h;
     switch (embed.dtype) {
-      case DType::BF16: std::memcpy(&h, row + 2 * i, 2); out[i] = bf16_to_f32(h); break;
-      case DType::F16: std::memcpy(&h, row + 2 * i, 2); out[i] = f16_to_f32(h); break;
-      default: std::memcpy(&out[i], row + 4 * i, 4);
+      case DType::BF16:
+        std::memcpy(&h, row + 2 * i, 2);
+        out[i] = bf16_to_f32(h);
+        break;
+      case DType::F16:
+        std::memcpy(&h, row + 2 * i, 2);
+        out[i] = f16_to_f32(h);
+        break;
+      default:
+        std::memcpy(&out[i], row + 4 * i, 4);
     }
   }
 }

@@ -9,14 +9,15 @@
 #include "io/tensor_store.h"
 #include "model/config.h"
 #include "ops/ops.h"
+#include "util/memory.h"
 
 namespace flora {
 
 struct LayerWeights {
-  MatrixRef q, k, v;     // (q_dim, d), (kv_dim, d), (kv_dim, d)
-  MatrixRef o;           // (d, q_dim)
-  MatrixRef gate, up;    // (f, d), (f, d)
-  MatrixRef down;        // (d, f)
+  MatrixRef q, k, v;                       // (q_dim, d), (kv_dim, d), (kv_dim, d)
+  MatrixRef o;                             // (d, q_dim)
+  MatrixRef gate, up;                      // (f, d), (f, d)
+  MatrixRef down;                          // (d, f)
   std::vector<float> attn_norm, ffn_norm;  // (d), widened to f32 at load
 };
 
@@ -31,12 +32,16 @@ class LlamaModel {
  public:
   // Reads DIR/config.json and the weights (model.safetensors, or the shards of
   // model.safetensors.index.json). Checks every tensor's presence, shape and dtype.
-  static std::unique_ptr<LlamaModel> load(const std::string& dir);
+  // use_mmap: weights are read in place from the memory-mapped files (fast to
+  // load, shared with the page cache); otherwise they are copied into one
+  // anonymous buffer backed by huge pages (steadier decode times, see
+  // util/memory.h; costs a copy at load and the memory twice while cached).
+  static std::unique_ptr<LlamaModel> load(const std::string& dir, bool use_mmap = true);
 
   const std::string& dir() const { return dir_; }
   const LlamaConfig& config() const { return config_; }
-  const MatrixRef& embed() const { return embed_; }      // (V, d)
-  const MatrixRef& lm_head() const { return lm_head_; }  // (V, d); the embedding when tied
+  const MatrixRef& embed() const { return embed_; }                     // (V, d)
+  const MatrixRef& lm_head() const { return lm_head_; }                 // (V, d); the embedding when tied
   const std::vector<float>& final_norm() const { return final_norm_; }  // (d)
   const std::vector<LayerWeights>& layers() const { return layers_; }
   // Bytes of weights one decode step reads: every layer matrix and the LM head.
@@ -51,6 +56,8 @@ class LlamaModel {
   LlamaConfig config_;
   std::unique_ptr<TensorStore> store_;
   std::vector<std::vector<uint8_t>> aligned_copies_;  // tensors whose file offset was misaligned
+  AnonymousBuffer arena_;                             // all matrices, when not reading them in place
+  size_t arena_used_ = 0;
   MatrixRef embed_, lm_head_;
   std::vector<float> final_norm_;
   std::vector<LayerWeights> layers_;

@@ -14,9 +14,23 @@
 namespace flora {
 
 namespace {
-// Spin this many rounds before sleeping on a futex: decode issues a run()
-// every few tens of microseconds, and waking a sleeping thread costs more.
-constexpr int kSpinRounds = 20000;
+// Waiting: spin briefly (decode issues a run() every few tens of microseconds
+// and waking a sleeping thread costs more), then yield the core for a while
+// (a runnable thread of ours may be waiting for it), then sleep on a futex.
+constexpr int kSpinRounds = 2000;
+constexpr int kYieldRounds = 2000;
+
+template <typename Done>
+void wait_until(Done done) {
+  for (int i = 0; i < kSpinRounds; ++i) {
+    if (done()) return;
+    FLORA_PAUSE();
+  }
+  for (int i = 0; i < kYieldRounds; ++i) {
+    if (done()) return;
+    std::this_thread::yield();
+  }
+}
 }  // namespace
 
 int default_thread_count() { return std::max(1u, std::thread::hardware_concurrency()); }
@@ -36,11 +50,8 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    uint64_t g = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; g == seen && spin < kSpinRounds; ++spin) {
-      FLORA_PAUSE();
-      g = generation_.load(std::memory_order_acquire);
-    }
+    wait_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
+    const uint64_t g = generation_.load(std::memory_order_acquire);
     if (g == seen) {
       generation_.wait(seen, std::memory_order_acquire);
       continue;
@@ -63,19 +74,15 @@ void ThreadPool::run(const std::function<void(int, int)>& task) {
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
   task(0, n_threads_);
+  wait_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
   int left = pending_.load(std::memory_order_acquire);
-  for (int spin = 0; left != 0 && spin < kSpinRounds; ++spin) {
-    FLORA_PAUSE();
-    left = pending_.load(std::memory_order_acquire);
-  }
   while (left != 0) {
     pending_.wait(left, std::memory_order_acquire);
     left = pending_.load(std::memory_order_acquire);
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain,
-                              const std::function<void(int64_t, int64_t)>& body) {
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   const int64_t blocks = (n + grain - 1) / grain;

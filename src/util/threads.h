@@ -42,6 +42,25 @@ class ThreadPool {
   std::atomic<uint64_t> sync_points_{0};
 };
 
+// Work handed out in chunks on demand inside one run(): a thread that is
+// descheduled (these machines share their cores with kernel threads) holds up
+// the barrier by at most one chunk, where a static split would stall on its
+// whole share. Threads call next() until it returns false.
+class WorkChunks {
+ public:
+  WorkChunks(int64_t n, int64_t chunk) : n_(n), chunk_(chunk < 1 ? 1 : chunk) {}
+  bool next(int64_t& begin, int64_t& end) {
+    begin = next_.fetch_add(chunk_, std::memory_order_relaxed);
+    if (begin >= n_) return false;
+    end = begin + chunk_ < n_ ? begin + chunk_ : n_;
+    return true;
+  }
+
+ private:
+  int64_t n_, chunk_;
+  std::atomic<int64_t> next_{0};
+};
+
 // Default thread count: the machine's cores (hardware_concurrency).
 int default_thread_count();
 
