@@ -100,6 +100,19 @@ TEST(Forward, LastLogitsEqualLastRowOfAll) {
   for (int64_t j = 0; j < V; ++j) ASSERT_EQ(last[j], last_row[j]) << j;
 }
 
+TEST(Forward, MappedAndCopiedWeightsGiveTheSameLogits) {
+  auto copied = LlamaModel::load(kFixtures + "bf16", /*use_mmap=*/false);
+  auto mapped = LlamaModel::load(kFixtures + "bf16", /*use_mmap=*/true);
+  EXPECT_NE(copied->layers()[0].q.data, mapped->layers()[0].q.data);
+  const Golden g = read_golden(kFixtures + "bf16/golden.safetensors");
+  const int64_t V = copied->config().vocab_size, T = 12;
+  ThreadPool pool(2);
+  Forward a(*copied, pool, 16), b(*mapped, pool, 16);
+  const float* la = a.forward(g.tokens.data(), T, true);
+  const float* lb = b.forward(g.tokens.data(), T, true);
+  for (int64_t i = 0; i < T * V; ++i) ASSERT_EQ(la[i], lb[i]) << i;
+}
+
 TEST(Forward, RefusesOverflowAndBadTokens) {
   auto model = LlamaModel::load(kFixtures + "f32");
   ThreadPool pool(1);

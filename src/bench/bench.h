@@ -50,7 +50,7 @@ class BandwidthProbe {
 
  private:
   ThreadPool& pool_;
-  AnonymousBuffer buffer_;  // huge pages, as the --no-mmap weights
+  AnonymousBuffer buffer_;  // huge pages, like the weights (LlamaModel::load)
   int64_t n_ = 0;           // floats in buffer_
 };
 

@@ -18,7 +18,7 @@ void add_bench(CLI::App& app, Action& action) {
                                  "Measure prompt processing and generation speed (medians of interleaved repetitions)");
   struct Options {
     std::string model, json_out;
-    bool json = false, no_mmap = false;
+    bool json = false, mmap = false;
     int threads = 1;
     BenchOptions bench;
   };
@@ -36,11 +36,11 @@ void add_bench(CLI::App& app, Action& action) {
       ->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "Threads")->check(CLI::Range(1, 1024))->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the results as JSON (one object per test) instead of a table");
-  add_no_mmap_option(cmd, o->no_mmap);
+  add_mmap_option(cmd, o->mmap);
   cmd->add_option("--json-out", o->json_out, "Also write the JSON to this file");
   cmd->callback([&action, o] {
     action = [o] {
-      auto model = LlamaModel::load(o->model, !o->no_mmap);
+      auto model = LlamaModel::load(o->model, o->mmap);
       ThreadPool pool(o->threads);
       const LlamaConfig& cfg = model->config();
       std::string name = std::filesystem::path(o->model).filename().string();
@@ -62,7 +62,7 @@ void add_bench(CLI::App& app, Action& action) {
         j["threads"] = o->threads;
         j["simd"] = ops::simd_target_name();
         j["repetitions"] = o->bench.repetitions;
-        j["weights"] = o->no_mmap ? "huge-page copy" : "mmap";
+        j["weights"] = o->mmap ? "mmap" : "huge-page copy";
         all.push_back(j);
       }
       if (!o->json_out.empty()) write_file_atomic(o->json_out, all.dump(2) + "\n");
@@ -83,7 +83,7 @@ void add_bench(CLI::App& app, Action& action) {
           "\nweights: %s; medians of %d interleaved repetitions; bandwidth: a %zu MiB read loop beside each test; "
           "limit: %.2f GB of "
           "weights read per forward call / bandwidth, per token; x limit: median of per-repetition ratios.\n",
-          o->no_mmap ? "copied into huge pages (--no-mmap)" : "memory-mapped", o->bench.repetitions,
+          o->mmap ? "memory-mapped (--mmap)" : "copied into huge pages", o->bench.repetitions,
           o->bench.bandwidth_bytes >> 20, model->decode_weight_bytes() / 1e9);
     };
   });

@@ -16,8 +16,9 @@ void add_generate(CLI::App& app, Action& action);
 void add_logits(CLI::App& app, Action& action);
 void add_tokenize(CLI::App& app, Action& action);
 void add_bench(CLI::App& app, Action& action);
+void add_score(CLI::App& app, Action& action);
 
-void add_no_mmap_option(CLI::App* cmd, bool& no_mmap);
+void add_mmap_option(CLI::App* cmd, bool& mmap);
 
 // "1,2,3" -> {1, 2, 3}; fails naming the flag and the bad item.
 std::vector<int32_t> parse_token_list(const std::string& text, const char* flag);

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   flora::cli::add_logits(app, action);
   flora::cli::add_tokenize(app, action);
   flora::cli::add_bench(app, action);
+  flora::cli::add_score(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -49,10 +49,10 @@ void print(const std::string& text) {
 
 }  // namespace
 
-void add_no_mmap_option(CLI::App* cmd, bool& no_mmap) {
-  cmd->add_flag("--no-mmap", no_mmap,
-                "Copy the weights into huge-page memory instead of reading them from the mapped files "
-                "(steadier decode times; slower to load)");
+void add_mmap_option(CLI::App* cmd, bool& mmap) {
+  cmd->add_flag("--mmap", mmap,
+                "Read the weights in place from the memory-mapped files instead of copying them into "
+                "huge-page memory (instant load; decode stalls more often)");
 }
 
 namespace {
@@ -83,7 +83,7 @@ void add_generate(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt, streaming tokens as they come");
   struct Options {
     std::string model, prompt, prompt_file;
-    bool chat = false, ignore_eos = false, no_mmap = false;
+    bool chat = false, ignore_eos = false, mmap = false;
     int64_t n = 128;
     int threads = 1;
     SamplerParams sampling;
@@ -108,12 +108,12 @@ void add_generate(CLI::App& app, Action& action) {
       ->capture_default_str();
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at end-of-sequence tokens");
-  add_no_mmap_option(cmd, o->no_mmap);
+  add_mmap_option(cmd, o->mmap);
   add_threads_option(cmd, o->threads);
   cmd->callback([&action, o, p, pf] {
     if (!*p && !*pf) throw CLI::RequiredError("--prompt or --prompt-file");
     action = [o] {
-      auto model = LlamaModel::load(o->model, !o->no_mmap);
+      auto model = LlamaModel::load(o->model, o->mmap);
       const Tokenizer tok = Tokenizer::from_file(o->model + "/tokenizer.json");
       std::string text = read_prompt(o->prompt, o->prompt_file);
       std::vector<int32_t> prompt;

@@ -32,11 +32,12 @@ class LlamaModel {
  public:
   // Reads DIR/config.json and the weights (model.safetensors, or the shards of
   // model.safetensors.index.json). Checks every tensor's presence, shape and dtype.
-  // use_mmap: weights are read in place from the memory-mapped files (fast to
-  // load, shared with the page cache); otherwise they are copied into one
-  // anonymous buffer backed by huge pages (steadier decode times, see
-  // util/memory.h; costs a copy at load and the memory twice while cached).
-  static std::unique_ptr<LlamaModel> load(const std::string& dir, bool use_mmap = true);
+  // By default the weight matrices are copied into one anonymous buffer backed
+  // by huge pages: on the virtual machines flora is measured on, decode from
+  // the page cache's 4 KiB pages stalls every few steps (tg128 of the 1B shape:
+  // 144 ms/token mapped against 55 copied, docs/benchmarks.md). use_mmap reads
+  // them in place from the mapped files instead: instant load, shared memory.
+  static std::unique_ptr<LlamaModel> load(const std::string& dir, bool use_mmap = false);
 
   const std::string& dir() const { return dir_; }
   const LlamaConfig& config() const { return config_; }

@@ -30,7 +30,7 @@ check init-tiny-sharded "$flora" init-model --preset tiny --seed 3 --out "$work/
 check generate "$flora" generate -m "$work/tiny" -p "Once upon a time" -n 12 --temp 0 -t 2
 cp "$work/out" "$work/gen1"
 grep -q "TTFT" "$work/err" && grep -q "TPOT" "$work/err" && passes=$((passes + 1)) || { echo "FAIL: no TTFT/TPOT on stderr"; failures=$((failures + 1)); }
-check generate-sharded "$flora" generate -m "$work/sharded" -p "Once upon a time" -n 12 --temp 0 -t 1
+check generate-sharded "$flora" generate -m "$work/sharded" -p "Once upon a time" -n 12 --temp 0 -t 1 --mmap
 cmp -s "$work/out" "$work/gen1" && passes=$((passes + 1)) || { echo "FAIL: sharded model generates differently"; failures=$((failures + 1)); }
 check generate-chat "$flora" generate -m "$work/tiny" -p "hi" --chat -n 4 --seed 5 --top-k 5 --top-p 0.9 --temp 0.7
 
