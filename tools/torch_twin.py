@@ -12,9 +12,13 @@ not have torch). It needs no transformers/safetensors packages: safetensors is p
 written here.
 
   /usr/bin/python3 tools/torch_twin.py make-tiny --out DIR --dtype f32|bf16 --seed N
-  /usr/bin/python3 tools/torch_twin.py logits --model DIR --tokens 379,1,2 --out FILE.safetensors
+  /usr/bin/python3 tools/torch_twin.py logits --model DIR --tokens 379,1,2 --out FILE.safetensors [--adapter DIR]
   /usr/bin/python3 tools/torch_twin.py golden [--out tests/fixtures/tiny_llama]
-  /usr/bin/python3 tools/torch_twin.py selfcheck --model DIR [--tokens ...]
+  /usr/bin/python3 tools/torch_twin.py selfcheck --model DIR [--tokens ...] [--adapter DIR]
+  /usr/bin/python3 tools/torch_twin.py adapter-golden [--out tests/fixtures/tiny_llama/adapters]
+
+`logits` and `selfcheck` take --adapter DIR: a PEFT-style adapter directory (LoRA, or the
+FLoRA family of docs/ADAPTERS.md in the shared docs), applied in float64 too.
 
 Notation: T tokens, d = hidden_size, H = num_attention_heads, KV = num_key_value_heads,
 hd = head_dim, F = intermediate_size, V = vocab_size. Shapes are in the comments.
@@ -196,6 +200,162 @@ def load_model(model_dir):
 
 
 # --------------------------------------------------------------------------------------------
+# Adapters (the math and file format of docs/ADAPTERS.md in the shared docs): a PEFT-style
+# directory with adapter_config.json and adapter_model.safetensors.
+#   LoRA family:  y_m = W_m u + s * B_m (A_m u) on every target m.
+#   FLoRA family: forward adapters A_m (z_m = A_m u), repeat-and-add (y_m += s * tile(z_m)),
+#                 the sum z of a sub-block's z_m (+ the carry), phi, a backward adapter B on
+#                 the exit (y += s * B phi(z)), and the carry A c + C phi(z) to the next
+#                 sub-block (attention exit -> FFN sum, FFN exit -> next layer's attention sum).
+# s = lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora; r = rank of the STORED matrices.
+# --------------------------------------------------------------------------------------------
+
+MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PARENT = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn",
+          "o_proj": "self_attn", "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+EXITS = ("o_proj", "down_proj")        # the only projections that may have B (and C, carry)
+
+# phi, applied to the sub-block's sum z before B and C consume it.
+PHI = {
+    "identity": lambda z: z,
+    "relu": torch.relu,
+    "gelu": lambda z: 0.5 * z * (1.0 + torch.erf(z / math.sqrt(2.0))),   # exact (erf) form
+    "silu": lambda z: z * torch.sigmoid(z),
+}
+
+ENTRIES = ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"]
+# FLoRA presets: (rank multiplier of the requested R, forward, repeat_add, backward, carry, phi)
+FLORA_PRESETS = {
+    "ffa":       (2, MODULES, MODULES, [], [], "identity"),
+    "ffba":      (1, MODULES, ENTRIES, list(EXITS), list(EXITS), "identity"),
+    "ffba-aorb": (1, ENTRIES, ENTRIES, list(EXITS), [], "identity"),
+    "ffba-qg":   (1, MODULES, ["q_proj", "gate_proj"], list(EXITS), list(EXITS), "identity"),
+    "ffba-relu": (1, MODULES, ENTRIES, list(EXITS), list(EXITS), "relu"),
+}
+
+
+def module_shape(cfg, m):
+    """(out, in) of projection m, as PyTorch stores it."""
+    qd, kvd = cfg.n_heads * cfg.head_dim, cfg.n_kv * cfg.head_dim
+    return {"q_proj": (qd, cfg.d), "k_proj": (kvd, cfg.d), "v_proj": (kvd, cfg.d),
+            "o_proj": (cfg.d, qd), "gate_proj": (cfg.ffn, cfg.d), "up_proj": (cfg.ffn, cfg.d),
+            "down_proj": (cfg.d, cfg.ffn)}[m]
+
+
+def adapter_tensor_name(i, m, mat, kind):
+    """PEFT naming: base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight, and
+    flora_A / flora_B / flora_C for the FLoRA family."""
+    return f"base_model.model.model.layers.{i}.{PARENT[m]}.{m}.{kind}_{mat}.weight"
+
+
+def lora_config(r, alpha, targets=MODULES, rslora=False):
+    """PEFT's LoRA adapter_config.json, unchanged."""
+    return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": alpha,
+            "use_rslora": rslora, "target_modules": list(targets), "lora_dropout": 0.0,
+            "bias": "none", "fan_in_fan_out": False, "rank_pattern": {}, "alpha_pattern": {},
+            "inference_mode": True, "base_model_name_or_path": ""}
+
+
+def flora_config(variant, R, alpha, init="random", phi=None, rslora=False, preset=None):
+    """FLoRA adapter_config.json for a preset (R = requested rank; ffa stores r = 2R).
+    preset: which preset's lists to use (default: variant itself); phi overrides its phi."""
+    mult, fwd, ra, bwd, car, ph = FLORA_PRESETS[preset or variant]
+    return {"peft_type": "FLORA", "task_type": "CAUSAL_LM", "flora_variant": variant,
+            "r": mult * R, "lora_alpha": alpha, "use_rslora": rslora,
+            "target_modules": list(fwd), "repeat_add": list(ra), "backward_modules": list(bwd),
+            "carry_modules": list(car), "nonlinearity": phi or ph, "init": init,
+            "base_model_name_or_path": ""}
+
+
+class Adapter:
+    """A loaded adapter: kind "lora" or "flora", r, s, the module sets and float64 matrices
+    mats[(layer, module, "A"|"B"|"C")]."""
+
+    def __init__(self, cfg, conf, raw):
+        pt = conf.get("peft_type")
+        self.conf, self.r, self.alpha = conf, int(conf["r"]), float(conf["lora_alpha"])
+        self.rslora = bool(conf.get("use_rslora", False))
+        # s = alpha / r, or alpha / sqrt(r) with rsLoRA (r = the stored rank)
+        self.s = self.alpha / (math.sqrt(self.r) if self.rslora else self.r)
+        targets = conf.get("target_modules")
+        if isinstance(targets, str):
+            raise ValueError("adapter_config.json: target_modules given as a regex string "
+                             "is not supported yet (give a list of module names)")
+        bad = [t for t in targets if t not in MODULES]
+        if bad:
+            raise ValueError(f"adapter_config.json: unknown target_modules {bad}")
+        self.forward = set(targets)   # LoRA: its targets; FLoRA: modules with a forward A
+        if pt == "LORA":
+            self.kind = "lora"
+            if conf.get("rank_pattern") or conf.get("alpha_pattern"):
+                raise ValueError("adapter_config.json: rank_pattern/alpha_pattern: "
+                                 "not supported yet")
+            if conf.get("fan_in_fan_out"):
+                raise ValueError("adapter_config.json: fan_in_fan_out true is not supported")
+            self.repeat_add = self.backward = self.carry = set()
+            self.phi_name = "identity"
+            need = [(m, mat) for m in MODULES if m in self.forward for mat in "AB"]
+        elif pt == "FLORA":
+            self.kind = "flora"
+            self.repeat_add = set(conf.get("repeat_add", []))
+            self.backward = set(conf.get("backward_modules", []))
+            self.carry = set(conf.get("carry_modules", []))
+            self.phi_name = conf.get("nonlinearity", "identity")
+            if self.phi_name not in PHI:
+                raise ValueError(f"adapter_config.json: nonlinearity {self.phi_name!r}")
+            if not self.repeat_add <= self.forward:
+                raise ValueError("adapter_config.json: repeat_add needs a forward adapter "
+                                 f"(target_modules): {sorted(self.repeat_add - self.forward)}")
+            if not (self.backward | self.carry) <= set(EXITS):
+                raise ValueError("adapter_config.json: backward/carry only on o_proj, down_proj")
+            if not self.carry <= self.forward:
+                raise ValueError("adapter_config.json: carry needs A (target_modules) on "
+                                 f"{sorted(self.carry - self.forward)}")
+            v = conf.get("flora_variant")
+            if v in FLORA_PRESETS:  # a preset name must mean that preset's lists and phi
+                _, fwd, ra, bwd, car, ph = FLORA_PRESETS[v]
+                mine = (self.forward, self.repeat_add, self.backward, self.carry, self.phi_name)
+                if mine != (set(fwd), set(ra), set(bwd), set(car), ph):
+                    raise ValueError(f"adapter_config.json: flora_variant {v!r} but the module "
+                                     "lists or nonlinearity differ from that preset "
+                                     "(use \"custom\")")
+            need = ([(m, "A") for m in MODULES if m in self.forward]
+                    + [(m, "B") for m in MODULES if m in self.backward]
+                    + [(m, "C") for m in MODULES if m in self.carry])
+        else:
+            raise ValueError(f"adapter_config.json: peft_type {pt!r} (LORA or FLORA)")
+        self.phi = PHI[self.phi_name]
+        tag = "lora" if self.kind == "lora" else "flora"
+        self.mats, used = {}, set()
+        for i in range(cfg.n_layers):
+            for m, mat in need:
+                out, inn = module_shape(cfg, m)
+                shape = {"A": (self.r, inn), "B": (out, self.r), "C": (self.r, self.r)}[mat]
+                name = adapter_tensor_name(i, m, mat, tag)
+                if name not in raw:
+                    raise KeyError(f"adapter: tensor '{name}' missing")
+                if tuple(raw[name].shape) != shape:
+                    raise ValueError(f"adapter: tensor '{name}': expected {list(shape)}, "
+                                     f"found {list(raw[name].shape)}")
+                self.mats[(i, m, mat)] = torch.from_numpy(raw[name].astype(np.float64))
+                used.add(name)
+        extra = set(raw) - used
+        if extra:
+            raise ValueError(f"adapter: unexpected tensors {sorted(extra)[:4]} "
+                             f"({len(extra)} in all)")
+
+    def M(self, i, m, mat):
+        return self.mats[(i, m, mat)]
+
+
+def load_adapter(cfg, adapter_dir):
+    with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+        conf = json.load(f)
+    raw = read_safetensors(os.path.join(adapter_dir, "adapter_model.safetensors"))[0]
+    return Adapter(cfg, conf, raw)
+
+
+# --------------------------------------------------------------------------------------------
 # The math.
 # --------------------------------------------------------------------------------------------
 
@@ -261,42 +421,104 @@ def silu(x):
     return x / (1 + torch.exp(-x))                       # x * sigmoid(x)
 
 
-def forward(cfg, W, tokens):
-    """Full causal forward over the whole sequence. tokens: list of ints.
-    Returns (logits float64 [T, V], cache) with cache[l] = (K [KV, T, hd] after RoPE, V)."""
+def tile(z, n):
+    """Repeat-and-add's widening: tile_n(z)[..., i] = z[..., i mod r], i < n. z [..., r]."""
+    return z[..., torch.arange(n) % z.shape[-1]]
+
+
+def adapted_entry(ad, i, m, u, Wm):
+    """An entry projection (q, k, v, gate, up; also used for LoRA everywhere) on u [T, in]:
+    returns (y [T, out], z [T, r] or None). Separate operations (the unfused form):
+      LoRA:   y = W u + s * B (A u)
+      FLoRA:  y = W u ; z = A u ; with repeat_add: y += s * tile(z)."""
+    y = u @ Wm.T
+    if ad is None or m not in ad.forward:
+        return y, None
+    z = u @ ad.M(i, m, "A").T                                           # A u   [T, r]
+    if ad.kind == "lora":
+        return y + ad.s * (z @ ad.M(i, m, "B").T), None                 # + s B (A u)
+    if m in ad.repeat_add:
+        y = y + ad.s * tile(z, y.shape[-1])                             # + s tile(A u)
+    return y, z
+
+
+def adapted_exit(ad, i, m, c, Wm, zsum):
+    """An exit projection (o, down) on c [T, in] with the sub-block's sum zsum [T, r]:
+    returns (y [T, out], carry [T, r] or None).
+      FLoRA:  y = W c ; backward: y += s * B phi(z) ; forward+repeat_add (ffa): y += s tile(A c)
+              carry: A c + C phi(z)."""
+    if ad is None or ad.kind == "lora":
+        return adapted_entry(ad, i, m, c, Wm)[0], None
+    y = c @ Wm.T
+    pz = ad.phi(zsum)                                                    # phi(z)
+    if m in ad.backward:
+        y = y + ad.s * (pz @ ad.M(i, m, "B").T)                         # + s B phi(z)
+    if m in ad.forward and m in ad.repeat_add:
+        y = y + ad.s * tile(c @ ad.M(i, m, "A").T, y.shape[-1])         # + s tile(A c)
+    carry = None
+    if m in ad.carry:
+        carry = c @ ad.M(i, m, "A").T + pz @ ad.M(i, m, "C").T          # A c + C phi(z)
+    return y, carry
+
+
+def forward(cfg, W, tokens, adapter=None):
+    """Full causal forward over the whole sequence. tokens: list of ints; adapter: an Adapter
+    or None. Returns (logits float64 [T, V], cache) with cache[l] = (K [KV, T, hd] after
+    RoPE, V)."""
     T, H, KV, hd = len(tokens), cfg.n_heads, cfg.n_kv, cfg.head_dim
+    ad = adapter
     inv_freq, _ = rope_inv_freq(cfg)
     pos = torch.arange(T, dtype=F64)
     x = W["model.embed_tokens.weight"][torch.tensor(tokens)]      # [T, d] embedding lookup
     cache = []
+    carry = None                                  # carry_in of layer 0 is 0
     for i in range(cfg.n_layers):
         p = f"model.layers.{i}."
+        r = ad.r if ad is not None else 1
         xn = rms_norm(x, W[p + "input_layernorm.weight"], cfg.eps)      # [T, d]
-        q = xn @ W[p + "self_attn.q_proj.weight"].T                     # [T, H*hd]
-        k = xn @ W[p + "self_attn.k_proj.weight"].T                     # [T, KV*hd]
-        v = xn @ W[p + "self_attn.v_proj.weight"].T                     # [T, KV*hd]
+        # attention entry: y_m = W_m x^ (+ adapter), z_attn = sum of z_m (+ carry_in)
+        zsum = torch.zeros(T, r, dtype=F64) if carry is None else carry
+        q, zq = adapted_entry(ad, i, "q_proj", xn, W[p + "self_attn.q_proj.weight"])
+        k, zk = adapted_entry(ad, i, "k_proj", xn, W[p + "self_attn.k_proj.weight"])
+        v, zv = adapted_entry(ad, i, "v_proj", xn, W[p + "self_attn.v_proj.weight"])
+        for z in (zq, zk, zv):
+            if z is not None:
+                zsum = zsum + z
         q = q.view(T, H, hd).transpose(0, 1)                            # [H, T, hd]
         k = k.view(T, KV, hd).transpose(0, 1)                           # [KV, T, hd]
         v = v.view(T, KV, hd).transpose(0, 1)                           # [KV, T, hd]
-        q = rope_rotate_half(q, pos, inv_freq)
+        q = rope_rotate_half(q, pos, inv_freq)    # RoPE after the repeat-and-add
         k = rope_rotate_half(k, pos, inv_freq)
         cache.append((k, v))
-        a = causal_gqa_attention(q, k, v, pos, pos)                     # [T, H*hd]
-        x = x + a @ W[p + "self_attn.o_proj.weight"].T                  # residual
+        a = causal_gqa_attention(q, k, v, pos, pos)                     # [T, H*hd] = c
+        y, carry = adapted_exit(ad, i, "o_proj", a, W[p + "self_attn.o_proj.weight"], zsum)
+        x = x + y                                                       # residual
         xn = rms_norm(x, W[p + "post_attention_layernorm.weight"], cfg.eps)
-        g = xn @ W[p + "mlp.gate_proj.weight"].T                        # [T, F]
-        u = xn @ W[p + "mlp.up_proj.weight"].T                          # [T, F]
-        x = x + (silu(g) * u) @ W[p + "mlp.down_proj.weight"].T         # residual (SwiGLU)
+        # FFN entry: z_ffn = z_gate + z_up + carry_attn
+        zsum = torch.zeros(T, r, dtype=F64) if carry is None else carry
+        g, zg = adapted_entry(ad, i, "gate_proj", xn, W[p + "mlp.gate_proj.weight"])  # [T, F]
+        u, zu = adapted_entry(ad, i, "up_proj", xn, W[p + "mlp.up_proj.weight"])      # [T, F]
+        for z in (zg, zu):
+            if z is not None:
+                zsum = zsum + z
+        y, carry = adapted_exit(ad, i, "down_proj", silu(g) * u,
+                                W[p + "mlp.down_proj.weight"], zsum)
+        x = x + y                                                       # residual (SwiGLU)
+        # carry (A_down h + C_down phi(z_ffn)) goes on to the next layer; dropped after the last
     x = rms_norm(x, W["model.norm.weight"], cfg.eps)
     return x @ W["lm_head.weight"].T, cache                             # [T, V]
 
 
-def decode_step(cfg, W, cache, token, pos):
+def decode_step(cfg, W, cache, token, pos, adapter=None):
     """Independent one-token path with a KV cache (matrix-vector form, RoPE as explicit pair
     rotations, per-head attention over the cache). cache: list per layer of (K [KV, t, hd],
-    V [KV, t, hd]) for positions 0..pos-1; it is extended in place. Returns logits [V]."""
+    V [KV, t, hd]) for positions 0..pos-1; it is extended in place. Returns logits [V].
+    Adapters run here in the paper's FUSED form (a check on the separate-operations form of
+    forward): an entry is one product with the stacked [W; A] split into y and z, an exit
+    one product of [[W, s B], [A, C]] with [c; phi(z)] (the FFBL); LoRA runs W u + s B (A u)."""
     H, KV, hd, half = cfg.n_heads, cfg.n_kv, cfg.head_dim, cfg.head_dim // 2
     group = H // KV
+    ad = adapter
     inv_freq, _ = rope_inv_freq(cfg)
     c, s = torch.cos(pos * inv_freq), torch.sin(pos * inv_freq)   # [hd/2] for this position
 
@@ -307,13 +529,51 @@ def decode_step(cfg, W, cache, token, pos):
     def norm(v, w):  # RMSNorm of one vector: v / sqrt(v.v / d + eps) * w
         return v / torch.sqrt(torch.dot(v, v) / v.numel() + cfg.eps) * w
 
+    def rep(z, n):  # tile_n(z): z repeated end to end, cut to n
+        return torch.cat([z] * (n // z.numel() + 1))[:n]
+
+    def entry(i, m, Wm, u):  # -> (y, z or None)
+        if ad is None or m not in ad.forward:
+            return torch.mv(Wm, u), None
+        A = ad.M(i, m, "A")
+        if ad.kind == "lora":
+            return torch.mv(Wm, u) + ad.s * torch.mv(ad.M(i, m, "B"), torch.mv(A, u)), None
+        yz = torch.mv(torch.cat([Wm, A]), u)                 # FFL: [W; A] u
+        y, z = yz[:Wm.shape[0]], yz[Wm.shape[0]:]
+        if m in ad.repeat_add:
+            y = y + ad.s * rep(z, y.numel())
+        return y, z
+
+    def exit_(i, m, Wm, cvec, z):  # -> (y, carry or None)
+        if ad is None or ad.kind == "lora":
+            return entry(i, m, Wm, cvec)[0], None
+        out, r = Wm.shape[0], ad.r
+        has_a = m in ad.forward
+        B = ad.M(i, m, "B") if m in ad.backward else torch.zeros(out, r, dtype=F64)
+        top = torch.cat([Wm, ad.s * B], dim=1)                   # [W, s B]
+        rows = [top]
+        if has_a:
+            C = ad.M(i, m, "C") if m in ad.carry else torch.zeros(r, r, dtype=F64)
+            rows.append(torch.cat([ad.M(i, m, "A"), C], dim=1))  # [A, C]
+        yz = torch.mv(torch.cat(rows), torch.cat([cvec, ad.phi(z)]))   # FFBL on [c; phi(z)]
+        y = yz[:out]
+        if has_a and m in ad.repeat_add:     # ffa: repeat-and-add of A c alone
+            y = y + ad.s * rep(torch.mv(ad.M(i, m, "A"), cvec), out)
+        return y, (yz[out:] if m in ad.carry else None)
+
+    r = ad.r if ad is not None else 1
+    carry = torch.zeros(r, dtype=F64)
     x = W["model.embed_tokens.weight"][token].clone()                  # [d]
     for i in range(cfg.n_layers):
         p = f"model.layers.{i}."
         xn = norm(x, W[p + "input_layernorm.weight"])
-        q = rotate_pairs(torch.mv(W[p + "self_attn.q_proj.weight"], xn).view(H, hd))
-        k = rotate_pairs(torch.mv(W[p + "self_attn.k_proj.weight"], xn).view(KV, hd))
-        v = torch.mv(W[p + "self_attn.v_proj.weight"], xn).view(KV, hd)
+        qv, zq = entry(i, "q_proj", W[p + "self_attn.q_proj.weight"], xn)
+        kv_, zk = entry(i, "k_proj", W[p + "self_attn.k_proj.weight"], xn)
+        v, zv = entry(i, "v_proj", W[p + "self_attn.v_proj.weight"], xn)
+        z = carry + sum(t for t in (zq, zk, zv) if t is not None)
+        q = rotate_pairs(qv.view(H, hd))
+        k = rotate_pairs(kv_.view(KV, hd))
+        v = v.view(KV, hd)
         if cache[i] is None:
             Kc, Vc = k[:, None, :], v[:, None, :]
         else:
@@ -326,11 +586,17 @@ def decode_step(cfg, W, cache, token, pos):
             sc = torch.mv(Kc[kv], q[h]) / math.sqrt(hd)                # [pos+1]
             e = torch.exp(sc - sc.max())
             heads.append(torch.mv(Vc[kv].T, e / e.sum()))              # [hd]
-        x = x + torch.mv(W[p + "self_attn.o_proj.weight"], torch.cat(heads))
+        y, cy = exit_(i, "o_proj", W[p + "self_attn.o_proj.weight"], torch.cat(heads), z)
+        x = x + y
+        carry = cy if cy is not None else torch.zeros(r, dtype=F64)
         xn = norm(x, W[p + "post_attention_layernorm.weight"])
-        g = torch.mv(W[p + "mlp.gate_proj.weight"], xn)
-        u = torch.mv(W[p + "mlp.up_proj.weight"], xn)
-        x = x + torch.mv(W[p + "mlp.down_proj.weight"], g * torch.sigmoid(g) * u)
+        g, zg = entry(i, "gate_proj", W[p + "mlp.gate_proj.weight"], xn)
+        u, zu = entry(i, "up_proj", W[p + "mlp.up_proj.weight"], xn)
+        z = carry + sum(t for t in (zg, zu) if t is not None)
+        y, cy = exit_(i, "down_proj", W[p + "mlp.down_proj.weight"],
+                      g * torch.sigmoid(g) * u, z)
+        x = x + y
+        carry = cy if cy is not None else torch.zeros(r, dtype=F64)
     x = norm(x, W["model.norm.weight"])
     return torch.mv(W["lm_head.weight"], x)
 
@@ -372,18 +638,20 @@ def check_attention(H=4, KV=2, T=9, hd=16, seed=0):
     return msg
 
 
-def check_decode(cfg, W, tokens, prefill, full=None):
+def check_decode(cfg, W, tokens, prefill, full=None, adapter=None):
     """The decode path equals the full forward to 1e-10: (a) all tokens one at a time from an
     empty cache, (b) the full forward over tokens[:prefill], then decode the rest with its
     cache (what the C++ test does)."""
     if full is None:
-        full = forward(cfg, W, tokens)[0]
+        full = forward(cfg, W, tokens, adapter)[0]
     cache = [None] * cfg.n_layers
-    stepped = torch.stack([decode_step(cfg, W, cache, t, i) for i, t in enumerate(tokens)])
+    stepped = torch.stack([decode_step(cfg, W, cache, t, i, adapter)
+                           for i, t in enumerate(tokens)])
     d1 = (stepped - full).abs().max().item()
-    pre_logits, cache = forward(cfg, W, tokens[:prefill])
+    pre_logits, cache = forward(cfg, W, tokens[:prefill], adapter)
     cache = list(cache)
-    rest = [decode_step(cfg, W, cache, t, prefill + i) for i, t in enumerate(tokens[prefill:])]
+    rest = [decode_step(cfg, W, cache, t, prefill + i, adapter)
+            for i, t in enumerate(tokens[prefill:])]
     hybrid = torch.cat([pre_logits, torch.stack(rest)])
     d2 = (hybrid - full).abs().max().item()
     assert d1 < 1e-10, f"decode-one-by-one vs full forward: max diff {d1}"
@@ -435,9 +703,9 @@ def tiny_config(dtype):
     }
 
 
-def normal_stream(seed, stream, n):
-    """n standard normals from a self-contained generator (splitmix64 + Box-Muller), so that
-    the fixture weights do not depend on numpy's or torch's generator across versions."""
+def uniform_stream(seed, stream, n):
+    """n uniforms in (0, 1] from a self-contained generator (splitmix64 of a counter), so that
+    the fixtures do not depend on numpy's or torch's generator across versions."""
     mask = (1 << 64) - 1
     with np.errstate(over="ignore"):
         def splitmix(ctr):  # ctr uint64 array -> uint64 array
@@ -446,9 +714,14 @@ def normal_stream(seed, stream, n):
             z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
             return z ^ (z >> np.uint64(31))
         key = (seed * 0x100000001B3 + stream * 0x1000193 + 1) & mask
-        ctr = np.arange(2 * n, dtype=np.uint64) + np.uint64(key)
+        ctr = np.arange(n, dtype=np.uint64) + np.uint64(key)
         r = splitmix(ctr)
-    u = ((r >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0 ** -53   # uniform in (0, 1]
+    return ((r >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0 ** -53   # uniform in (0, 1]
+
+
+def normal_stream(seed, stream, n):
+    """n standard normals: Box-Muller on 2n values of uniform_stream."""
+    u = uniform_stream(seed, stream, 2 * n)
     u1, u2 = u[0::2], u[1::2]
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
 
@@ -492,11 +765,11 @@ def make_tiny(out, dtype, seed):
 # Commands.
 # --------------------------------------------------------------------------------------------
 
-def write_logits(cfg, W, tokens, path, metadata):
+def write_logits(cfg, W, tokens, path, metadata, adapter=None):
     for t in tokens:
         if not 0 <= t < cfg.vocab:
             raise ValueError(f"token {t} outside [0, {cfg.vocab})")
-    logits, _ = forward(cfg, W, tokens)
+    logits, _ = forward(cfg, W, tokens, adapter)
     assert torch.isfinite(logits).all(), "non-finite logits"
     write_safetensors(path, [("tokens", "I64", np.array(tokens, dtype=np.int64)),
                              ("logits", "F32", logits.numpy().astype(np.float32))], metadata)
@@ -515,7 +788,11 @@ def cmd_logits(a):
     cfg, W = load_model(a.model)
     tokens = parse_tokens(a.tokens)
     cmd = "/usr/bin/python3 tools/torch_twin.py " + " ".join(sys.argv[1:])
-    logits = write_logits(cfg, W, tokens, a.out, {"command": cmd, "model": a.model})
+    ad = load_adapter(cfg, a.adapter) if a.adapter else None
+    meta = {"command": cmd, "model": a.model}
+    if a.adapter:
+        meta["adapter"] = a.adapter
+    logits = write_logits(cfg, W, tokens, a.out, meta, ad)
     print(f"logits: wrote {a.out} [{len(tokens)}, {cfg.vocab}]\n{logit_stats(logits)}")
 
 
@@ -523,7 +800,8 @@ def cmd_selfcheck(a):
     cfg, W = load_model(a.model)
     tokens = parse_tokens(a.tokens) if a.tokens else GOLDEN_TOKENS
     print(check_attention())
-    print(check_decode(cfg, W, tokens, min(a.prefill, len(tokens))))
+    ad = load_adapter(cfg, a.adapter) if a.adapter else None
+    print(check_decode(cfg, W, tokens, min(a.prefill, len(tokens)), None, ad))
 
 
 # The golden sequence: bos 379, then 23 ids drawn once with numpy.random.default_rng(2024)
@@ -565,6 +843,153 @@ def cmd_golden(a):
         print(f"golden {dtype}: logits of {len(GOLDEN_TOKENS)} positions\n{logit_stats(logits)}")
 
 
+# --------------------------------------------------------------------------------------------
+# adapter-golden: random adapters for the tiny f32 model and their golden logits.
+# --------------------------------------------------------------------------------------------
+
+ADAPTER_R = 4          # requested rank R (ffa stores 2R = 8)
+ADAPTER_ALPHA = 8      # lora_alpha: s = 8 / 4 = 2 (ffa: 8 / 8 = 1)
+ADAPTER_SEED = 3       # seed of uniform_stream for the adapter matrices
+ADAPTER_GAIN = 1.0     # matrices uniform with std ADAPTER_GAIN / sqrt(fan_in); 1 was enough
+# (directory, config): the five FLoRA presets, LoRA, and one custom variant (ffba, phi = gelu)
+ADAPTER_VARIANTS = [
+    ("lora", lora_config(ADAPTER_R, ADAPTER_ALPHA)),
+    ("ffa", flora_config("ffa", ADAPTER_R, ADAPTER_ALPHA)),
+    ("ffba", flora_config("ffba", ADAPTER_R, ADAPTER_ALPHA)),
+    ("ffba-aorb", flora_config("ffba-aorb", ADAPTER_R, ADAPTER_ALPHA)),
+    ("ffba-qg", flora_config("ffba-qg", ADAPTER_R, ADAPTER_ALPHA)),
+    ("ffba-relu", flora_config("ffba-relu", ADAPTER_R, ADAPTER_ALPHA)),
+    ("ffba-gelu", flora_config("custom", ADAPTER_R, ADAPTER_ALPHA, phi="gelu", preset="ffba")),
+]
+
+
+def random_adapter_tensors(cfg, conf, seed, gain=ADAPTER_GAIN):
+    """The matrices an adapter_config needs, in file order (per layer; per module in MODULES
+    order; A, B, C), each uniform on [-a, a] with a = gain * sqrt(3 / fan_in) (std
+    gain / sqrt(fan_in), fan_in = number of columns). The stream of each matrix depends only
+    on (layer, module, A|B|C), so variants that share a matrix name share its values (up to
+    the rank): ffba, ffba-qg, ffba-relu and ffba-gelu differ only in their config."""
+    lora = conf["peft_type"] == "LORA"
+    r, fwd = conf["r"], set(conf["target_modules"])
+    bwd = fwd if lora else set(conf["backward_modules"])
+    car = set() if lora else set(conf["carry_modules"])
+    out = []
+    for i in range(cfg.n_layers):
+        for mi, m in enumerate(MODULES):
+            o, inn = module_shape(cfg, m)
+            for ci, (mat, has, shape) in enumerate([("A", m in fwd, (r, inn)),
+                                                    ("B", m in bwd, (o, r)),
+                                                    ("C", m in car, (r, r))]):
+                if not has:
+                    continue
+                u = uniform_stream(seed, 1000 + 100 * i + 10 * mi + ci, math.prod(shape))
+                w = (2.0 * u - 1.0) * gain * math.sqrt(3.0 / shape[1])
+                out.append((adapter_tensor_name(i, m, mat, "lora" if lora else "flora"),
+                            "F32", w.reshape(shape).astype(np.float32)))
+    return out
+
+
+def with_changes(ad, zero=(), repeat_add=None, carry=None):
+    """A copy of an Adapter with the matrices of the kinds in `zero` set to 0 and, when given,
+    other repeat_add / carry sets (for the self-checks)."""
+    new = Adapter.__new__(Adapter)
+    new.__dict__.update(ad.__dict__)
+    new.mats = {k: (torch.zeros_like(v) if k[2] in zero else v) for k, v in ad.mats.items()}
+    if repeat_add is not None:
+        new.repeat_add = set(repeat_add)
+    if carry is not None:
+        new.carry = set(carry)
+    return new
+
+
+def cmd_adapter_golden(a):
+    model = os.path.join(ROOT, "tests", "fixtures", "tiny_llama", "f32")
+    out = a.out or os.path.join(ROOT, "tests", "fixtures", "tiny_llama", "adapters")
+    command = ("/usr/bin/python3 tools/torch_twin.py adapter-golden"
+               + (f" --out {a.out}" if a.out else ""))
+    cfg, W = load_model(model)
+    base = forward(cfg, W, GOLDEN_TOKENS)[0]
+    # The base golden file must be what this twin computes (same tokens, same model).
+    g, _, _ = read_safetensors(os.path.join(model, "golden.safetensors"))
+    assert g["tokens"].tolist() == GOLDEN_TOKENS
+    assert np.array_equal(g["logits"], base.numpy().astype(np.float32)), "base golden stale"
+    print(check_attention())
+    results = {}
+    for name, conf in ADAPTER_VARIANTS:
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "adapter_config.json.tmp"), "w") as f:
+            json.dump(conf, f, indent=2)
+            f.write("\n")
+        os.replace(os.path.join(d, "adapter_config.json.tmp"),
+                   os.path.join(d, "adapter_config.json"))
+        tensors = random_adapter_tensors(cfg, conf, ADAPTER_SEED)
+        assert all(np.all(t != 0) for _, _, t in tensors), "a zero entry in a random matrix"
+        write_safetensors(os.path.join(d, "adapter_model.safetensors"), tensors,
+                          {"format": "pt", "producer": "/usr/bin/python3 tools/torch_twin.py "
+                           f"adapter-golden (seed {ADAPTER_SEED}, gain {ADAPTER_GAIN})"})
+        ad = load_adapter(cfg, d)            # read back through the loader: what a user loads
+        assert len(ad.mats) == len(tensors)
+        logits = forward(cfg, W, GOLDEN_TOKENS, ad)[0]
+        assert torch.isfinite(logits).all(), f"{name}: non-finite logits"
+        print(f"{name}: {check_decode(cfg, W, GOLDEN_TOKENS, GOLDEN_PREFILL, logits, ad)}")
+        delta = (logits - base).abs()
+        results[name] = logits
+        meta = {
+            "command": command,
+            "model": "tests/fixtures/tiny_llama/f32",
+            "adapter": os.path.relpath(d, ROOT),
+            "prefill": str(GOLDEN_PREFILL),
+            "decode": str(len(GOLDEN_TOKENS) - GOLDEN_PREFILL),
+            "compute": "float64 (weights and adapter widened from F32), logits rounded to F32",
+            "max_abs_change_vs_base": f"{delta.max().item():.4f}",
+        }
+        path = os.path.join(d, "golden.safetensors")
+        write_safetensors(path, [("tokens", "I64", np.array(GOLDEN_TOKENS, dtype=np.int64)),
+                                 ("logits", "F32", logits.numpy().astype(np.float32))], meta)
+        t, m, order = read_safetensors(path)
+        assert order == ["tokens", "logits"] and t["tokens"].tolist() == GOLDEN_TOKENS
+        assert np.array_equal(t["logits"], logits.numpy().astype(np.float32)) and m == meta
+        print(f"  s = {ad.s:g}, r = {ad.r}, {sum(v.numel() for v in ad.mats.values())} "
+              f"adapter parameters; |logits - base|: max {delta.max().item():.3f}, mean "
+              f"{delta.mean().item():.3f}, max over the 4 decoded rows "
+              f"{delta[GOLDEN_PREFILL:].max().item():.3f}; max|logit| "
+              f"{logits.abs().max().item():.2f}")
+
+        if name == "lora":
+            # LoRA == merging W' = W + s B A into the base weights and running the base forward.
+            Wm = dict(W)
+            for (i, mod, mat), A in ad.mats.items():
+                if mat == "A":
+                    key = f"model.layers.{i}.{PARENT[mod]}.{mod}.weight"
+                    Wm[key] = W[key] + ad.s * ad.M(i, mod, "B") @ A
+            dm = (forward(cfg, Wm, GOLDEN_TOKENS)[0] - logits).abs().max().item()
+            assert dm < 1e-10, f"lora vs merged weights: max diff {dm}"
+            print(f"  lora == base forward with W + s B A merged (max diff {dm:.1e})")
+        if name == "ffba":
+            # B = C = 0 and no repeat-and-add: the adapter is invisible.
+            z = with_changes(ad, zero="BC", repeat_add=[])
+            dz = (forward(cfg, W, GOLDEN_TOKENS, z)[0] - base).abs().max().item()
+            assert dz < 1e-12, f"ffba with B = C = 0, no repeat_add vs base: max diff {dz}"
+            check_decode(cfg, W, GOLDEN_TOKENS, GOLDEN_PREFILL, None, z)
+            # init "zero" (A = B = C = 0, repeat_add kept): the base model at step 0.
+            z0 = with_changes(ad, zero="ABC")
+            d0 = (forward(cfg, W, GOLDEN_TOKENS, z0)[0] - base).abs().max().item()
+            assert d0 < 1e-12, f"ffba with A = B = C = 0 vs base: max diff {d0}"
+            print(f"  ffba with B = C = 0 and no repeat_add == base (max diff {dz:.1e}); "
+                  f"with A = B = C = 0 == base (max diff {d0:.1e})")
+            # How much the carry matters (a C++ bug that drops it must fail the test).
+            dc = (forward(cfg, W, GOLDEN_TOKENS, with_changes(ad, carry=[]))[0]
+                  - logits).abs().max().item()
+            dl = (forward(cfg, W, GOLDEN_TOKENS, with_changes(ad, zero="C"))[0]
+                  - logits).abs().max().item()
+            print(f"  sensitivity: carry dropped moves the logits by {dc:.3f}, C = 0 by {dl:.3f}")
+    print("differences between variants that share matrices (max |logits_a - logits_b|):")
+    for x, y in [("ffba", "ffba-qg"), ("ffba", "ffba-relu"), ("ffba", "ffba-gelu"),
+                 ("ffba-relu", "ffba-gelu"), ("ffba", "ffba-aorb")]:
+        print(f"  {x} vs {y}: {(results[x] - results[y]).abs().max().item():.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -577,6 +1002,7 @@ def main():
     p.add_argument("--model", required=True)
     p.add_argument("--tokens", required=True, help="comma-separated token ids")
     p.add_argument("--out", required=True, help="output .safetensors (tokens I64, logits F32)")
+    p.add_argument("--adapter", default=None, help="PEFT-style adapter directory (optional)")
     p.set_defaults(fn=cmd_logits)
     p = sub.add_parser("golden", help="regenerate tests/fixtures/tiny_llama/{f32,bf16}")
     p.add_argument("--out", default=None,
@@ -586,7 +1012,13 @@ def main():
     p.add_argument("--model", required=True)
     p.add_argument("--tokens", default="")
     p.add_argument("--prefill", type=int, default=GOLDEN_PREFILL)
+    p.add_argument("--adapter", default=None, help="PEFT-style adapter directory (optional)")
     p.set_defaults(fn=cmd_selfcheck)
+    p = sub.add_parser("adapter-golden",
+                       help="regenerate tests/fixtures/tiny_llama/adapters/<variant>")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: <repo>/tests/fixtures/tiny_llama/adapters)")
+    p.set_defaults(fn=cmd_adapter_golden)
     a = ap.parse_args()
     torch.set_num_threads(1)  # deterministic reductions
     a.fn(a)

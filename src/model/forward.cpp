@@ -20,21 +20,40 @@ inline float silu(float g) { return g / (1.0f + std::exp(-g)); }
 
 }  // namespace
 
+float apply_nonlinearity(Nonlinearity n, float z) {
+  switch (n) {
+    case Nonlinearity::ReLU:
+      return z > 0 ? z : 0.0f;
+    case Nonlinearity::GELU:
+      return 0.5f * z * (1.0f + std::erf(z * 0.70710678118654752f));
+    case Nonlinearity::SiLU:
+      return silu(z);
+    case Nonlinearity::Identity:
+      break;
+  }
+  return z;
+}
+
 KVCache::KVCache(const LlamaConfig& c, int64_t capacity)
     : capacity_(capacity),
       kv_dim_(c.kv_dim()),
       k_(static_cast<size_t>(c.num_hidden_layers * capacity * c.kv_dim())),
       v_(static_cast<size_t>(c.num_hidden_layers * capacity * c.kv_dim())) {}
 
-Forward::Forward(const LlamaModel& model, ThreadPool& pool, int64_t context)
+Forward::Forward(const LlamaModel& model, ThreadPool& pool, int64_t context, const AdapterExec* adapter,
+                 const std::vector<LayerWeights>* layers)
     : model_(model),
       cfg_(model.config()),
       pool_(pool),
       cache_(model.config(), context),
-      inv_freq_(rope_inverse_frequencies(model.config())) {
+      inv_freq_(rope_inverse_frequencies(model.config())),
+      adapter_(adapter),
+      layers_(layers ? *layers : model.layers()) {
   if (context <= 0) fail("context must be positive, got {}", context);
   if (context > cfg_.max_position_embeddings)
     fail("context {} exceeds the model's max_position_embeddings {}", context, cfg_.max_position_embeddings);
+  FLORA_ASSERT(static_cast<int64_t>(layers_.size()) == cfg_.num_hidden_layers);
+  if (adapter_) FLORA_ASSERT(static_cast<int64_t>(adapter_->layers.size()) == cfg_.num_hidden_layers);
   scores_.resize(static_cast<size_t>(pool.size()) * context);
 }
 
@@ -47,59 +66,169 @@ void Forward::ensure_buffers(int64_t T, bool all_logits) {
     att_.resize(T * cfg_.q_dim());
     gate_.resize(T * f);
     up_.resize(T * f);
+    if (adapter_) {
+      const size_t zs = static_cast<size_t>(T * adapter_->rank);
+      z_entry_.resize(static_cast<size_t>(pool_.size()) * 3 * zs);
+      z_exit_.resize(static_cast<size_t>(pool_.size()) * zs);
+      phi_z_.resize(zs);
+      phi_z_s_.resize(zs);
+      carry_.resize(zs);
+      lora_z_.resize(kTargets * zs);
+    }
     capacity_T_ = T;
   }
+  if (adapter_) z_stride_ = static_cast<size_t>(T * adapter_->rank);
   logits_.resize((all_logits ? T : 1) * cfg_.vocab_size);
+}
+
+void Forward::flora_entry_z(int t, const AdapterExec::Layer& a, std::initializer_list<Target> targets, const float* u,
+                            int64_t ld_u, int64_t T) {
+  const int64_t r = adapter_->rank;
+  int slot = 0;
+  for (Target m : targets) {
+    if (adapter_->forward[index(m)]) ops::matmul_rows(thread_z(t, slot), r, u, ld_u, T, a.A[index(m)], 0, r, false);
+    ++slot;
+  }
+  if (t != 0) return;
+  // z = sum of the z_m (+ the carry of the previous sub-block), then phi.
+  for (size_t i = 0; i < z_stride_; ++i) {
+    float z = carry_[i];
+    slot = 0;
+    for (Target m : targets) {
+      if (adapter_->forward[index(m)]) z += thread_z(0, slot)[i];
+      ++slot;
+    }
+    phi_z_[i] = apply_nonlinearity(adapter_->nonlinearity, z);
+    phi_z_s_[i] = adapter_->scale * phi_z_[i];
+  }
+}
+
+// y[t, i] += s * z[t, i mod r] for rows [row0, row1): repeat-and-add.
+void Forward::repeat_add(float* y, int64_t ldy, int64_t T, const float* z, int64_t row0, int64_t row1) const {
+  const int64_t r = adapter_->rank;
+  const float s = adapter_->scale;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = row0; i < row1; ++i) y[t * ldy + i] += s * z[t * r + i % r];
+}
+
+void Forward::lora_unfused(const AdapterExec::Layer& a, Target m, const float* u, int64_t ld_u, int64_t T, float* y,
+                           int64_t ldy) {
+  const int64_t r = adapter_->rank;
+  float* z = lora_z_.data() + index(m) * z_stride_;
+  const MatrixRef& A = a.A[index(m)];
+  const MatrixRef& B = a.B[index(m)];
+  WorkChunks a_rows(r, 4), b_rows(B.rows, row_chunk(T));
+  pool_.run([&](int, int) {  // z = s * A u
+    int64_t r0, r1;
+    while (a_rows.next(r0, r1)) {
+      ops::matmul_rows(z, r, u, ld_u, T, A, r0, r1, false);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = r0; i < r1; ++i) z[t * r + i] *= adapter_->scale;
+    }
+  });
+  pool_.run([&](int, int) {  // y += B z
+    int64_t r0, r1;
+    while (b_rows.next(r0, r1)) ops::matmul_rows(y, ldy, z, r, T, B, r0, r1, true);
+  });
+}
+
+void Forward::rope_and_cache(int64_t layer, int64_t h, int64_t T, int64_t p0) {
+  const int64_t hd = cfg_.head_dim, half = hd / 2, ld = cfg_.q_dim() + 2 * cfg_.kv_dim();
+  const int64_t nq = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads;
+  if (h < nq + nkv) {  // RoPE (rotate-half pairs (j, j + hd/2)) on q and k heads
+    for (int64_t i = 0; i < T; ++i) {
+      float* v = qkv_.data() + i * ld + h * hd;
+      const float* cos = rope_cos_.data() + i * half;
+      const float* sin = rope_sin_.data() + i * half;
+      for (int64_t j = 0; j < half; ++j) {
+        const float a = v[j], b = v[j + half];
+        v[j] = a * cos[j] - b * sin[j];
+        v[j + half] = b * cos[j] + a * sin[j];
+      }
+    }
+  }
+  if (h >= nq) {  // k and v heads go to the cache
+    const bool is_k = h < nq + nkv;
+    const int64_t kv_head = is_k ? h - nq : h - nq - nkv;
+    for (int64_t i = 0; i < T; ++i) {
+      const float* src = qkv_.data() + i * ld + h * hd;
+      float* dst = (is_k ? cache_.k(layer, p0 + i) : cache_.v(layer, p0 + i)) + kv_head * hd;
+      std::copy(src, src + hd, dst);
+    }
+  }
 }
 
 // Region 1: RMSNorm, the fused q|k|v product, RoPE and the KV cache write.
 // Threads own whole heads of the stacked q|k|v rows, so RoPE and the cache
 // write need no further synchronisation.
 void Forward::attention_entry(int64_t layer, int64_t T, int64_t p0) {
-  const LayerWeights& w = model_.layers()[layer];
-  const int64_t d = cfg_.hidden_size, hd = cfg_.head_dim, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
-  const int64_t ld = qd + 2 * kvd, half = hd / 2;
+  const LayerWeights& w = layers_[layer];
+  const int64_t d = cfg_.hidden_size, hd = cfg_.head_dim, ld = cfg_.q_dim() + 2 * cfg_.kv_dim();
   const int64_t heads_total = cfg_.num_attention_heads + 2 * cfg_.num_key_value_heads;
+  const AdapterMode mode = adapter_ ? adapter_->mode : AdapterMode::FLoRA;
+  const bool flora = adapter_ && mode == AdapterMode::FLoRA;
+  const bool lora = adapter_ && !flora;
+  const AdapterExec::Layer* a = adapter_ ? &adapter_->layers[layer] : nullptr;
+  const MatrixRef* mats[3] = {&w.q, &w.k, &w.v};
+  const Target targets[3] = {Target::Q, Target::K, Target::V};
   WorkChunks heads(heads_total, 1);
+  // Partially fused LoRA: the A rows of q, k, v are three more chunks of this product.
+  WorkChunks a_rows(adapter_ && mode == AdapterMode::LoRAPartiallyFused ? 3 : 0, 1);
   pool_.run([&](int t, int) {
     float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
     for (int64_t i = 0; i < T; ++i)
       ops::rmsnorm(xn + i * d, x_.data() + i * d, w.attn_norm.data(), d, float(cfg_.rms_norm_eps));
+    if (flora) flora_entry_z(t, *a, {Target::Q, Target::K, Target::V}, xn, d, T);
     int64_t h0, h1;
     while (heads.next(h0, h1)) {
       // Rows [h0*hd, h1*hd) of the stack [q; k; v], product by product.
-      const MatrixRef* mats[3] = {&w.q, &w.k, &w.v};
       int64_t base = 0;
-      for (const MatrixRef* m : mats) {
+      for (int j = 0; j < 3; ++j) {
+        const MatrixRef* m = mats[j];
         const int64_t r0 = std::max(h0 * hd, base) - base, r1 = std::min(h1 * hd, base + m->rows) - base;
-        if (r0 < r1) ops::matmul_rows(qkv_.data() + base, ld, xn, d, T, *m, r0, r1, false);
+        if (r0 < r1) {
+          ops::matmul_rows(qkv_.data() + base, ld, xn, d, T, *m, r0, r1, false);
+          if (flora && adapter_->repeat_add[index(targets[j])])
+            repeat_add(qkv_.data() + base, ld, T, thread_z(t, j), r0, r1);
+        }
         base += m->rows;
       }
-      // RoPE (rotate-half pairs (i, i + hd/2)) on the q and k heads owned here.
-      for (int64_t h = h0; h < std::min(h1, cfg_.num_attention_heads + cfg_.num_key_value_heads); ++h) {
-        for (int64_t i = 0; i < T; ++i) {
-          float* v = qkv_.data() + i * ld + h * hd;
-          const float* cos = rope_cos_.data() + i * half;
-          const float* sin = rope_sin_.data() + i * half;
-          for (int64_t j = 0; j < half; ++j) {
-            const float c = cos[j], s = sin[j];
-            const float a = v[j], b = v[j + half];
-            v[j] = a * c - b * s;
-            v[j + half] = b * c + a * s;
-          }
+      if (!lora)
+        for (int64_t h = h0; h < h1; ++h) rope_and_cache(layer, h, T, p0);
+    }
+    int64_t j0, j1;
+    while (a_rows.next(j0, j1)) {
+      const Target m = targets[j0];
+      if (!adapter_->forward[index(m)]) continue;
+      float* z = lora_z_.data() + index(m) * z_stride_;
+      ops::matmul_rows(z, adapter_->rank, xn, d, T, a->A[index(m)], 0, adapter_->rank, false);
+      for (size_t i = 0; i < z_stride_; ++i) z[i] *= adapter_->scale;
+    }
+  });
+  if (!lora) return;
+  int64_t offsets[3];
+  for (int j = 0, base = 0; j < 3; ++j) offsets[j] = base, base += static_cast<int>(mats[j]->rows);
+  if (mode == AdapterMode::LoRAUnfused) {
+    for (int j = 0; j < 3; ++j)
+      if (adapter_->forward[index(targets[j])])
+        lora_unfused(*a, targets[j], xn_.data(), d, T, qkv_.data() + offsets[j], ld);
+  }
+  // One more region: (partially fused: the B products and adds,) RoPE and the cache.
+  WorkChunks heads2(heads_total, 1);
+  pool_.run([&](int, int) {
+    int64_t h0, h1;
+    while (heads2.next(h0, h1)) {
+      if (mode == AdapterMode::LoRAPartiallyFused) {
+        for (int j = 0; j < 3; ++j) {
+          const Target m = targets[j];
+          const int64_t r0 = std::max(h0 * hd, offsets[j]) - offsets[j];
+          const int64_t r1 = std::min(h1 * hd, offsets[j] + mats[j]->rows) - offsets[j];
+          if (r0 < r1 && adapter_->forward[index(m)])
+            ops::matmul_rows(qkv_.data() + offsets[j], ld, lora_z_.data() + index(m) * z_stride_, adapter_->rank, T,
+                             a->B[index(m)], r0, r1, true);
         }
       }
-      // k and v heads owned here go to the cache.
-      for (int64_t h = std::max(h0, cfg_.num_attention_heads); h < h1; ++h) {
-        const bool is_k = h < cfg_.num_attention_heads + cfg_.num_key_value_heads;
-        const int64_t kv_head =
-            is_k ? h - cfg_.num_attention_heads : h - cfg_.num_attention_heads - cfg_.num_key_value_heads;
-        for (int64_t i = 0; i < T; ++i) {
-          const float* src = qkv_.data() + i * ld + h * hd;
-          float* dst = (is_k ? cache_.k(layer, p0 + i) : cache_.v(layer, p0 + i)) + kv_head * hd;
-          std::copy(src, src + hd, dst);
-        }
-      }
+      for (int64_t h = h0; h < h1; ++h) rope_and_cache(layer, h, T, p0);
     }
   });
 }
@@ -134,6 +263,115 @@ void Forward::attention(int64_t layer, int64_t T, int64_t p0) {
   });
 }
 
+// Regions 3 and 5: x += W u, with the adapter of exit projection m.
+void Forward::exit_product(int64_t layer, Target m, const MatrixRef& w, const float* u, int64_t ld_u, int64_t T) {
+  const int64_t d = cfg_.hidden_size;
+  const AdapterMode mode = adapter_ ? adapter_->mode : AdapterMode::FLoRA;
+  const bool flora = adapter_ && mode == AdapterMode::FLoRA;
+  const AdapterExec::Layer* a = adapter_ ? &adapter_->layers[layer] : nullptr;
+  const int mi = index(m);
+  const bool has_a = adapter_ && adapter_->forward[mi];
+  const int64_t r = adapter_ ? adapter_->rank : 0;
+  WorkChunks rows(d, row_chunk(T));
+  WorkChunks a_rows(has_a && mode == AdapterMode::LoRAPartiallyFused ? 1 : 0, 1);
+  pool_.run([&](int t, int) {
+    float* z_exit = flora ? z_exit_.data() + static_cast<size_t>(t) * z_stride_ : nullptr;
+    // FLoRA: A u of the exit, needed by every thread for repeat-and-add (ffa),
+    // else only by thread 0 for the carry.
+    if (flora && has_a && (adapter_->repeat_add[mi] || t == 0))
+      ops::matmul_rows(z_exit, r, u, ld_u, T, a->A[mi], 0, r, false);
+    int64_t r0, r1;
+    while (rows.next(r0, r1)) {
+      ops::matmul_rows(x_.data(), d, u, ld_u, T, w, r0, r1, true);
+      if (!flora) continue;
+      // The widened input [c; phi(z)]: x += s B phi(z) for the same rows.
+      if (adapter_->backward[mi]) ops::matmul_rows(x_.data(), d, phi_z_s_.data(), r, T, a->B[mi], r0, r1, true);
+      if (has_a && adapter_->repeat_add[mi]) repeat_add(x_.data(), d, T, z_exit, r0, r1);
+    }
+    while (a_rows.next(r0, r1)) {  // partially fused LoRA: the A rows inside this product
+      float* z = lora_z_.data() + mi * z_stride_;
+      ops::matmul_rows(z, r, u, ld_u, T, a->A[mi], 0, r, false);
+      for (size_t i = 0; i < z_stride_; ++i) z[i] *= adapter_->scale;
+    }
+    // FLoRA carry: z' = A u + C phi(z) joins the next sub-block's sum.
+    if (flora && t == 0) {
+      if (adapter_->carry[mi]) {
+        ops::matmul_rows(carry_.data(), r, phi_z_.data(), r, T, a->C[mi], 0, r, false);
+        for (size_t i = 0; i < z_stride_; ++i) carry_[i] += z_exit[i];
+      } else {
+        std::fill(carry_.begin(), carry_.begin() + static_cast<int64_t>(z_stride_), 0.0f);
+      }
+    }
+  });
+  if (!adapter_ || flora || !has_a) return;
+  if (mode == AdapterMode::LoRAUnfused) {
+    lora_unfused(*a, m, u, ld_u, T, x_.data(), d);
+    return;
+  }
+  WorkChunks b_rows(d, row_chunk(T));
+  pool_.run([&](int, int) {  // partially fused LoRA: x += B (s A u)
+    int64_t r0, r1;
+    while (b_rows.next(r0, r1))
+      ops::matmul_rows(x_.data(), d, lora_z_.data() + mi * z_stride_, r, T, a->B[mi], r0, r1, true);
+  });
+}
+
+// Region 4: RMSNorm -> gate|up (+ adapters) -> SiLU(gate) * up.
+void Forward::ffn_entry(int64_t layer, int64_t T) {
+  const LayerWeights& w = layers_[layer];
+  const int64_t d = cfg_.hidden_size, f = cfg_.intermediate_size;
+  const AdapterMode mode = adapter_ ? adapter_->mode : AdapterMode::FLoRA;
+  const bool flora = adapter_ && mode == AdapterMode::FLoRA;
+  const bool lora = adapter_ && !flora;
+  const AdapterExec::Layer* a = adapter_ ? &adapter_->layers[layer] : nullptr;
+  const int gi = index(Target::Gate), ui = index(Target::Up);
+  WorkChunks rows(f, row_chunk(T));
+  WorkChunks a_rows(adapter_ && mode == AdapterMode::LoRAPartiallyFused ? 2 : 0, 1);
+  pool_.run([&](int t, int) {
+    float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
+    for (int64_t i = 0; i < T; ++i)
+      ops::rmsnorm(xn + i * d, x_.data() + i * d, w.ffn_norm.data(), d, float(cfg_.rms_norm_eps));
+    if (flora) flora_entry_z(t, *a, {Target::Gate, Target::Up}, xn, d, T);
+    int64_t r0, r1;
+    while (rows.next(r0, r1)) {
+      ops::matmul_rows(gate_.data(), f, xn, d, T, w.gate, r0, r1, false);
+      ops::matmul_rows(up_.data(), f, xn, d, T, w.up, r0, r1, false);
+      if (flora && adapter_->repeat_add[gi]) repeat_add(gate_.data(), f, T, thread_z(t, 0), r0, r1);
+      if (flora && adapter_->repeat_add[ui]) repeat_add(up_.data(), f, T, thread_z(t, 1), r0, r1);
+      if (lora) continue;  // the LoRA deltas come first
+      for (int64_t i = 0; i < T; ++i)
+        for (int64_t r = r0; r < r1; ++r) gate_[i * f + r] = silu(gate_[i * f + r]) * up_[i * f + r];
+    }
+    int64_t j0, j1;
+    while (a_rows.next(j0, j1)) {
+      const int mi = j0 == 0 ? gi : ui;
+      if (!adapter_->forward[mi]) continue;
+      float* z = lora_z_.data() + mi * z_stride_;
+      ops::matmul_rows(z, adapter_->rank, xn, d, T, a->A[mi], 0, adapter_->rank, false);
+      for (size_t i = 0; i < z_stride_; ++i) z[i] *= adapter_->scale;
+    }
+  });
+  if (!lora) return;
+  if (mode == AdapterMode::LoRAUnfused) {
+    if (adapter_->forward[gi]) lora_unfused(*a, Target::Gate, xn_.data(), d, T, gate_.data(), f);
+    if (adapter_->forward[ui]) lora_unfused(*a, Target::Up, xn_.data(), d, T, up_.data(), f);
+  }
+  WorkChunks rows2(f, row_chunk(T));
+  pool_.run([&](int, int) {  // (partially fused: B products and adds,) then SwiGLU
+    int64_t r0, r1;
+    while (rows2.next(r0, r1)) {
+      if (mode == AdapterMode::LoRAPartiallyFused) {
+        if (adapter_->forward[gi])
+          ops::matmul_rows(gate_.data(), f, lora_z_.data() + gi * z_stride_, adapter_->rank, T, a->B[gi], r0, r1, true);
+        if (adapter_->forward[ui])
+          ops::matmul_rows(up_.data(), f, lora_z_.data() + ui * z_stride_, adapter_->rank, T, a->B[ui], r0, r1, true);
+      }
+      for (int64_t i = 0; i < T; ++i)
+        for (int64_t r = r0; r < r1; ++r) gate_[i * f + r] = silu(gate_[i * f + r]) * up_[i * f + r];
+    }
+  });
+}
+
 const float* Forward::forward(const int32_t* tokens, int64_t T, bool all_logits) {
   if (T <= 0) fail("forward: no tokens given");
   const int64_t p0 = cache_.size();
@@ -158,32 +396,16 @@ const float* Forward::forward(const int32_t* tokens, int64_t T, bool all_logits)
       rope_cos_[i * half + j] = static_cast<float>(std::cos(angle));
       rope_sin_[i * half + j] = static_cast<float>(std::sin(angle));
     }
+  // The first layer's attention sum has no carried z.
+  if (adapter_) std::fill(carry_.begin(), carry_.begin() + static_cast<int64_t>(z_stride_), 0.0f);
 
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
-    const LayerWeights& w = model_.layers()[l];
+    const LayerWeights& w = layers_[l];
     attention_entry(l, T, p0);
     attention(l, T, p0);
-    WorkChunks o_rows(d, row_chunk(T)), ffn_rows(f, row_chunk(T)), down_rows(d, row_chunk(T));
-    pool_.run([&](int, int) {  // 3: x += att o^T
-      int64_t r0, r1;
-      while (o_rows.next(r0, r1)) ops::matmul_rows(x_.data(), d, att_.data(), cfg_.q_dim(), T, w.o, r0, r1, true);
-    });
-    pool_.run([&](int t, int) {  // 4: gate|up with SwiGLU in the epilogue
-      float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
-      for (int64_t i = 0; i < T; ++i)
-        ops::rmsnorm(xn + i * d, x_.data() + i * d, w.ffn_norm.data(), d, float(cfg_.rms_norm_eps));
-      int64_t r0, r1;
-      while (ffn_rows.next(r0, r1)) {
-        ops::matmul_rows(gate_.data(), f, xn, d, T, w.gate, r0, r1, false);
-        ops::matmul_rows(up_.data(), f, xn, d, T, w.up, r0, r1, false);
-        for (int64_t i = 0; i < T; ++i)
-          for (int64_t r = r0; r < r1; ++r) gate_[i * f + r] = silu(gate_[i * f + r]) * up_[i * f + r];
-      }
-    });
-    pool_.run([&](int, int) {  // 5: x += h down^T
-      int64_t r0, r1;
-      while (down_rows.next(r0, r1)) ops::matmul_rows(x_.data(), d, gate_.data(), f, T, w.down, r0, r1, true);
-    });
+    exit_product(l, Target::O, w.o, att_.data(), cfg_.q_dim(), T);
+    ffn_entry(l, T);
+    exit_product(l, Target::Down, w.down, gate_.data(), f, T);
   }
 
   // Final norm and LM head, for the last token or for all of them.

@@ -1,0 +1,209 @@
+#include "adapters/adapter.h"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "io/safetensors.h"
+#include "util/error.h"
+#include "util/file.h"
+
+namespace flora {
+
+namespace {
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+// Uniform on [-bound, bound], depending only on (seed, name).
+void fill_uniform(AdapterMatrix& m, double bound, uint64_t seed, const std::string& name) {
+  uint64_t state = seed ^ fnv1a(name);
+  for (float& v : m.data) {
+    const double u = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;  // [0, 1)
+    v = static_cast<float>((2.0 * u - 1.0) * bound);
+  }
+}
+
+AdapterMatrix zeros(int64_t rows, int64_t cols) {
+  AdapterMatrix m;
+  m.rows = rows, m.cols = cols;
+  m.data.assign(static_cast<size_t>(rows * cols), 0.0f);
+  return m;
+}
+
+// One matrix the configuration asks for: where it lives and its shape.
+struct Slot {
+  int64_t layer;
+  Target target;
+  char which;  // 'A', 'B', 'C'
+  int64_t rows, cols;
+};
+
+std::vector<Slot> slots(const AdapterConfig& c, const LlamaConfig& model) {
+  std::vector<Slot> out;
+  const int64_t r = c.rank;
+  for (int64_t l = 0; l < model.num_hidden_layers; ++l)
+    for (Target t : kAllTargets) {
+      const int i = static_cast<int>(t);
+      const int64_t in = target_in(model, t), o = target_out(model, t);
+      if (c.forward[i]) out.push_back({l, t, 'A', r, in});
+      const bool has_b = c.family == AdapterFamily::LoRA ? c.forward[i] : c.backward[i];
+      if (has_b) out.push_back({l, t, 'B', o, r});
+      if (c.family == AdapterFamily::FLoRA && c.carry[i]) out.push_back({l, t, 'C', r, r});
+    }
+  return out;
+}
+
+AdapterMatrix& matrix_of(LayerAdapter& la, Target t, char which) {
+  const int i = static_cast<int>(t);
+  return which == 'A' ? la.A[i] : which == 'B' ? la.B[i] : la.C[i];
+}
+const AdapterMatrix& matrix_of(const LayerAdapter& la, Target t, char which) {
+  const int i = static_cast<int>(t);
+  return which == 'A' ? la.A[i] : which == 'B' ? la.B[i] : la.C[i];
+}
+
+}  // namespace
+
+int64_t target_in(const LlamaConfig& c, Target t) {
+  switch (t) {
+    case Target::Q:
+    case Target::K:
+    case Target::V:
+    case Target::Gate:
+    case Target::Up:
+      return c.hidden_size;
+    case Target::O:
+      return c.q_dim();
+    case Target::Down:
+      return c.intermediate_size;
+  }
+  return 0;
+}
+
+int64_t target_out(const LlamaConfig& c, Target t) {
+  switch (t) {
+    case Target::Q:
+      return c.q_dim();
+    case Target::K:
+    case Target::V:
+      return c.kv_dim();
+    case Target::O:
+    case Target::Down:
+      return c.hidden_size;
+    case Target::Gate:
+    case Target::Up:
+      return c.intermediate_size;
+  }
+  return 0;
+}
+
+std::string Adapter::tensor_name(const AdapterConfig& config, int64_t layer, Target t, char which) {
+  return fmt::format("base_model.model.model.layers.{}.{}.{}_{}.weight", layer, target_path(t),
+                     config.family == AdapterFamily::LoRA ? "lora" : "flora", which);
+}
+
+Adapter Adapter::create(const AdapterConfig& config, const LlamaConfig& model, uint64_t seed) {
+  config.validate("adapter configuration");
+  Adapter a;
+  a.config = config;
+  a.layers.resize(static_cast<size_t>(model.num_hidden_layers));
+  for (const Slot& s : slots(config, model)) {
+    AdapterMatrix& m = matrix_of(a.layers[s.layer], s.target, s.which);
+    m = zeros(s.rows, s.cols);
+    const std::string name = tensor_name(config, s.layer, s.target, s.which);
+    const double fan_in = static_cast<double>(s.cols);
+    switch (config.init) {
+      case AdapterInit::Lora:
+        // PEFT: kaiming_uniform_(A, a=sqrt(5)): bound = sqrt(6 / ((1 + 5) fan_in)) = 1 / sqrt(fan_in).
+        if (s.which == 'A') fill_uniform(m, 1.0 / std::sqrt(fan_in), seed, name);
+        break;
+      case AdapterInit::Zero:
+        break;
+      case AdapterInit::Random:
+        // Uniform on [-b, b] has standard deviation b / sqrt(3); we want 1 / sqrt(fan_in).
+        fill_uniform(m, std::sqrt(3.0 / fan_in), seed, name);
+        break;
+    }
+  }
+  return a;
+}
+
+Adapter Adapter::load(const std::string& dir, const LlamaConfig& model) {
+  const std::string config_path = dir + "/adapter_config.json";
+  const std::string weights_path = dir + "/adapter_model.safetensors";
+  if (!file_exists(config_path))
+    fail("{}: not found (an adapter directory holds adapter_config.json and adapter_model.safetensors)", config_path);
+  Adapter a;
+  a.config = AdapterConfig::from_json(read_json_file(config_path), config_path);
+  if (!file_exists(weights_path))
+    fail("{}: not found (an adapter directory holds adapter_config.json and adapter_model.safetensors)", weights_path);
+  const SafetensorsFile file(weights_path);
+  a.layers.resize(static_cast<size_t>(model.num_hidden_layers));
+  std::set<std::string> expected;
+  for (const Slot& s : slots(a.config, model)) {
+    const std::string name = tensor_name(a.config, s.layer, s.target, s.which);
+    expected.insert(name);
+    const TensorView* t = file.find(name);
+    if (!t)
+      fail("{}: tensor '{}' is missing (expected shape {}; adapter_config.json asks for it)", weights_path, name,
+           format_shape({s.rows, s.cols}));
+    if (t->dtype != DType::F32 && t->dtype != DType::BF16 && t->dtype != DType::F16)
+      fail("{}: tensor '{}': expected dtype F32, BF16 or F16, found {}", weights_path, name, dtype_name(t->dtype));
+    if (t->shape != std::vector<int64_t>{s.rows, s.cols})
+      fail("{}: tensor '{}': expected shape {}, found {} (r = {} from adapter_config.json)", weights_path, name,
+           format_shape({s.rows, s.cols}), format_shape(t->shape), a.config.rank);
+    AdapterMatrix& m = matrix_of(a.layers[s.layer], s.target, s.which);
+    m = zeros(s.rows, s.cols);
+    const size_t n = m.data.size();
+    for (size_t k = 0; k < n; ++k) {
+      if (t->dtype == DType::F32) {
+        std::memcpy(&m.data[k], t->data + 4 * k, 4);
+      } else {
+        uint16_t h;
+        std::memcpy(&h, t->data + 2 * k, 2);
+        m.data[k] = t->dtype == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+      }
+    }
+  }
+  for (const TensorView& t : file.tensors())
+    if (!expected.count(t.name))
+      fail("{}: unexpected tensor '{}' (not asked for by adapter_config.json for this model of {} layers)",
+           weights_path, printable(t.name), model.num_hidden_layers);
+  return a;
+}
+
+void Adapter::save(const std::string& dir) const {
+  make_directories(dir);
+  std::vector<TensorToWrite> tensors;
+  for (size_t l = 0; l < layers.size(); ++l)
+    for (Target t : kAllTargets)
+      for (char which : {'A', 'B', 'C'}) {
+        const AdapterMatrix& m = matrix_of(layers[l], t, which);
+        if (m.empty()) continue;
+        tensors.push_back({tensor_name(config, static_cast<int64_t>(l), t, which), DType::F32, {m.rows, m.cols},
+                           m.data.data()});
+      }
+  write_safetensors(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
+  write_file_atomic(dir + "/adapter_config.json", config.to_json().dump(2) + "\n");
+}
+
+int64_t Adapter::parameter_count() const {
+  int64_t n = 0;
+  for (const LayerAdapter& la : layers)
+    for (int i = 0; i < kTargets; ++i) n += la.A[i].rows * la.A[i].cols + la.B[i].rows * la.B[i].cols + la.C[i].rows * la.C[i].cols;
+  return n;
+}
+
+}  // namespace flora

@@ -1,0 +1,61 @@
+// Adapter weights: for each layer and target the matrices A (r, in), B (out, r)
+// and C (r, r) that the configuration asks for, kept in f32 (they are small:
+// rank 32 on all seven projections of the 1B shape is 1.4% of its weights).
+// Files: a directory as PEFT writes one, adapter_config.json and
+// adapter_model.safetensors, tensors named
+//   base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight   (LoRA)
+//   base_model.model.model.layers.N.mlp.down_proj.flora_C.weight     (FLoRA)
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "adapters/config.h"
+#include "model/config.h"
+#include "ops/ops.h"
+
+namespace flora {
+
+// A row-major f32 matrix; empty (rows == 0) when the configuration has none.
+struct AdapterMatrix {
+  int64_t rows = 0, cols = 0;
+  std::vector<float> data;  // (rows, cols)
+  bool empty() const { return rows == 0; }
+  MatrixRef ref() const { return MatrixRef{data.data(), DType::F32, rows, cols, 0}; }
+};
+
+struct LayerAdapter {
+  std::array<AdapterMatrix, kTargets> A;  // (r, in_m) where config.forward[m]
+  std::array<AdapterMatrix, kTargets> B;  // (out_m, r) where LoRA forward[m] or FLoRA backward[m]
+  std::array<AdapterMatrix, kTargets> C;  // (r, r) where FLoRA carry[m]
+};
+
+// in/out sizes of a target's base projection: q (q_dim, d), o (d, q_dim), ...
+int64_t target_in(const LlamaConfig& c, Target t);
+int64_t target_out(const LlamaConfig& c, Target t);
+
+class Adapter {
+ public:
+  AdapterConfig config;
+  std::vector<LayerAdapter> layers;  // one per model layer
+
+  // Matrices shaped for `model` and filled per config.init: lora (A Kaiming-
+  // uniform a = sqrt(5) as PEFT, B = C = 0), zero (all 0), random (every matrix
+  // non-zero, uniform with std 1/sqrt(fan_in), for tests and benchmarks).
+  static Adapter create(const AdapterConfig& config, const LlamaConfig& model, uint64_t seed);
+  // Reads DIR/adapter_config.json and DIR/adapter_model.safetensors (F32, BF16
+  // or F16 tensors) and checks every tensor against the model's shapes: a
+  // missing or unexpected tensor, a wrong shape or dtype, an unknown module is
+  // one clear error naming the file and the tensor.
+  static Adapter load(const std::string& dir, const LlamaConfig& model);
+  // Writes DIR/adapter_config.json and DIR/adapter_model.safetensors (F32), atomically.
+  void save(const std::string& dir) const;
+
+  int64_t parameter_count() const;
+  size_t bytes() const { return static_cast<size_t>(parameter_count()) * sizeof(float); }
+  // PEFT's tensor name for matrix `which` ("A", "B", "C") of target t in layer l.
+  static std::string tensor_name(const AdapterConfig& config, int64_t layer, Target t, char which);
+};
+
+}  // namespace flora

@@ -1,0 +1,86 @@
+#include "adapters/exec.h"
+
+#include <cstring>
+
+#include "ops/reference.h"
+#include "util/error.h"
+
+namespace flora {
+
+AdapterExec make_adapter_exec(const Adapter& adapter, LoraExecution execution) {
+  const AdapterConfig& c = adapter.config;
+  AdapterExec e;
+  if (c.family == AdapterFamily::FLoRA) {
+    e.mode = AdapterMode::FLoRA;
+  } else if (execution == LoraExecution::Unfused) {
+    e.mode = AdapterMode::LoRAUnfused;
+  } else if (execution == LoraExecution::PartiallyFused) {
+    e.mode = AdapterMode::LoRAPartiallyFused;
+  } else {
+    fail("a merged LoRA runs as merged weights (merge_lora_layers), not as an adapter");
+  }
+  e.rank = c.rank;
+  e.scale = static_cast<float>(c.scale());
+  e.nonlinearity = c.nonlinearity;
+  e.forward = c.forward;
+  e.repeat_add = c.repeat_add;
+  e.backward = c.backward;
+  e.carry = c.carry;
+  if (c.family == AdapterFamily::LoRA) e.backward = c.forward;  // LoRA: B wherever A
+  for (const LayerAdapter& la : adapter.layers) {
+    AdapterExec::Layer l;
+    for (int m = 0; m < kTargets; ++m) {
+      if (!la.A[m].empty()) l.A[m] = la.A[m].ref();
+      if (!la.B[m].empty()) l.B[m] = la.B[m].ref();
+      if (!la.C[m].empty()) l.C[m] = la.C[m].ref();
+    }
+    e.layers.push_back(l);
+  }
+  return e;
+}
+
+MergedLayers merge_lora_layers(const LlamaModel& model, const Adapter& lora) {
+  if (lora.config.family != AdapterFamily::LoRA)
+    fail("only LoRA adapters can be merged into the base weights (this one is {})", lora.config.variant);
+  MergedLayers merged;
+  merged.layers = model.layers();
+  const float s = static_cast<float>(lora.config.scale());
+  const int64_t r = lora.config.rank;
+  merged.storage.reserve(model.layers().size() * kTargets);
+  for (size_t l = 0; l < merged.layers.size(); ++l) {
+    LayerWeights& w = merged.layers[l];
+    MatrixRef* mats[kTargets] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
+    for (int m = 0; m < kTargets; ++m) {
+      if (!lora.config.forward[m]) continue;
+      const AdapterMatrix& A = lora.layers[l].A[m];  // (r, in)
+      const AdapterMatrix& B = lora.layers[l].B[m];  // (out, r)
+      MatrixRef& W = *mats[m];
+      const size_t es = dtype_size(W.dtype);
+      merged.storage.emplace_back(static_cast<size_t>(W.rows * W.cols) * es);
+      uint8_t* out = merged.storage.back().data();
+      std::vector<float> ba(W.cols);
+      for (int64_t i = 0; i < W.rows; ++i) {
+        std::fill(ba.begin(), ba.end(), 0.0f);
+        for (int64_t k = 0; k < r; ++k) {
+          const float b = s * B.data[i * r + k];
+          const float* a = A.data.data() + k * W.cols;
+          for (int64_t j = 0; j < W.cols; ++j) ba[j] += b * a[j];
+        }
+        for (int64_t j = 0; j < W.cols; ++j) {
+          const float v = static_cast<float>(ref::weight_at(W, i, j)) + ba[j];
+          uint8_t* p = out + (i * W.cols + j) * es;
+          if (W.dtype == DType::F32) {
+            std::memcpy(p, &v, 4);
+          } else {
+            const uint16_t h = W.dtype == DType::BF16 ? f32_to_bf16(v) : f32_to_f16(v);
+            std::memcpy(p, &h, 2);
+          }
+        }
+      }
+      W = MatrixRef{out, W.dtype, W.rows, W.cols, 0};
+    }
+  }
+  return merged;
+}
+
+}  // namespace flora

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# End to end through the flora binary: init-adapter for every variant, merge of a
+# LoRA adapter (the merged model runs), and one clear error (exit 1) for each
+# kind of bad input. Usage: adapters.sh PATH_TO_FLORA
+set -uo pipefail
+flora=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+passes=0
+check() {  # check NAME COMMAND...: the command must succeed
+  local name=$1; shift
+  if "$@" >"$work/out" 2>"$work/err"; then passes=$((passes + 1)); else
+    echo "FAIL $name: exit $?"; cat "$work/err"; failures=$((failures + 1)); fi
+}
+expect_error() {  # expect_error NAME PATTERN COMMAND...: exit 1 and a message matching PATTERN
+  local name=$1 pattern=$2; shift 2
+  "$@" >"$work/out" 2>"$work/err"; local rc=$?
+  if [[ $rc -ne 1 ]]; then echo "FAIL $name: expected exit 1, got $rc"; cat "$work/err"; failures=$((failures + 1)); return; fi
+  if ! grep -qE -- "$pattern" "$work/err"; then echo "FAIL $name: message does not match '$pattern':"; cat "$work/err"; failures=$((failures + 1)); return; fi
+  passes=$((passes + 1))
+}
+expect_out() {  # expect_out NAME PATTERN: the last command's stdout matches PATTERN
+  if grep -qE -- "$2" "$work/out"; then passes=$((passes + 1)); else
+    echo "FAIL $1: stdout does not match '$2':"; cat "$work/out"; failures=$((failures + 1)); fi
+}
+
+check init-tiny "$flora" init-model --preset tiny --seed 3 --out "$work/tiny"
+
+# lora rank 4 on all 7 projections of tiny: 2 x 4 x (128 + 96 + 96 + 128 + 264 + 264 + 264) = 9920.
+check init-lora "$flora" init-adapter -m "$work/tiny" --variant lora --rank 4 --out "$work/lora"
+expect_out lora-count "trainable parameters: 9920 .*39680 bytes"
+[[ -f "$work/lora/adapter_config.json" && -f "$work/lora/adapter_model.safetensors" ]] \
+  && passes=$((passes + 1)) || { echo "FAIL lora files: $(ls "$work/lora")"; failures=$((failures + 1)); }
+grep -q '"peft_type": "LORA"' "$work/lora/adapter_config.json" && grep -q '"lora_alpha": 8' "$work/lora/adapter_config.json" \
+  && passes=$((passes + 1)) || { echo "FAIL lora config:"; cat "$work/lora/adapter_config.json"; failures=$((failures + 1)); }
+for v in pf-lora lora-merged ffa ffba ffba-aorb ffba-qg ffba-relu; do
+  check "init-$v" "$flora" init-adapter -m "$work/tiny" --variant $v --rank 2 --init random --seed 1 --out "$work/$v"
+done
+grep -q '"r": 4' "$work/ffa/adapter_config.json" && passes=$((passes + 1)) || { echo "FAIL ffa stores rank 2R"; failures=$((failures + 1)); }
+check init-qv "$flora" init-adapter -m "$work/tiny" --variant lora --rank 2 --targets q,v --alpha 16 --init random --out "$work/qv"
+grep -q '"target_modules": \[' "$work/qv/adapter_config.json" && ! grep -q '"o_proj"' "$work/qv/adapter_config.json" \
+  && passes=$((passes + 1)) || { echo "FAIL --targets q,v:"; cat "$work/qv/adapter_config.json"; failures=$((failures + 1)); }
+
+# Merge: a model directory that runs; a zero-init LoRA leaves the weights (and so the logits) as they were.
+check merge "$flora" merge -m "$work/tiny" --adapter "$work/qv" --out "$work/merged"
+check generate-merged "$flora" generate -m "$work/merged" -p "Once upon a time" -n 4 --temp 0
+[[ -f "$work/merged/tokenizer.json" ]] && passes=$((passes + 1)) || { echo "FAIL merged tokenizer.json"; failures=$((failures + 1)); }
+check init-zero "$flora" init-adapter -m "$work/tiny" --variant lora --rank 2 --init zero --out "$work/zero"
+check merge-zero "$flora" merge -m "$work/tiny" --adapter "$work/zero" --out "$work/merged0"
+cmp -s "$work/tiny/model.safetensors" "$work/merged0/model.safetensors" && passes=$((passes + 1)) \
+  || { echo "FAIL: a zero adapter changed the weights"; failures=$((failures + 1)); }
+check merge-ffa "$flora" merge -m "$work/tiny" --adapter "$work/ffa" --out "$work/merged_ffa"
+
+# Errors.
+expect_error bad-variant "unknown adapter variant 'fba'" "$flora" init-adapter -m "$work/tiny" --variant fba --rank 2 --out "$work/x"
+expect_error bad-target "unknown projection 'qq'" "$flora" init-adapter -m "$work/tiny" --variant lora --rank 2 --targets q,qq --out "$work/x"
+expect_error empty-targets "--targets: empty list" "$flora" init-adapter -m "$work/tiny" --variant lora --rank 2 --targets "" --out "$work/x"
+expect_error flora-targets "--targets applies to the LoRA variants" "$flora" init-adapter -m "$work/tiny" --variant ffba --rank 2 --targets q --out "$work/x"
+expect_error no-model "config.json" "$flora" init-adapter -m "$work/none" --variant lora --rank 2 --out "$work/x"
+expect_error merge-ffba "cannot be merged" "$flora" merge -m "$work/tiny" --adapter "$work/ffba" --out "$work/x"
+expect_error merge-in-place "model directory itself" "$flora" merge -m "$work/tiny" --adapter "$work/lora" --out "$work/tiny"
+expect_error merge-no-adapter "adapter_config.json: not found" "$flora" merge -m "$work/tiny" --adapter "$work/none" --out "$work/x"
+cp -r "$work/lora" "$work/regex"
+sed -i 's/"target_modules": \[/"target_modules": ".*proj", "old": [/' "$work/regex/adapter_config.json"
+expect_error regex "target_modules.*regular expression" "$flora" merge -m "$work/tiny" --adapter "$work/regex" --out "$work/x"
+# An adapter made for another shape (intermediate_size 100) does not load against tiny.
+mkdir -p "$work/other"
+sed 's/"intermediate_size": 200/"intermediate_size": 100/' "$work/tiny/config.json" >"$work/other/config.json"
+check init-other "$flora" init-adapter -m "$work/other" --variant lora --rank 2 --out "$work/lora_other"
+expect_error other-model "adapter_model.safetensors: tensor '.*gate_proj.lora_B.weight': expected shape \\[200, 2\\], found \\[100, 2\\]" \
+  "$flora" merge -m "$work/tiny" --adapter "$work/lora_other" --out "$work/x"
+[[ ! -e "$work/x" ]] && passes=$((passes + 1)) || { echo "FAIL: a failed command left $work/x"; failures=$((failures + 1)); }
+
+echo "adapters.sh: $passes passed, $failures failed"
+[[ $failures -eq 0 ]]
