@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "adapters/exec.h"
+#include "io/safetensors.h"
 #include "model/forward.h"
 #include "model/weights.h"
 #include "ops/reference.h"
@@ -209,7 +211,6 @@ TEST_P(EveryVariant, FusedEqualsUnfusedReference) {
     got = fused_logits(*model, &exec, nullptr, &syncs);
   }
   EXPECT_LE(max_diff(got, want), kTolerance) << tc.variant;
-  std::printf("%s: adapter effect %.3f, fused vs reference %.2e\n", tc.variant.c_str(), max_diff(want, base), max_diff(got, want));
   EXPECT_EQ(syncs, static_cast<uint64_t>(tc.syncs_per_layer * c.num_hidden_layers + 1)) << tc.variant;
 }
 
@@ -219,6 +220,55 @@ INSTANTIATE_TEST_SUITE_P(Adapters, EveryVariant,
                                            Case{"ffba-relu", 5}),
                          [](const auto& info) {
                            std::string n = info.param.variant;
+                           for (auto& ch : n)
+                             if (ch == '-') ch = '_';
+                           return n;
+                         });
+
+// The PyTorch twin's golden logits (float64, tools/torch_twin.py adapter-golden)
+// for random adapters of every variant, read from their PEFT-style directories:
+// prefill 20 tokens, decode 4. Tolerance 1e-4 (the twin run in float32 lands
+// within 3e-5 of its float64 values; adapter effects are ~13, bugs the twin's
+// author tried move logits by >= 5e-3).
+class TwinGolden : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TwinGolden, MatchesTwin) {
+  const std::string dir = std::string(FLORA_SOURCE_DIR) + "/tests/fixtures/tiny_llama/adapters/" + GetParam();
+  auto model = LlamaModel::load(kModel);
+  const Adapter adapter = Adapter::load(dir, model->config());
+  SafetensorsFile golden(dir + "/golden.safetensors");
+  const TensorView* tok = golden.find("tokens");
+  const TensorView* lg = golden.find("logits");
+  ASSERT_TRUE(tok && lg);
+  std::vector<int32_t> tokens;
+  for (int64_t i = 0; i < tok->numel(); ++i) {
+    int64_t v;
+    std::memcpy(&v, tok->data + 8 * i, 8);
+    tokens.push_back(static_cast<int32_t>(v));
+  }
+  std::vector<float> want(lg->numel());
+  std::memcpy(want.data(), lg->data, lg->nbytes);
+  const int64_t V = model->config().vocab_size, T = static_cast<int64_t>(tokens.size()), P = 20;
+  for (LoraExecution ex : {LoraExecution::Unfused, LoraExecution::PartiallyFused}) {
+    if (ex == LoraExecution::PartiallyFused && adapter.config.family != AdapterFamily::LoRA) continue;
+    const AdapterExec exec = make_adapter_exec(adapter, ex);
+    ThreadPool pool(2);
+    Forward f(*model, pool, 32, &exec);
+    double worst = 0;
+    const float* out = f.forward(tokens.data(), P, true);
+    for (int64_t i = 0; i < P * V; ++i) worst = std::max(worst, std::fabs(double(out[i]) - want[i]));
+    for (int64_t t = P; t < T; ++t) {
+      out = f.forward(&tokens[t], 1, false);
+      for (int64_t j = 0; j < V; ++j) worst = std::max(worst, std::fabs(double(out[j]) - want[t * V + j]));
+    }
+    EXPECT_LE(worst, 1e-4) << GetParam();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Adapters, TwinGolden,
+                         ::testing::Values("lora", "ffa", "ffba", "ffba-aorb", "ffba-qg", "ffba-relu", "ffba-gelu"),
+                         [](const auto& info) {
+                           std::string n = info.param;
                            for (auto& ch : n)
                              if (ch == '-') ch = '_';
                            return n;

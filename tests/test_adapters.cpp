@@ -100,8 +100,10 @@ std::vector<TensorToWrite> tensors_of(const Adapter& a) {
       const LayerAdapter& la = a.layers[l];
       for (auto [which, m] : {std::pair{'A', &la.A[i]}, std::pair{'B', &la.B[i]}, std::pair{'C', &la.C[i]}})
         if (!m->empty())
-          out.push_back({Adapter::tensor_name(a.config, static_cast<int64_t>(l), t, which), DType::F32,
-                         {m->rows, m->cols}, m->data.data()});
+          out.push_back({Adapter::tensor_name(a.config, static_cast<int64_t>(l), t, which),
+                         DType::F32,
+                         {m->rows, m->cols},
+                         m->data.data()});
     }
   return out;
 }
@@ -225,7 +227,8 @@ TEST(AdapterConfig, ValidateErrors) {
   EXPECT_HAS(err(c), "cfg.json");
   // A backward adapter with no forward entry adapter in its sub-block is allowed.
   c = AdapterConfig::preset("ffba", 4, 8);
-  for (Target t : {Target::Gate, Target::Up}) c.forward[static_cast<int>(t)] = c.repeat_add[static_cast<int>(t)] = false;
+  for (Target t : {Target::Gate, Target::Up})
+    c.forward[static_cast<int>(t)] = c.repeat_add[static_cast<int>(t)] = false;
   c.validate("cfg.json");
   // A forward adapter that reaches nothing.
   c = AdapterConfig::preset("ffba-aorb", 4, 8);
@@ -251,9 +254,18 @@ TEST(AdapterConfig, LoraJsonHasPeftKeys) {
   const Json j = AdapterConfig::preset("lora", 8, 16).to_json();
   std::set<std::string> keys;
   for (auto it = j.begin(); it != j.end(); ++it) keys.insert(it.key());
-  const std::set<std::string> expected = {"peft_type",      "task_type",    "r",             "lora_alpha",
-                                          "use_rslora",     "target_modules", "lora_dropout", "bias",
-                                          "fan_in_fan_out", "rank_pattern",   "alpha_pattern", "inference_mode",
+  const std::set<std::string> expected = {"peft_type",
+                                          "task_type",
+                                          "r",
+                                          "lora_alpha",
+                                          "use_rslora",
+                                          "target_modules",
+                                          "lora_dropout",
+                                          "bias",
+                                          "fan_in_fan_out",
+                                          "rank_pattern",
+                                          "alpha_pattern",
+                                          "inference_mode",
                                           "base_model_name_or_path"};
   EXPECT_EQ(keys, expected);
   EXPECT_EQ(j["peft_type"], "LORA");
@@ -261,8 +273,7 @@ TEST(AdapterConfig, LoraJsonHasPeftKeys) {
   EXPECT_EQ(j["r"], 8);
   EXPECT_EQ(j["lora_alpha"].dump(), "16");
   EXPECT_EQ(j["bias"], "none");
-  EXPECT_EQ(j["target_modules"],
-            Json({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}));
+  EXPECT_EQ(j["target_modules"], Json({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}));
   EXPECT_TRUE(j["rank_pattern"].is_object() && j["rank_pattern"].empty());
 }
 
@@ -330,11 +341,15 @@ TEST(AdapterConfig, JsonErrors) {
 
 TEST_F(Adapters, TensorNamesArePefts) {
   const AdapterConfig lora = AdapterConfig::preset("lora", 8, 16);
-  EXPECT_EQ(Adapter::tensor_name(lora, 3, Target::Q, 'A'), "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight");
-  EXPECT_EQ(Adapter::tensor_name(lora, 0, Target::Down, 'B'), "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight");
+  EXPECT_EQ(Adapter::tensor_name(lora, 3, Target::Q, 'A'),
+            "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight");
+  EXPECT_EQ(Adapter::tensor_name(lora, 0, Target::Down, 'B'),
+            "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight");
   const AdapterConfig ffba = AdapterConfig::preset("ffba", 8, 16);
-  EXPECT_EQ(Adapter::tensor_name(ffba, 1, Target::O, 'C'), "base_model.model.model.layers.1.self_attn.o_proj.flora_C.weight");
-  EXPECT_EQ(Adapter::tensor_name(ffba, 1, Target::Gate, 'A'), "base_model.model.model.layers.1.mlp.gate_proj.flora_A.weight");
+  EXPECT_EQ(Adapter::tensor_name(ffba, 1, Target::O, 'C'),
+            "base_model.model.model.layers.1.self_attn.o_proj.flora_C.weight");
+  EXPECT_EQ(Adapter::tensor_name(ffba, 1, Target::Gate, 'A'),
+            "base_model.model.model.layers.1.mlp.gate_proj.flora_A.weight");
 }
 
 TEST_F(Adapters, ShapesAndParameterCounts) {
@@ -505,9 +520,7 @@ TEST_F(Adapters, LoadErrors) {
   msg = load_error();
   EXPECT_HAS(msg, cj);
   EXPECT_HAS(msg, "'target_modules'");
-  edit_config(dir, [](Json& j) {
-    j["target_modules"] = Json({"q_proj", "embed_tokens"});
-  });
+  edit_config(dir, [](Json& j) { j["target_modules"] = Json({"q_proj", "embed_tokens"}); });
   msg = load_error();
   EXPECT_HAS(msg, cj);
   EXPECT_HAS(msg, "'embed_tokens'");

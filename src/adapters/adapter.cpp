@@ -192,8 +192,8 @@ void Adapter::save(const std::string& dir) const {
       for (char which : {'A', 'B', 'C'}) {
         const AdapterMatrix& m = matrix_of(layers[l], t, which);
         if (m.empty()) continue;
-        tensors.push_back({tensor_name(config, static_cast<int64_t>(l), t, which), DType::F32, {m.rows, m.cols},
-                           m.data.data()});
+        tensors.push_back(
+            {tensor_name(config, static_cast<int64_t>(l), t, which), DType::F32, {m.rows, m.cols}, m.data.data()});
       }
   write_safetensors(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
   write_file_atomic(dir + "/adapter_config.json", config.to_json().dump(2) + "\n");
@@ -202,7 +202,8 @@ void Adapter::save(const std::string& dir) const {
 int64_t Adapter::parameter_count() const {
   int64_t n = 0;
   for (const LayerAdapter& la : layers)
-    for (int i = 0; i < kTargets; ++i) n += la.A[i].rows * la.A[i].cols + la.B[i].rows * la.B[i].cols + la.C[i].rows * la.C[i].cols;
+    for (int i = 0; i < kTargets; ++i)
+      n += la.A[i].rows * la.A[i].cols + la.B[i].rows * la.B[i].cols + la.C[i].rows * la.C[i].cols;
   return n;
 }
 

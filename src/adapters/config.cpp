@@ -11,9 +11,11 @@ namespace flora {
 namespace {
 
 constexpr const char* kShortNames[kTargets] = {"q", "k", "v", "o", "gate", "up", "down"};
-constexpr const char* kModules[kTargets] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-constexpr const char* kPaths[kTargets] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                          "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+constexpr const char* kModules[kTargets] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                            "gate_proj", "up_proj", "down_proj"};
+constexpr const char* kPaths[kTargets] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                          "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                          "mlp.down_proj"};
 constexpr const char* kVariants = "lora, pf-lora, lora-merged, ffa, ffba, ffba-aorb, ffba-qg, ffba-relu";
 
 using Mask = std::array<bool, kTargets>;
@@ -153,7 +155,8 @@ AdapterConfig AdapterConfig::preset(const std::string& variant, int64_t rank, do
 
 void AdapterConfig::validate(const std::string& origin) const {
   if (rank < 1) fail("{}: 'r': the rank must be at least 1, found {}", origin, rank);
-  if (!(alpha > 0) || !std::isfinite(alpha)) fail("{}: 'lora_alpha': must be a positive number, found {}", origin, alpha);
+  if (!(alpha > 0) || !std::isfinite(alpha))
+    fail("{}: 'lora_alpha': must be a positive number, found {}", origin, alpha);
   if (family == AdapterFamily::LoRA) {
     if (!any(forward)) fail("{}: 'target_modules': a LoRA adapter needs at least one target module", origin);
     if (any(repeat_add) || any(backward) || any(carry))
@@ -267,16 +270,25 @@ AdapterConfig AdapterConfig::from_json(const Json& j, const std::string& origin)
     c.backward = modules_from_json(j, "backward_modules", origin, false);
     c.carry = modules_from_json(j, "carry_modules", origin, false);
     const std::string nl = json_get_or<std::string>(j, "nonlinearity", "identity", origin);
-    if (nl == "identity") c.nonlinearity = Nonlinearity::Identity;
-    else if (nl == "relu") c.nonlinearity = Nonlinearity::ReLU;
-    else if (nl == "gelu") c.nonlinearity = Nonlinearity::GELU;
-    else if (nl == "silu") c.nonlinearity = Nonlinearity::SiLU;
-    else fail("{}: key 'nonlinearity': expected identity, relu, gelu or silu, found \"{}\"", origin, nl);
+    if (nl == "identity")
+      c.nonlinearity = Nonlinearity::Identity;
+    else if (nl == "relu")
+      c.nonlinearity = Nonlinearity::ReLU;
+    else if (nl == "gelu")
+      c.nonlinearity = Nonlinearity::GELU;
+    else if (nl == "silu")
+      c.nonlinearity = Nonlinearity::SiLU;
+    else
+      fail("{}: key 'nonlinearity': expected identity, relu, gelu or silu, found \"{}\"", origin, nl);
     const std::string init = json_get_or<std::string>(j, "init", "lora", origin);
-    if (init == "lora") c.init = AdapterInit::Lora;
-    else if (init == "zero") c.init = AdapterInit::Zero;
-    else if (init == "random") c.init = AdapterInit::Random;
-    else fail("{}: key 'init': expected lora, zero or random, found \"{}\"", origin, init);
+    if (init == "lora")
+      c.init = AdapterInit::Lora;
+    else if (init == "zero")
+      c.init = AdapterInit::Zero;
+    else if (init == "random")
+      c.init = AdapterInit::Random;
+    else
+      fail("{}: key 'init': expected lora, zero or random, found \"{}\"", origin, init);
   } else {
     fail("{}: key 'peft_type': expected \"LORA\" or \"FLORA\", found \"{}\"", origin, peft_type);
   }
@@ -292,7 +304,8 @@ std::array<bool, kTargets> parse_targets(const std::string& list) {
   while (std::getline(ss, item, ',')) {
     const auto b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
     item = b == std::string::npos ? "" : item.substr(b, e - b + 1);
-    if (item.empty()) fail("--targets '{}': empty item (expected a comma-separated list of q,k,v,o,gate,up,down)", list);
+    if (item.empty())
+      fail("--targets '{}': empty item (expected a comma-separated list of q,k,v,o,gate,up,down)", list);
     bool found = false;
     for (int i = 0; i < kTargets; ++i)
       if (item == kShortNames[i] || item == kModules[i]) m[i] = found = true;

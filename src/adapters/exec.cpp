@@ -46,7 +46,15 @@ MergedLayers merge_lora_layers(const LlamaModel& model, const Adapter& lora) {
   merged.layers = model.layers();
   const float s = static_cast<float>(lora.config.scale());
   const int64_t r = lora.config.rank;
-  merged.storage.reserve(model.layers().size() * kTargets);
+  auto bytes_of = [](const MatrixRef& m) { return (static_cast<size_t>(m.rows * m.cols) * dtype_size(m.dtype) + 63) & ~size_t{63}; };
+  size_t total = 0;
+  for (const LayerWeights& w : merged.layers) {
+    const MatrixRef* mats[kTargets] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
+    for (int m = 0; m < kTargets; ++m)
+      if (lora.config.forward[m]) total += bytes_of(*mats[m]);
+  }
+  merged.storage = AnonymousBuffer(total, /*huge_pages=*/true);
+  size_t used = 0;
   for (size_t l = 0; l < merged.layers.size(); ++l) {
     LayerWeights& w = merged.layers[l];
     MatrixRef* mats[kTargets] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
@@ -56,8 +64,8 @@ MergedLayers merge_lora_layers(const LlamaModel& model, const Adapter& lora) {
       const AdapterMatrix& B = lora.layers[l].B[m];  // (out, r)
       MatrixRef& W = *mats[m];
       const size_t es = dtype_size(W.dtype);
-      merged.storage.emplace_back(static_cast<size_t>(W.rows * W.cols) * es);
-      uint8_t* out = merged.storage.back().data();
+      uint8_t* out = merged.storage.data() + used;
+      used += bytes_of(W);
       std::vector<float> ba(W.cols);
       for (int64_t i = 0; i < W.rows; ++i) {
         std::fill(ba.begin(), ba.end(), 0.0f);
@@ -81,6 +89,27 @@ MergedLayers merge_lora_layers(const LlamaModel& model, const Adapter& lora) {
     }
   }
   return merged;
+}
+
+}  // namespace flora
+
+namespace flora {
+
+AttachedAdapter::AttachedAdapter(const LlamaModel& model, Adapter adapter, LoraExecution execution)
+    : adapter_(std::move(adapter)), execution_(execution) {
+  merged_ = adapter_.config.family == AdapterFamily::LoRA && execution == LoraExecution::Merged;
+  if (merged_) merged_layers_ = merge_lora_layers(model, adapter_);
+  else exec_ = make_adapter_exec(adapter_, execution);
+}
+
+std::string AttachedAdapter::variant() const {
+  if (adapter_.config.family == AdapterFamily::FLoRA) return adapter_.config.variant;
+  switch (execution_) {
+    case LoraExecution::Unfused: return "lora";
+    case LoraExecution::PartiallyFused: return "pf-lora";
+    case LoraExecution::Merged: return "lora-merged";
+  }
+  return "lora";
 }
 
 }  // namespace flora

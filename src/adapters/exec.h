@@ -3,11 +3,13 @@
 // model's layer weights with W + s B A in place of the adapted matrices.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "adapters/adapter.h"
 #include "model/adapter_exec.h"
 #include "model/weights.h"
+#include "util/memory.h"
 
 namespace flora {
 
@@ -21,8 +23,30 @@ AdapterExec make_adapter_exec(const Adapter& adapter, LoraExecution execution);
 // merging does; the forward pass then runs at the base model's speed.
 struct MergedLayers {
   std::vector<LayerWeights> layers;
-  std::vector<std::vector<uint8_t>> storage;  // the merged matrices' bytes
+  AnonymousBuffer storage;  // the merged matrices, huge pages like the base copy
 };
 MergedLayers merge_lora_layers(const LlamaModel& model, const Adapter& lora);
+
+// An adapter attached to a model, ready for Forward(model, pool, context,
+// exec(), layers()): FLoRA and unmerged LoRA as an AdapterExec over the
+// adapter's matrices, a merged LoRA as replacement layer weights.
+class AttachedAdapter {
+ public:
+  AttachedAdapter(const LlamaModel& model, Adapter adapter, LoraExecution execution);
+  AttachedAdapter(const AttachedAdapter&) = delete;  // exec_ points into adapter_
+  AttachedAdapter& operator=(const AttachedAdapter&) = delete;
+  const AdapterExec* exec() const { return merged_ ? nullptr : &exec_; }
+  const std::vector<LayerWeights>* layers() const { return merged_ ? &merged_layers_.layers : nullptr; }
+  const Adapter& adapter() const { return adapter_; }
+  // The variant as run: "ffba", "lora", "pf-lora", "lora-merged", ...
+  std::string variant() const;
+
+ private:
+  Adapter adapter_;
+  LoraExecution execution_;
+  bool merged_ = false;
+  AdapterExec exec_;
+  MergedLayers merged_layers_;
+};
 
 }  // namespace flora

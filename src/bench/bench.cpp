@@ -4,6 +4,7 @@
 #include <random>
 
 #include "model/forward.h"
+#include "model/sampler.h"
 #include "ops/ops.h"
 #include "util/error.h"
 #include "util/timer.h"
@@ -143,6 +144,79 @@ std::vector<BenchResult> run_bench(const LlamaModel& model, ThreadPool& pool, co
     summarise(fmt::format("pp{}", o.n_prompt), o.n_prompt, pp_ms, pp_bw, static_cast<double>(o.n_prompt), pp_sync,
               nullptr);
   if (o.n_gen > 0) summarise(fmt::format("tg{}", o.n_gen), o.n_gen, tg_ms, tg_bw, 1.0, tg_sync, &tg_ratio);
+  return results;
+}
+
+Json VariantResult::to_json() const {
+  return Json{{"variant", variant},
+              {"rank", rank},
+              {"adapter_params", adapter_params},
+              {"adapter_bytes", adapter_bytes},
+              {"ttft_ms", ttft_ms},
+              {"tpot_ms", tpot_ms},
+              {"overhead_pct", overhead_pct},
+              {"ttft_overhead_pct", ttft_overhead_pct},
+              {"sync_points_per_token", sync_points_per_token},
+              {"tpot_samples_ms", tpot_samples_ms}};
+}
+
+std::vector<VariantResult> run_variant_bench(const LlamaModel& model, ThreadPool& pool,
+                                             const std::vector<BenchVariant>& variants, const BenchOptions& o,
+                                             const BenchProgress& progress) {
+  if (variants.empty() || variants[0].exec || variants[0].layers) fail("bench: the first variant must be the base");
+  if (o.n_prompt < 1 || o.n_gen < 1) fail("bench --variants: -p and -n must both be at least 1");
+  const LlamaConfig& cfg = model.config();
+  const size_t n = variants.size();
+  std::mt19937 rng(static_cast<uint32_t>(o.seed));
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(cfg.vocab_size - 1));
+  std::vector<int32_t> prompt(o.n_prompt);
+  for (auto& t : prompt) t = token(rng);
+  std::vector<std::vector<double>> ttft(n), tpot(n);
+  std::vector<double> syncs(n);
+  for (int rep = 0; rep < o.repetitions; ++rep) {
+    for (size_t k = 0; k < n; ++k) {
+      const size_t v = (k + static_cast<size_t>(rep)) % n;
+      const BenchVariant& bv = variants[v];
+      progress(fmt::format("repetition {}/{}: {}", rep + 1, o.repetitions, bv.name));
+      Forward f(model, pool, o.n_prompt + o.n_gen, bv.exec, bv.layers);
+      // Untimed steps first: they read every weight this variant reads (see run_bench).
+      for (int i = 0; i < 2; ++i) f.forward(&prompt[0], 1, false);
+      f.reset();
+      double t0 = now_seconds();
+      const float* logits = f.forward(prompt.data(), o.n_prompt, false);
+      int32_t next = argmax(logits, cfg.vocab_size);
+      ttft[v].push_back((now_seconds() - t0) * 1e3);
+      uint64_t sync = 0;
+      t0 = now_seconds();
+      for (int64_t i = 0; i < o.n_gen; ++i) {
+        logits = f.forward(&next, 1, false);
+        sync += f.last_sync_points();
+        next = argmax(logits, cfg.vocab_size);
+      }
+      tpot[v].push_back((now_seconds() - t0) * 1e3 / static_cast<double>(o.n_gen));
+      syncs[v] = static_cast<double>(sync) / static_cast<double>(o.n_gen);
+    }
+  }
+  std::vector<VariantResult> results;
+  for (size_t v = 0; v < n; ++v) {
+    VariantResult r;
+    r.variant = variants[v].name;
+    r.rank = variants[v].rank;
+    r.adapter_params = variants[v].adapter_params;
+    r.adapter_bytes = variants[v].adapter_bytes;
+    r.ttft_ms = median(ttft[v]);
+    r.tpot_ms = median(tpot[v]);
+    r.tpot_samples_ms = tpot[v];
+    std::vector<double> ratio, ttft_ratio;
+    for (size_t i = 0; i < tpot[v].size(); ++i) {
+      ratio.push_back(tpot[v][i] / tpot[0][i]);
+      ttft_ratio.push_back(ttft[v][i] / ttft[0][i]);
+    }
+    r.overhead_pct = (median(ratio) - 1.0) * 100.0;
+    r.ttft_overhead_pct = (median(ttft_ratio) - 1.0) * 100.0;
+    r.sync_points_per_token = syncs[v];
+    results.push_back(r);
+  }
   return results;
 }
 

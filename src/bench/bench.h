@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "model/adapter_exec.h"
 #include "model/weights.h"
 #include "util/json.h"
 #include "util/memory.h"
@@ -55,6 +56,36 @@ class BandwidthProbe {
 };
 
 using BenchProgress = std::function<void(const std::string& what)>;
+
+// One configuration of `flora bench --variants`: the base model, an adapter
+// (exec), or replacement weights (a merged LoRA).
+struct BenchVariant {
+  std::string name;
+  const AdapterExec* exec = nullptr;
+  const std::vector<LayerWeights>* layers = nullptr;
+  int64_t rank = 0, adapter_params = 0;
+  size_t adapter_bytes = 0;
+};
+
+struct VariantResult {
+  std::string variant;
+  int64_t rank = 0, adapter_params = 0;
+  size_t adapter_bytes = 0;
+  double ttft_ms = 0;        // median: prompt of n_prompt tokens in, first token chosen
+  double tpot_ms = 0;        // median over repetitions of the mean decode step
+  double overhead_pct = 0;   // median over repetitions of (tpot / base tpot of that repetition - 1) * 100
+  double ttft_overhead_pct = 0;
+  double sync_points_per_token = 0;
+  std::vector<double> tpot_samples_ms;
+  Json to_json() const;
+};
+
+// Variants run one after another inside every repetition (the starting one
+// rotating), so each ratio to the base compares figures measured a few seconds
+// apart. variants[0] must be the base.
+std::vector<VariantResult> run_variant_bench(const LlamaModel& model, ThreadPool& pool,
+                                             const std::vector<BenchVariant>& variants, const BenchOptions& options,
+                                             const BenchProgress& progress);
 
 std::vector<BenchResult> run_bench(const LlamaModel& model, ThreadPool& pool, const BenchOptions& options,
                                    const BenchProgress& progress);

@@ -1,10 +1,11 @@
 // flora init-adapter: a new adapter directory (adapter_config.json and
 // adapter_model.safetensors) shaped for a model; flora merge: a LoRA (or
 // repeat-and-add-only FLoRA) adapter merged into a copy of the model.
+#include "adapters/adapter.h"
+
 #include <cstdio>
 #include <memory>
 
-#include "adapters/adapter.h"
 #include "adapters/merge.h"
 #include "cli/commands.h"
 #include "model/config.h"
@@ -30,7 +31,8 @@ void add_init_adapter(CLI::App& app, Action& action) {
   cmd->add_option("--alpha", o->alpha, "lora_alpha (default: 2 x the stored rank, so the scale s = alpha / r is 2)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--rslora", o->rslora, "Scale by alpha / sqrt(r) (rsLoRA)");
-  auto* targets_opt = cmd->add_option("--targets", o->targets, "Projections LoRA adapts (default all): q,k,v,o,gate,up,down");
+  auto* targets_opt =
+      cmd->add_option("--targets", o->targets, "Projections LoRA adapts (default all): q,k,v,o,gate,up,down");
   cmd->add_option("--init", o->init, "lora (PEFT: A Kaiming-uniform, B = C = 0), zero, or random (every matrix)")
       ->check(CLI::IsMember({"lora", "zero", "random"}))
       ->capture_default_str();
@@ -79,9 +81,9 @@ void add_merge(CLI::App& app, Action& action) {
       const Adapter adapter = Adapter::load(o->adapter, model);
       merge_lora_into_model(o->model, adapter, o->out);
       std::fprintf(stderr, "merge: %s (r = %lld, scale %g, %lld parameters) into %s -> %s in %.1f s\n",
-                   adapter.config.variant.c_str(), static_cast<long long>(adapter.config.rank),
-                   adapter.config.scale(), static_cast<long long>(adapter.parameter_count()), o->model.c_str(),
-                   o->out.c_str(), now_seconds() - t0);
+                   adapter.config.variant.c_str(), static_cast<long long>(adapter.config.rank), adapter.config.scale(),
+                   static_cast<long long>(adapter.parameter_count()), o->model.c_str(), o->out.c_str(),
+                   now_seconds() - t0);
     };
   });
 }

@@ -55,6 +55,33 @@ void add_mmap_option(CLI::App* cmd, bool& mmap) {
                 "huge-page memory (instant load; decode stalls more often)");
 }
 
+void add_adapter_options(CLI::App* cmd, std::string& adapter_dir, std::string& lora_variant) {
+  cmd->add_option("--adapter", adapter_dir, "Adapter directory (PEFT LoRA or FLoRA: adapter_config.json + adapter_model.safetensors)")
+      ->check(CLI::ExistingDirectory);
+  lora_variant = "lora";
+  cmd->add_option("--lora-variant", lora_variant,
+                  "How a LoRA adapter runs: lora (unfused, as PEFT), pf-lora (A rows fused), lora-merged")
+      ->check(CLI::IsMember({"lora", "pf-lora", "lora-merged"}))
+      ->capture_default_str();
+}
+
+LoraExecution lora_execution_of(const std::string& v) {
+  if (v == "pf-lora") return LoraExecution::PartiallyFused;
+  if (v == "lora-merged") return LoraExecution::Merged;
+  return LoraExecution::Unfused;
+}
+
+std::unique_ptr<AttachedAdapter> attach_adapter(const LlamaModel& model, const std::string& dir,
+                                                const std::string& lora_variant) {
+  if (dir.empty()) return nullptr;
+  Adapter adapter = Adapter::load(dir, model.config());
+  auto attached = std::make_unique<AttachedAdapter>(model, std::move(adapter), lora_execution_of(lora_variant));
+  std::fprintf(stderr, "adapter: %s (%s, rank %lld, %lld parameters)\n", dir.c_str(), attached->variant().c_str(),
+               static_cast<long long>(attached->adapter().config.rank),
+               static_cast<long long>(attached->adapter().parameter_count()));
+  return attached;
+}
+
 namespace {
 
 void add_threads_option(CLI::App* cmd, int& threads) {
@@ -82,7 +109,7 @@ std::vector<int32_t> stop_ids(const LlamaConfig& config, const Tokenizer& tok) {
 void add_generate(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt, streaming tokens as they come");
   struct Options {
-    std::string model, prompt, prompt_file;
+    std::string model, prompt, prompt_file, adapter, lora_variant;
     bool chat = false, ignore_eos = false, mmap = false;
     int64_t n = 128;
     int threads = 1;
@@ -109,6 +136,7 @@ void add_generate(CLI::App& app, Action& action) {
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at end-of-sequence tokens");
   add_mmap_option(cmd, o->mmap);
+  add_adapter_options(cmd, o->adapter, o->lora_variant);
   add_threads_option(cmd, o->threads);
   cmd->callback([&action, o, p, pf] {
     if (!*p && !*pf) throw CLI::RequiredError("--prompt or --prompt-file");
@@ -127,7 +155,8 @@ void add_generate(CLI::App& app, Action& action) {
       if (static_cast<int64_t>(prompt.size()) >= cfg.max_position_embeddings)
         fail("the prompt has {} tokens; the model's context is {}", prompt.size(), cfg.max_position_embeddings);
       ThreadPool pool(o->threads);
-      Forward forward(*model, pool, context);
+      const auto adapter = attach_adapter(*model, o->adapter, o->lora_variant);
+      Forward forward(*model, pool, context, adapter ? adapter->exec() : nullptr, adapter ? adapter->layers() : nullptr);
       Sampler sampler(o->sampling);
       StreamDecoder decoder(tok, /*skip_special=*/false);
       print(text);
@@ -148,11 +177,12 @@ void add_generate(CLI::App& app, Action& action) {
 void add_logits(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("logits", "Write the logits of every position of a token sequence (safetensors)");
   struct Options {
-    std::string model, tokens, out;
+    std::string model, tokens, out, adapter, lora_variant;
     int threads = 1;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("-m,--model", o->model, "Model directory")->required();
+  add_adapter_options(cmd, o->adapter, o->lora_variant);
   cmd->add_option("--tokens", o->tokens, "Token ids, comma-separated: 128000,9906,1917")->required();
   cmd->add_option("-o,--out", o->out, "Output .safetensors: one F32 tensor 'logits' (tokens, vocab)")->required();
   add_threads_option(cmd, o->threads);
@@ -162,7 +192,8 @@ void add_logits(CLI::App& app, Action& action) {
       auto model = LlamaModel::load(o->model);
       ThreadPool pool(o->threads);
       const int64_t T = static_cast<int64_t>(ids.size()), V = model->config().vocab_size;
-      Forward forward(*model, pool, T);
+      const auto adapter = attach_adapter(*model, o->adapter, o->lora_variant);
+      Forward forward(*model, pool, T, adapter ? adapter->exec() : nullptr, adapter ? adapter->layers() : nullptr);
       const float* logits = forward.forward(ids.data(), T, true);
       write_safetensors(o->out, {{"logits", DType::F32, {T, V}, logits}}, {{"tokens", o->tokens}});
       std::fprintf(stderr, "logits: wrote (%lld, %lld) to %s\n", static_cast<long long>(T), static_cast<long long>(V),
