@@ -8,29 +8,17 @@
 #include "io/safetensors.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/random.h"
 
 namespace flora {
 
 namespace {
 
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
-  return h;
-}
-
 // Uniform on [-bound, bound], depending only on (seed, name).
 void fill_uniform(AdapterMatrix& m, double bound, uint64_t seed, const std::string& name) {
   uint64_t state = seed ^ fnv1a(name);
   for (float& v : m.data) {
-    const double u = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;  // [0, 1)
+    const double u = uniform01(state);
     v = static_cast<float>((2.0 * u - 1.0) * bound);
   }
 }

@@ -46,7 +46,9 @@ MergedLayers merge_lora_layers(const LlamaModel& model, const Adapter& lora) {
   merged.layers = model.layers();
   const float s = static_cast<float>(lora.config.scale());
   const int64_t r = lora.config.rank;
-  auto bytes_of = [](const MatrixRef& m) { return (static_cast<size_t>(m.rows * m.cols) * dtype_size(m.dtype) + 63) & ~size_t{63}; };
+  auto bytes_of = [](const MatrixRef& m) {
+    return (static_cast<size_t>(m.rows * m.cols) * dtype_size(m.dtype) + 63) & ~size_t{63};
+  };
   size_t total = 0;
   for (const LayerWeights& w : merged.layers) {
     const MatrixRef* mats[kTargets] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
@@ -98,16 +100,21 @@ namespace flora {
 AttachedAdapter::AttachedAdapter(const LlamaModel& model, Adapter adapter, LoraExecution execution)
     : adapter_(std::move(adapter)), execution_(execution) {
   merged_ = adapter_.config.family == AdapterFamily::LoRA && execution == LoraExecution::Merged;
-  if (merged_) merged_layers_ = merge_lora_layers(model, adapter_);
-  else exec_ = make_adapter_exec(adapter_, execution);
+  if (merged_)
+    merged_layers_ = merge_lora_layers(model, adapter_);
+  else
+    exec_ = make_adapter_exec(adapter_, execution);
 }
 
 std::string AttachedAdapter::variant() const {
   if (adapter_.config.family == AdapterFamily::FLoRA) return adapter_.config.variant;
   switch (execution_) {
-    case LoraExecution::Unfused: return "lora";
-    case LoraExecution::PartiallyFused: return "pf-lora";
-    case LoraExecution::Merged: return "lora-merged";
+    case LoraExecution::Unfused:
+      return "lora";
+    case LoraExecution::PartiallyFused:
+      return "pf-lora";
+    case LoraExecution::Merged:
+      return "lora-merged";
   }
   return "lora";
 }

@@ -72,7 +72,7 @@ struct VariantResult {
   int64_t rank = 0, adapter_params = 0;
   size_t adapter_bytes = 0;
   double ttft_ms = 0;        // median: prompt of n_prompt tokens in, first token chosen
-  double tpot_ms = 0;        // median over repetitions of the mean decode step
+  double tpot_ms = 0;        // median over repetitions of the median decode step
   double overhead_pct = 0;   // median over repetitions of (tpot / base tpot of that repetition - 1) * 100
   double ttft_overhead_pct = 0;
   double sync_points_per_token = 0;

@@ -7,21 +7,100 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "adapters/exec.h"
 #include "cli/commands.h"
 #include "ops/ops.h"
 #include "util/file.h"
 
 namespace flora::cli {
 
+namespace {
+
+struct Options {
+  std::string model, json_out;
+  bool json = false, mmap = false;
+  std::string variants, adapter, lora_variant;
+  int64_t rank = 32;
+  double alpha = 0;
+  int threads = 1;
+  BenchOptions bench;
+};
+
+std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> items;
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    size_t end = list.find(',', pos);
+    if (end == std::string::npos) end = list.size();
+    if (end > pos) items.push_back(list.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  return items;
+}
+
+// flora bench --variants: every variant a random adapter of the same rank,
+// interleaved repetition by repetition with the base.
+void run_variants(const Options& o, const LlamaModel& model, ThreadPool& pool, bool tty, const std::string& name) {
+  std::vector<std::unique_ptr<AttachedAdapter>> attached;
+  std::vector<BenchVariant> variants = {{"base"}};
+  auto add = [&](std::unique_ptr<AttachedAdapter> a) {
+    const Adapter& ad = a->adapter();
+    variants.push_back({a->variant(), a->exec(), a->layers(), ad.config.rank, ad.parameter_count(), ad.bytes()});
+    attached.push_back(std::move(a));
+  };
+  for (const std::string& v : split_list(o.variants)) {
+    if (v == "base") continue;
+    AdapterConfig cfg = AdapterConfig::preset(v, o.rank, o.alpha > 0 ? o.alpha : 1.0);
+    cfg.init = AdapterInit::Random;
+    if (o.alpha <= 0) cfg.alpha = 2.0 * static_cast<double>(cfg.rank);
+    std::fprintf(stderr, "bench: making a random %s adapter of rank %lld\n", v.c_str(),
+                 static_cast<long long>(cfg.rank));
+    add(std::make_unique<AttachedAdapter>(model, Adapter::create(cfg, model.config(), 1), cfg.lora_execution));
+  }
+  if (!o.adapter.empty()) add(attach_adapter(model, o.adapter, o.lora_variant));
+  auto results = run_variant_bench(model, pool, variants, o.bench, [tty](const std::string& what) {
+    std::fprintf(stderr, tty ? "\rbench: %-50s" : "bench: %s\n", what.c_str());
+    std::fflush(stderr);
+  });
+  if (tty) std::fprintf(stderr, "\r%-60s\r", "");
+  Json all = Json::array();
+  for (const auto& r : results) {
+    Json j = r.to_json();
+    j["model"] = o.model;
+    j["threads"] = o.threads;
+    j["n_prompt"] = o.bench.n_prompt;
+    j["n_gen"] = o.bench.n_gen;
+    j["repetitions"] = o.bench.repetitions;
+    j["weight_bytes"] = model.decode_weight_bytes();
+    all.push_back(j);
+  }
+  if (!o.json_out.empty()) write_file_atomic(o.json_out, all.dump(2) + "\n");
+  if (o.json) {
+    std::printf("%s\n", all.dump(2).c_str());
+    return;
+  }
+  const double base_bytes = static_cast<double>(model.decode_weight_bytes());
+  std::printf(
+      "| model | variant | rank | adapter params | adapter MB | extra bytes %% | TTFT ms (pp%lld) | TPOT ms | "
+      "TPOT overhead %% | sync points / token |\n",
+      static_cast<long long>(o.bench.n_prompt));
+  std::printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+  for (const auto& r : results)
+    std::printf("| %s | %s | %lld | %lld | %.1f | %.2f | %.1f | %.2f | %+.1f | %.0f |\n", name.c_str(),
+                r.variant.c_str(), static_cast<long long>(r.rank), static_cast<long long>(r.adapter_params),
+                r.adapter_bytes / 1e6, 100.0 * static_cast<double>(r.adapter_bytes) / base_bytes, r.ttft_ms, r.tpot_ms,
+                r.overhead_pct, r.sync_points_per_token);
+  std::printf(
+      "\n%d threads; medians of %d repetitions, variants interleaved within each; overhead: median of the "
+      "per-repetition ratio to the base; extra bytes: adapter bytes (f32) / base weight bytes read per token.\n",
+      o.threads, o.bench.repetitions);
+}
+
+}  // namespace
+
 void add_bench(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("bench",
                                  "Measure prompt processing and generation speed (medians of interleaved repetitions)");
-  struct Options {
-    std::string model, json_out;
-    bool json = false, mmap = false;
-    int threads = 1;
-    BenchOptions bench;
-  };
   auto o = std::make_shared<Options>();
   o->threads = default_thread_count();
   cmd->add_option("-m,--model", o->model, "Model directory")->required();
@@ -37,16 +116,29 @@ void add_bench(CLI::App& app, Action& action) {
   cmd->add_option("-t,--threads", o->threads, "Threads")->check(CLI::Range(1, 1024))->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the results as JSON (one object per test) instead of a table");
   add_mmap_option(cmd, o->mmap);
+  cmd->add_option("--variants", o->variants,
+                  "Compare adapter variants, e.g. base,lora,pf-lora,lora-merged,ffa,ffba,ffba-aorb,ffba-qg,ffba-relu "
+                  "(random adapters of --rank made on the fly; TTFT of -p tokens, TPOT of -n)");
+  cmd->add_option("--rank", o->rank, "Rank of the random adapters (ffa stores 2x)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--alpha", o->alpha, "lora_alpha of the random adapters (default: 2 x the stored rank)");
+  cmd->add_option("--adapter", o->adapter, "With --variants: also run this adapter directory")
+      ->check(CLI::ExistingDirectory);
   cmd->add_option("--json-out", o->json_out, "Also write the JSON to this file");
   cmd->callback([&action, o] {
     action = [o] {
       auto model = LlamaModel::load(o->model, o->mmap);
       ThreadPool pool(o->threads);
+      const bool tty = ::isatty(2);
       const LlamaConfig& cfg = model->config();
       std::string name = std::filesystem::path(o->model).filename().string();
       if (name.empty()) name = std::filesystem::path(o->model).parent_path().filename().string();
       const double gib = static_cast<double>(model->weight_bytes()) / (1024.0 * 1024.0 * 1024.0);
-      const bool tty = ::isatty(2);
+      if (!o->variants.empty()) {
+        run_variants(*o, *model, pool, tty, name);
+        return;
+      }
       auto results = run_bench(*model, pool, o->bench, [tty](const std::string& what) {
         std::fprintf(stderr, tty ? "\rbench: %-40s" : "bench: %s\n", what.c_str());
         std::fflush(stderr);

@@ -107,8 +107,14 @@ void Forward::flora_entry_z(int t, const AdapterExec::Layer& a, std::initializer
 void Forward::repeat_add(float* y, int64_t ldy, int64_t T, const float* z, int64_t row0, int64_t row1) const {
   const int64_t r = adapter_->rank;
   const float s = adapter_->scale;
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t i = row0; i < row1; ++i) y[t * ldy + i] += s * z[t * r + i % r];
+  for (int64_t t = 0; t < T; ++t) {
+    const float* zt = z + t * r;
+    float* yt = y + t * ldy;
+    for (int64_t i = row0, j = row0 % r; i < row1; ++i) {  // j = i mod r, without a division per row
+      yt[i] += s * zt[j];
+      if (++j == r) j = 0;
+    }
+  }
 }
 
 void Forward::lora_unfused(const AdapterExec::Layer& a, Target m, const float* u, int64_t ld_u, int64_t T, float* y,

@@ -7,23 +7,11 @@
 #include "model/weights.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/random.h"
 
 namespace flora {
 
 namespace {
-
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
-  return h;
-}
 
 // Values of one tensor as bytes in `dtype`.
 std::vector<uint8_t> random_tensor(const TensorSpec& spec, uint64_t seed, DType dtype) {
@@ -35,7 +23,7 @@ std::vector<uint8_t> random_tensor(const TensorSpec& spec, uint64_t seed, DType 
   std::vector<uint8_t> bytes(static_cast<size_t>(n) * dtype_size(dtype));
   uint64_t state = seed ^ fnv1a(spec.name);
   for (int64_t i = 0; i < n; ++i) {
-    const double u = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;  // [0, 1)
+    const double u = uniform01(state);
     const float v = is_norm ? 1.0f : static_cast<float>((2.0 * u - 1.0) * a);
     switch (dtype) {
       case DType::F32:

@@ -4,22 +4,7 @@
 # kind of bad input. Usage: adapters.sh PATH_TO_FLORA
 set -uo pipefail
 flora=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-passes=0
-check() {  # check NAME COMMAND...: the command must succeed
-  local name=$1; shift
-  if "$@" >"$work/out" 2>"$work/err"; then passes=$((passes + 1)); else
-    echo "FAIL $name: exit $?"; cat "$work/err"; failures=$((failures + 1)); fi
-}
-expect_error() {  # expect_error NAME PATTERN COMMAND...: exit 1 and a message matching PATTERN
-  local name=$1 pattern=$2; shift 2
-  "$@" >"$work/out" 2>"$work/err"; local rc=$?
-  if [[ $rc -ne 1 ]]; then echo "FAIL $name: expected exit 1, got $rc"; cat "$work/err"; failures=$((failures + 1)); return; fi
-  if ! grep -qE -- "$pattern" "$work/err"; then echo "FAIL $name: message does not match '$pattern':"; cat "$work/err"; failures=$((failures + 1)); return; fi
-  passes=$((passes + 1))
-}
+source "$(dirname "$0")/lib/harness.sh"
 expect_out() {  # expect_out NAME PATTERN: the last command's stdout matches PATTERN
   if grep -qE -- "$2" "$work/out"; then passes=$((passes + 1)); else
     echo "FAIL $1: stdout does not match '$2':"; cat "$work/out"; failures=$((failures + 1)); fi
@@ -72,5 +57,4 @@ expect_error other-model "adapter_model.safetensors: tensor '.*gate_proj.lora_B.
   "$flora" merge -m "$work/tiny" --adapter "$work/lora_other" --out "$work/x"
 [[ ! -e "$work/x" ]] && passes=$((passes + 1)) || { echo "FAIL: a failed command left $work/x"; failures=$((failures + 1)); }
 
-echo "adapters.sh: $passes passed, $failures failed"
-[[ $failures -eq 0 ]]
+finish adapters.sh

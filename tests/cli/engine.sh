@@ -4,22 +4,7 @@
 # kind of bad input. Usage: engine.sh PATH_TO_FLORA
 set -uo pipefail
 flora=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-passes=0
-check() {  # check NAME COMMAND...: the command must succeed
-  local name=$1; shift
-  if "$@" >"$work/out" 2>"$work/err"; then passes=$((passes + 1)); else
-    echo "FAIL $name: exit $?"; cat "$work/err"; failures=$((failures + 1)); fi
-}
-expect_error() {  # expect_error NAME PATTERN COMMAND...: exit 1 and a message matching PATTERN
-  local name=$1 pattern=$2; shift 2
-  "$@" >"$work/out" 2>"$work/err"; local rc=$?
-  if [[ $rc -ne 1 ]]; then echo "FAIL $name: expected exit 1, got $rc"; cat "$work/err"; failures=$((failures + 1)); return; fi
-  if ! grep -qE -- "$pattern" "$work/err"; then echo "FAIL $name: message does not match '$pattern':"; cat "$work/err"; failures=$((failures + 1)); return; fi
-  passes=$((passes + 1))
-}
+source "$(dirname "$0")/lib/harness.sh"
 
 check init-tiny "$flora" init-model --preset tiny --seed 3 --out "$work/tiny"
 check init-tiny-sharded "$flora" init-model --preset tiny --seed 3 --out "$work/sharded" --max-shard-gb 0.0001
@@ -63,5 +48,4 @@ expect_error rope-type "rope_type \"yarn\" is not supported" "$flora" generate -
 "$flora" generate -m "$work/tiny" --bogus-flag >/dev/null 2>"$work/err"; rc=$?
 [[ $rc -ne 0 && $rc -lt 128 ]] && grep -q "bogus-flag" "$work/err" && passes=$((passes + 1)) || { echo "FAIL: bad flag: rc $rc"; failures=$((failures + 1)); }
 
-echo "engine.sh: $passes passed, $failures failed"
-exit $((failures > 0))
+finish engine.sh

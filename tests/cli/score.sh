@@ -5,22 +5,12 @@ set -uo pipefail
 flora=$1
 src=${FLORA_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 fixtures=$src/tests/fixtures/eval
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-passes=0
+source "$(dirname "$0")/lib/harness.sh"
 expect_out() {  # expect_out NAME PATTERN COMMAND...: success and stdout matching PATTERN
   local name=$1 pattern=$2; shift 2
-  if ! "$@" >"$work/out" 2>"$work/err"; then echo "FAIL $name: exit $?"; cat "$work/err"; failures=$((failures + 1)); return; fi
-  if ! grep -qE -- "$pattern" "$work/out"; then echo "FAIL $name: output does not match '$pattern':"; cat "$work/out"; failures=$((failures + 1)); return; fi
-  passes=$((passes + 1))
-}
-expect_error() {  # expect_error NAME PATTERN COMMAND...: exit 1 and a message matching PATTERN
-  local name=$1 pattern=$2; shift 2
-  "$@" >"$work/out" 2>"$work/err"; local rc=$?
-  if [[ $rc -ne 1 ]]; then echo "FAIL $name: expected exit 1, got $rc"; cat "$work/err"; failures=$((failures + 1)); return; fi
-  if ! grep -qE -- "$pattern" "$work/err"; then echo "FAIL $name: message does not match '$pattern':"; cat "$work/err"; failures=$((failures + 1)); return; fi
-  passes=$((passes + 1))
+  if ! "$@" >"$work/out" 2>"$work/err"; then fail_check "$name: exit $?"; return; fi
+  if ! grep -qE -- "$pattern" "$work/out"; then fail_check "$name: output does not match '$pattern':"; cat "$work/out"; return; fi
+  pass
 }
 
 expect_out mcq '^\| mcq \| 8 \| 0 \| 0\.6250 \| 0\.1250 \|$' "$flora" score --task mcq --predictions "$fixtures/mcq.jsonl"
@@ -38,5 +28,4 @@ expect_out skip-bad '^\| math \| 1 \| 1 \| 1\.0000 \| 0\.0000 \|$' "$flora" scor
 expect_error empty "empty\.jsonl: expected JSON lines .*found an empty file" "$flora" score --task rouge --predictions "$work/empty.jsonl"
 expect_error missing "nope\.jsonl" "$flora" score --task rouge --predictions "$work/nope.jsonl"
 
-echo "score.sh: $passes passed, $failures failed"
-[[ $failures -eq 0 ]]
+finish score.sh
