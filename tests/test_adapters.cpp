@@ -16,6 +16,7 @@
 #include "io/tensor_store.h"
 #include "model/config.h"
 #include "model/init.h"
+#include "scratch_dir.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/json.h"
@@ -35,16 +36,8 @@ constexpr Mask kNone = {};
 constexpr Mask kEntries = {true, true, true, false, true, true, false};
 constexpr Mask kExits = {false, false, false, true, false, false, true};
 
-class Adapters : public ::testing::Test {
+class Adapters : public ScratchDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(FLORA_BINARY_DIR) / "scratch_adapters" / info->name();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
   LlamaConfig tiny = LlamaConfig::preset("tiny");
 };
 

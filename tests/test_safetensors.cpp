@@ -12,6 +12,7 @@
 
 #include "io/safetensors.h"
 #include "io/tensor_store.h"
+#include "scratch_dir.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/json.h"
@@ -21,18 +22,7 @@ using namespace flora;
 
 namespace {
 
-// A fresh scratch directory per test, under the build directory.
-class Safetensors : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(FLORA_BINARY_DIR) / "scratch_safetensors" / info->name();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
-};
+class Safetensors : public ScratchDirTest {};
 
 std::string read_bytes(const std::string& p) { return read_file(p); }
 
@@ -64,8 +54,7 @@ void expect_open_error(const std::string& p, const std::vector<std::string>& wor
   } catch (const Error& e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find(p), std::string::npos) << "message lacks the path: " << msg;
-    for (const auto& w : words)
-      EXPECT_NE(msg.find(w), std::string::npos) << "'" << w << "' not in: " << msg;
+    for (const auto& w : words) EXPECT_NE(msg.find(w), std::string::npos) << "'" << w << "' not in: " << msg;
   }
 }
 
@@ -113,8 +102,7 @@ TEST_F(Safetensors, RoundTripManyDtypesAndShapes) {
     buffers.push_back(pattern(static_cast<size_t>(n) * dtype_size(specs[i].dtype), uint8_t(i)));
   }
   for (size_t i = 0; i < specs.size(); ++i)
-    tw.push_back({specs[i].name, specs[i].dtype, specs[i].shape,
-                  buffers[i].empty() ? nullptr : buffers[i].data()});
+    tw.push_back({specs[i].name, specs[i].dtype, specs[i].shape, buffers[i].empty() ? nullptr : buffers[i].data()});
   const std::string p = path("rt.safetensors");
   write_safetensors(p, tw, {{"format", "pt"}, {"note", "héllo"}});
 
@@ -132,8 +120,7 @@ TEST_F(Safetensors, RoundTripManyDtypesAndShapes) {
     EXPECT_EQ(t->shape, specs[i].shape);
     EXPECT_EQ(t->nbytes, buffers[i].size());
     EXPECT_EQ(t->file, p);
-    EXPECT_EQ(t->numel() * static_cast<int64_t>(dtype_size(t->dtype)),
-              static_cast<int64_t>(t->nbytes));
+    EXPECT_EQ(t->numel() * static_cast<int64_t>(dtype_size(t->dtype)), static_cast<int64_t>(t->nbytes));
     if (t->nbytes > 0) {
       EXPECT_EQ(std::memcmp(t->data, buffers[i].data(), t->nbytes), 0) << specs[i].name;
     }
@@ -142,8 +129,7 @@ TEST_F(Safetensors, RoundTripManyDtypesAndShapes) {
   EXPECT_EQ(f.find("empty.f16")->numel(), 0);
   EXPECT_EQ(f.find("absent"), nullptr);
   // tensors() is in order of offsets.
-  for (size_t i = 1; i < f.tensors().size(); ++i)
-    EXPECT_LE(f.tensors()[i - 1].data, f.tensors()[i].data);
+  for (size_t i = 1; i < f.tensors().size(); ++i) EXPECT_LE(f.tensors()[i - 1].data, f.tensors()[i].data);
   // No temporary files left behind.
   for (const auto& e : fs::directory_iterator(dir_))
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
@@ -167,9 +153,8 @@ TEST_F(Safetensors, HeaderIsPaddedTo8AndIsPlainJson) {
 
 TEST_F(Safetensors, ReadsHandWrittenFileWithSpacesAndUnalignedOffsets) {
   // Offsets out of name order, 3-byte tensor first so later data is unaligned.
-  const std::string header =
-      R"({"b":{"dtype":"F32","shape":[2],"data_offsets":[3,11]},)"
-      R"("a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},"__metadata__":{"k":"v"}}     )";
+  const std::string header = R"({"b":{"dtype":"F32","shape":[2],"data_offsets":[3,11]},)"
+                             R"("a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},"__metadata__":{"k":"v"}}     )";
   const std::string p = path("hand.safetensors");
   write_bytes(p, raw_file(header, 11));
   SafetensorsFile f(p);
@@ -208,17 +193,18 @@ TEST_F(Safetensors, WriterRejectsBadInput) {
               write_safetensors(p, {{"a", DType::F32, {2}, x}, {"a", DType::F32, {2}, x}});
             }).find("duplicate tensor name 'a'"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { write_safetensors(p, {{"__metadata__", DType::F32, {2}, x}}); })
-                .find("reserved"),
+  EXPECT_NE(error_of([&] {
+              write_safetensors(p, {{"__metadata__", DType::F32, {2}, x}});
+            }).find("reserved"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { write_safetensors(p, {{"n", DType::F32, {2}, nullptr}}); })
-                .find("null"),
+  EXPECT_NE(error_of([&] { write_safetensors(p, {{"n", DType::F32, {2}, nullptr}}); }).find("null"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              write_safetensors(p, {{"neg", DType::F32, {-1}, x}});
+            }).find("invalid shape [-1]"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { write_safetensors(p, {{"neg", DType::F32, {-1}, x}}); })
-                .find("invalid shape [-1]"),
-            std::string::npos);
-  EXPECT_NE(error_of([&] { write_safetensors(p, {{"bad\xff", DType::F32, {2}, x}}); })
-                .find("UTF-8"),
+  EXPECT_NE(error_of([&] {
+              write_safetensors(p, {{"bad\xff", DType::F32, {2}, x}});
+            }).find("UTF-8"),
             std::string::npos);
   EXPECT_TRUE(fs::is_empty(dir_));
 }
@@ -254,10 +240,8 @@ TEST_F(Safetensors, ShardedWriteUsesHfNamesAndIndex) {
   Tensors t = make_tensors({25, 25, 25, 25, 25});
   write_model_safetensors(dir_.string(), t.list, 250);
   EXPECT_EQ(model_files(dir_),
-            (std::vector<std::string>{"model-00001-of-00003.safetensors",
-                                      "model-00002-of-00003.safetensors",
-                                      "model-00003-of-00003.safetensors",
-                                      "model.safetensors.index.json"}));
+            (std::vector<std::string>{"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                                      "model-00003-of-00003.safetensors", "model.safetensors.index.json"}));
   const Json index = read_json_file(path("model.safetensors.index.json"));
   EXPECT_EQ(index["metadata"]["total_size"], 500);
   EXPECT_EQ(index["weight_map"]["t0"], "model-00001-of-00003.safetensors");
@@ -265,8 +249,7 @@ TEST_F(Safetensors, ShardedWriteUsesHfNamesAndIndex) {
   EXPECT_EQ(index["weight_map"]["t2"], "model-00002-of-00003.safetensors");
   EXPECT_EQ(index["weight_map"]["t4"], "model-00003-of-00003.safetensors");
   // Every shard carries the metadata (transformers writes {"format": "pt"}).
-  EXPECT_EQ(SafetensorsFile(path("model-00002-of-00003.safetensors")).metadata().at("format"),
-            "pt");
+  EXPECT_EQ(SafetensorsFile(path("model-00002-of-00003.safetensors")).metadata().at("format"), "pt");
 
   TensorStore store(dir_.string());
   EXPECT_EQ(store.total_bytes(), 500u);
@@ -304,16 +287,15 @@ TEST_F(Safetensors, RewriteRemovesStaleFilesOnly) {
   write_bytes(path("config.json"), "{}");
   write_bytes(path("model_lora.safetensors"), "not ours");
   Tensors t = make_tensors({25, 25, 25, 25, 25});
-  write_model_safetensors(dir_.string(), t.list, 250);  // 3 shards
+  write_model_safetensors(dir_.string(), t.list, 250);   // 3 shards
   write_model_safetensors(dir_.string(), t.list, 1000);  // one file
-  EXPECT_EQ(model_files(dir_), (std::vector<std::string>{"config.json", "model.safetensors",
-                                                         "model_lora.safetensors"}));
+  EXPECT_EQ(model_files(dir_),
+            (std::vector<std::string>{"config.json", "model.safetensors", "model_lora.safetensors"}));
   write_model_safetensors(dir_.string(), t.list, 100);  // 5 shards
   write_model_safetensors(dir_.string(), t.list, 200);  // 3 shards
   EXPECT_EQ(model_files(dir_),
             (std::vector<std::string>{"config.json", "model-00001-of-00003.safetensors",
-                                      "model-00002-of-00003.safetensors",
-                                      "model-00003-of-00003.safetensors",
+                                      "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
                                       "model.safetensors.index.json", "model_lora.safetensors"}));
   EXPECT_EQ(TensorStore(dir_.string()).names().size(), 5u);
 }
@@ -351,12 +333,10 @@ TEST_F(Safetensors, IndexErrors) {
   const std::string ip = path("model.safetensors.index.json");
   const std::string s1 = "model-00001-of-00002.safetensors";
   const std::string s2 = "model-00002-of-00002.safetensors";
-  auto expect_store_error = [&](const std::string& index_text,
-                                const std::vector<std::string>& words) {
+  auto expect_store_error = [&](const std::string& index_text, const std::vector<std::string>& words) {
     write_bytes(ip, index_text);
     const std::string msg = error_of([&] { TensorStore s(dir_.string()); });
-    for (const auto& w : words)
-      EXPECT_NE(msg.find(w), std::string::npos) << "'" << w << "' not in: " << msg;
+    for (const auto& w : words) EXPECT_NE(msg.find(w), std::string::npos) << "'" << w << "' not in: " << msg;
   };
   expect_store_error(R"({"metadata": {}})", {ip, "missing key 'weight_map'"});
   expect_store_error(R"({"weight_map": [1]})", {ip, "'weight_map'"});
@@ -368,8 +348,7 @@ TEST_F(Safetensors, IndexErrors) {
   expect_store_error("{\"weight_map\": {\"t0\": \"" + s1 + "\", \"t1\": \"" + s1 + "\"}}",
                      {path(s1), "'t1'", "absent from the shard"});
   // Same key twice in weight_map.
-  expect_store_error("{\"weight_map\": {\"t0\": \"" + s1 + "\", \"t0\": \"" + s2 + "\"}}",
-                     {ip, "duplicate key 't0'"});
+  expect_store_error("{\"weight_map\": {\"t0\": \"" + s1 + "\", \"t0\": \"" + s2 + "\"}}", {ip, "duplicate key 't0'"});
   expect_store_error("{\"weight_map\": {", {ip, "invalid JSON"});
 
   // Shard 2 also holds a tensor that the index does not list.
@@ -390,8 +369,7 @@ TEST_F(Safetensors, IndexErrors) {
 namespace {
 std::string entry(const std::string& name, const std::string& dtype, const std::string& shape,
                   const std::string& offsets) {
-  return "\"" + name + "\":{\"dtype\":" + dtype + ",\"shape\":" + shape +
-         ",\"data_offsets\":" + offsets + "}";
+  return "\"" + name + "\":{\"dtype\":" + dtype + ",\"shape\":" + shape + ",\"data_offsets\":" + offsets + "}";
 }
 }  // namespace
 
@@ -431,10 +409,8 @@ TEST_F(Safetensors, MalformedFiles) {
   check_h(R"({"a":{"shape":[1],"data_offsets":[0,4]}})", 4, {"tensor 'a'", "missing 'dtype'"});
   check_h(R"({"a":{"dtype":"F32","data_offsets":[0,4]}})", 4, {"tensor 'a'", "missing 'shape'"});
   check_h(R"({"a":{"dtype":"F32","shape":[1]}})", 4, {"tensor 'a'", "missing 'data_offsets'"});
-  check_h("{" + entry("a", "7", "[1]", "[0,4]") + "}", 4,
-          {"tensor 'a'", "'dtype': expected a string"});
-  check_h("{" + entry("a", "\"Q4_K\"", "[1]", "[0,4]") + "}", 4,
-          {"tensor 'a'", "unknown dtype 'Q4_K'"});
+  check_h("{" + entry("a", "7", "[1]", "[0,4]") + "}", 4, {"tensor 'a'", "'dtype': expected a string"});
+  check_h("{" + entry("a", "\"Q4_K\"", "[1]", "[0,4]") + "}", 4, {"tensor 'a'", "unknown dtype 'Q4_K'"});
   // Shapes.
   check_h(a_f32("\"2x3\"", "[0,24]"), 24, {"tensor 'a'", "'shape': expected an array"});
   check_h(a_f32("[2.5]", "[0,4]"), 4, {"tensor 'a'", "non-negative integers", "2.5"});
@@ -464,11 +440,9 @@ TEST_F(Safetensors, MalformedFiles) {
   check_h("{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}," + ok_a + "}", 24, {"duplicate key 'k'"});
   // Metadata.
   check_h("{\"__metadata__\":[1]," + ok_a + "}", 24, {"__metadata__", "expected an object"});
-  check_h("{\"__metadata__\":{\"k\":1}," + ok_a + "}", 24,
-          {"__metadata__", "'k'", "expected a string"});
+  check_h("{\"__metadata__\":{\"k\":1}," + ok_a + "}", 24, {"__metadata__", "'k'", "expected a string"});
   // Control characters in names are escaped in messages.
-  check_h("{" + entry("a\\u001b[31m", "\"F32\"", "[1]", "[0,8]") + "}", 8,
-          {"tensor 'a\\x1b[31m'", "expected 4 bytes"});
+  check_h("{" + entry("a\\u001b[31m", "\"F32\"", "[1]", "[0,8]") + "}", 8, {"tensor 'a\\x1b[31m'", "expected 4 bytes"});
 }
 
 // ---------------------------------------------------------------------------
@@ -479,10 +453,9 @@ std::string small_valid_file(const std::string& p) {
   const float a[6] = {1, 2, 3, 4, 5, 6};
   const uint16_t b[3] = {0x3f80, 0x4000, 0x4040};
   const int64_t c = 42;
-  write_safetensors(p, {{"layers.0.a", DType::F32, {2, 3}, a},
-                        {"layers.0.b", DType::BF16, {3}, b},
-                        {"c", DType::I64, {}, &c}},
-                    {{"format", "pt"}});
+  write_safetensors(
+      p, {{"layers.0.a", DType::F32, {2, 3}, a}, {"layers.0.b", DType::BF16, {3}, b}, {"c", DType::I64, {}, &c}},
+      {{"format", "pt"}});
   return read_bytes(p);
 }
 

@@ -93,6 +93,24 @@ const char* target_short_name(Target t) { return kShortNames[static_cast<int>(t)
 const char* target_module(Target t) { return kModules[static_cast<int>(t)]; }
 const char* target_path(Target t) { return kPaths[static_cast<int>(t)]; }
 
+const char* lora_variant_name(LoraExecution e) {
+  switch (e) {
+    case LoraExecution::PartiallyFused:
+      return "pf-lora";
+    case LoraExecution::Merged:
+      return "lora-merged";
+    case LoraExecution::Unfused:
+      break;
+  }
+  return "lora";
+}
+
+std::optional<LoraExecution> lora_execution_of(std::string_view variant) {
+  for (LoraExecution e : {LoraExecution::Unfused, LoraExecution::PartiallyFused, LoraExecution::Merged})
+    if (variant == lora_variant_name(e)) return e;
+  return std::nullopt;
+}
+
 const char* nonlinearity_name(Nonlinearity n) {
   switch (n) {
     case Nonlinearity::Identity:
@@ -119,12 +137,10 @@ AdapterConfig AdapterConfig::preset(const std::string& variant, int64_t rank, do
   c.rank = rank;
   c.alpha = alpha;
   c.init = AdapterInit::Lora;
-  if (variant == "lora" || variant == "pf-lora" || variant == "lora-merged") {
+  if (const auto execution = lora_execution_of(variant)) {
     if (!any(lora_targets)) fail("adapter variant '{}': no target projections", variant);
     c.family = AdapterFamily::LoRA;
-    c.lora_execution = variant == "lora"      ? LoraExecution::Unfused
-                       : variant == "pf-lora" ? LoraExecution::PartiallyFused
-                                              : LoraExecution::Merged;
+    c.lora_execution = *execution;
     c.forward = lora_targets;
     return c;
   }

@@ -5,7 +5,9 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "model/adapter_exec.h"
 #include "util/json.h"
@@ -25,13 +27,17 @@ enum class AdapterFamily { LoRA, FLoRA };
 // How a LoRA adapter runs (ADAPTERS.md): unfused as PEFT and llama.cpp run it,
 // partially fused (A rows inside the base product), or merged into W at load.
 enum class LoraExecution { Unfused, PartiallyFused, Merged };
+// The LoRA variants are one adapter file run three ways: "lora" (Unfused),
+// "pf-lora" (PartiallyFused), "lora-merged" (Merged).
+const char* lora_variant_name(LoraExecution e);
+std::optional<LoraExecution> lora_execution_of(std::string_view variant);  // nullopt: not a LoRA variant
 enum class AdapterInit { Lora, Zero, Random };
 
 struct AdapterConfig {
   std::string variant = "custom";  // preset name, or "custom"
   AdapterFamily family = AdapterFamily::LoRA;
   LoraExecution lora_execution = LoraExecution::Unfused;  // LoRA family only
-  int64_t rank = 0;                // r of the stored matrices (ffa: 2 x the requested rank)
+  int64_t rank = 0;                                       // r of the stored matrices (ffa: 2 x the requested rank)
   double alpha = 16;
   bool use_rslora = false;
   // Per projection (indexed by Target):
@@ -48,8 +54,8 @@ struct AdapterConfig {
   // targets: which projections LoRA adapts (FLoRA presets ignore it and use
   // their own layout). Fails naming the known variants.
   static AdapterConfig preset(const std::string& variant, int64_t rank, double alpha,
-                              const std::array<bool, kTargets>& lora_targets = {true, true, true, true,
-                                                                                 true, true, true});
+                              const std::array<bool, kTargets>& lora_targets = {true, true, true, true, true, true,
+                                                                                true});
   // Checks internal consistency (carry needs forward A on the exit, backward only on
   // exits, ...); fails with `origin` and the field named.
   void validate(const std::string& origin) const;

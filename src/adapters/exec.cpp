@@ -108,15 +108,7 @@ AttachedAdapter::AttachedAdapter(const LlamaModel& model, Adapter adapter, LoraE
 
 std::string AttachedAdapter::variant() const {
   if (adapter_.config.family == AdapterFamily::FLoRA) return adapter_.config.variant;
-  switch (execution_) {
-    case LoraExecution::Unfused:
-      return "lora";
-    case LoraExecution::PartiallyFused:
-      return "pf-lora";
-    case LoraExecution::Merged:
-      return "lora-merged";
-  }
-  return "lora";
+  return lora_variant_name(execution_);
 }
 
 }  // namespace flora

@@ -43,7 +43,7 @@ void add_init_adapter(CLI::App& app, Action& action) {
     action = [o, targets_given] {
       const LlamaConfig model = LlamaConfig::from_file(o->model + "/config.json");
       std::array<bool, kTargets> targets{true, true, true, true, true, true, true};
-      const bool lora_family = o->variant == "lora" || o->variant == "pf-lora" || o->variant == "lora-merged";
+      const bool lora_family = lora_execution_of(o->variant).has_value();
       if (targets_given) {
         if (!lora_family)
           fail("--targets applies to the LoRA variants only; the FLoRA preset '{}' has its own layout", o->variant);

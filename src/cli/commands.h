@@ -31,7 +31,6 @@ void add_adapter_options(CLI::App* cmd, std::string& adapter_dir, std::string& l
 // adapter runs as lora_variant says; a FLoRA adapter as its configuration says.
 std::unique_ptr<AttachedAdapter> attach_adapter(const LlamaModel& model, const std::string& dir,
                                                 const std::string& lora_variant);
-LoraExecution lora_execution_of(const std::string& lora_variant);
 
 // "1,2,3" -> {1, 2, 3}; fails naming the flag and the bad item.
 std::vector<int32_t> parse_token_list(const std::string& text, const char* flag);

@@ -56,7 +56,8 @@ void add_mmap_option(CLI::App* cmd, bool& mmap) {
 }
 
 void add_adapter_options(CLI::App* cmd, std::string& adapter_dir, std::string& lora_variant) {
-  cmd->add_option("--adapter", adapter_dir, "Adapter directory (PEFT LoRA or FLoRA: adapter_config.json + adapter_model.safetensors)")
+  cmd->add_option("--adapter", adapter_dir,
+                  "Adapter directory (PEFT LoRA or FLoRA: adapter_config.json + adapter_model.safetensors)")
       ->check(CLI::ExistingDirectory);
   lora_variant = "lora";
   cmd->add_option("--lora-variant", lora_variant,
@@ -65,17 +66,11 @@ void add_adapter_options(CLI::App* cmd, std::string& adapter_dir, std::string& l
       ->capture_default_str();
 }
 
-LoraExecution lora_execution_of(const std::string& v) {
-  if (v == "pf-lora") return LoraExecution::PartiallyFused;
-  if (v == "lora-merged") return LoraExecution::Merged;
-  return LoraExecution::Unfused;
-}
-
 std::unique_ptr<AttachedAdapter> attach_adapter(const LlamaModel& model, const std::string& dir,
                                                 const std::string& lora_variant) {
   if (dir.empty()) return nullptr;
   Adapter adapter = Adapter::load(dir, model.config());
-  auto attached = std::make_unique<AttachedAdapter>(model, std::move(adapter), lora_execution_of(lora_variant));
+  auto attached = std::make_unique<AttachedAdapter>(model, std::move(adapter), *lora_execution_of(lora_variant));
   std::fprintf(stderr, "adapter: %s (%s, rank %lld, %lld parameters)\n", dir.c_str(), attached->variant().c_str(),
                static_cast<long long>(attached->adapter().config.rank),
                static_cast<long long>(attached->adapter().parameter_count()));
@@ -156,7 +151,8 @@ void add_generate(CLI::App& app, Action& action) {
         fail("the prompt has {} tokens; the model's context is {}", prompt.size(), cfg.max_position_embeddings);
       ThreadPool pool(o->threads);
       const auto adapter = attach_adapter(*model, o->adapter, o->lora_variant);
-      Forward forward(*model, pool, context, adapter ? adapter->exec() : nullptr, adapter ? adapter->layers() : nullptr);
+      Forward forward(*model, pool, context, adapter ? adapter->exec() : nullptr,
+                      adapter ? adapter->layers() : nullptr);
       Sampler sampler(o->sampling);
       StreamDecoder decoder(tok, /*skip_special=*/false);
       print(text);
