@@ -11,6 +11,11 @@
 
 namespace flora {
 
+namespace {
+// Most untimed decode steps before a timed test (each starts from an empty cache).
+constexpr int64_t kWarmupSteps = 12;
+}  // namespace
+
 Json BenchResult::to_json() const {
   return Json{{"test", test},
               {"n_tokens", n_tokens},
@@ -60,7 +65,8 @@ std::vector<BenchResult> run_bench(const LlamaModel& model, ThreadPool& pool, co
   const LlamaConfig& cfg = model.config();
   if (o.repetitions < 1) fail("bench: repetitions must be at least 1, got {}", o.repetitions);
   if (o.n_prompt < 0 || o.n_gen < 0 || o.n_prompt + o.n_gen == 0) fail("bench: nothing to measure (-p and -n are 0)");
-  const int64_t context = std::max(o.n_prompt, o.n_gen);
+  // Room for the untimed warm-up steps too.
+  const int64_t context = std::min(std::max({o.n_prompt, o.n_gen, kWarmupSteps}), cfg.max_position_embeddings);
   Forward forward(model, pool, context);
   BandwidthProbe probe(pool, o.bandwidth_bytes);
   std::mt19937 rng(static_cast<uint32_t>(o.seed));
@@ -178,12 +184,13 @@ std::vector<VariantResult> run_variant_bench(const LlamaModel& model, ThreadPool
       const size_t v = (k + static_cast<size_t>(rep)) % n;
       const BenchVariant& bv = variants[v];
       progress(fmt::format("repetition {}/{}: {}", rep + 1, o.repetitions, bv.name));
-      Forward f(model, pool, o.n_prompt + o.n_gen, bv.exec, bv.layers);
+      Forward f(model, pool, std::min(std::max(o.n_prompt + o.n_gen, kWarmupSteps), cfg.max_position_embeddings),
+                bv.exec, bv.layers);
       // Untimed steps first, until two in a row take about the same time: memory
       // another variant used last (a merged copy of the weights, say) reads
       // slowly at first on these machines (see run_bench).
       double last = 1e30;
-      for (int i = 0; i < 12; ++i) {
+      for (int64_t i = 0; i < kWarmupSteps; ++i) {
         const double t0 = now_seconds();
         f.forward(&prompt[0], 1, false);
         const double dt = now_seconds() - t0;

@@ -57,4 +57,22 @@ expect_error other-model "adapter_model.safetensors: tensor '.*gate_proj.lora_B.
   "$flora" merge -m "$work/tiny" --adapter "$work/lora_other" --out "$work/x"
 [[ ! -e "$work/x" ]] && passes=$((passes + 1)) || { echo "FAIL: a failed command left $work/x"; failures=$((failures + 1)); }
 
+# Running with an adapter: a zero-initialised FLoRA adapter leaves every logit
+# bit for bit as the base computes it (its terms add exact zeros); a random one
+# changes them; every LoRA way of running works, and `bench --variants` runs.
+tokens=379,10,20,30,40
+check logits-base "$flora" logits -m "$work/tiny" --tokens $tokens -o "$work/base.st"
+check init-ffba-zero "$flora" init-adapter -m "$work/tiny" --variant ffba --rank 4 --init zero --out "$work/ffba-zero"
+check logits-ffba-zero "$flora" logits -m "$work/tiny" --adapter "$work/ffba-zero" --tokens $tokens -o "$work/zero.st"
+cmp -s "$work/base.st" "$work/zero.st" && pass || fail_check "a zero FLoRA adapter changed the logits"
+check logits-ffba "$flora" logits -m "$work/tiny" --adapter "$work/ffba" --tokens $tokens -o "$work/ffba.st"
+cmp -s "$work/base.st" "$work/ffba.st" && fail_check "a random FLoRA adapter left the logits unchanged" || pass
+for lv in lora pf-lora lora-merged; do
+  check "generate-$lv" "$flora" generate -m "$work/tiny" --adapter "$work/qv" --lora-variant $lv -p "Once" -n 4 --temp 0
+  grep -q "adapter: .*($lv, rank 2" "$work/err" && pass || fail_check "generate-$lv: no adapter line on stderr"
+done
+check bench-variants "$flora" bench -m "$work/tiny" --variants base,lora,ffba --rank 2 -p 4 -n 2 -r 1 -t 1
+expect_out bench-variants-table '^\| tiny \| ffba \| 2 \|'
+expect_error bench-bad-variant "unknown|variant" "$flora" bench -m "$work/tiny" --variants base,nope --rank 2 -p 4 -n 2 -r 1
+
 finish adapters.sh
