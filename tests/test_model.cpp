@@ -74,6 +74,17 @@ TEST_P(TinyGolden, PrefillThenDecodeMatchesTwin) {
   }
   EXPECT_EQ(fwd.position(), T);
 
+  // Two prefills (the second attends to cached positions), then decode.
+  fwd.reset();
+  logits = fwd.forward(g.tokens.data(), 7, true);
+  for (int64_t i = 0; i < 7; ++i)
+    expect_row_near(logits + i * V, g.logits.data() + i * V, V, dtype + " first prefill row " + std::to_string(i));
+  logits = fwd.forward(g.tokens.data() + 7, 13, true);
+  for (int64_t i = 0; i < 13; ++i)
+    expect_row_near(logits + i * V, g.logits.data() + (7 + i) * V, V, dtype + " second prefill row " + std::to_string(7 + i));
+  logits = fwd.forward(g.tokens.data() + 20, 1, false);
+  expect_row_near(logits, g.logits.data() + 20 * V, V, dtype + " decode after two prefills");
+
   // Decode from the first token on (matrix-vector path only).
   fwd.reset();
   for (int64_t i = 0; i < T; ++i) {

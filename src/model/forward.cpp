@@ -18,6 +18,10 @@ int64_t row_chunk(int64_t T) { return T == 1 ? 64 : 256; }
 
 inline float silu(float g) { return g / (1.0f + std::exp(-g)); }
 
+// Prefill attention works on blocks of this many queries of one head, so that
+// scores and outputs are matrix products (the 4 x 4 register blocks of ops).
+constexpr int64_t kQueryBlock = 16;
+
 }  // namespace
 
 float apply_nonlinearity(Nonlinearity n, float z) {
@@ -239,9 +243,53 @@ void Forward::attention_entry(int64_t layer, int64_t T, int64_t p0) {
   });
 }
 
+// Region 2, prefill: work items are (head, block of kQueryBlock queries).
+// S = Q K^T over the positions the block's last query sees (one product on the
+// matrix kernel), then the causal softmax by row and O = P V row by row.
+void Forward::attention_blocked(int64_t layer, int64_t T, int64_t p0) {
+  const int64_t hd = cfg_.head_dim, qd = cfg_.q_dim(), ld = qd + 2 * cfg_.kv_dim(), kvd = cfg_.kv_dim();
+  const int64_t heads = cfg_.num_attention_heads, group = heads / cfg_.num_key_value_heads;
+  const int64_t ctx = cache_.capacity(), blocks = (T + kQueryBlock - 1) / kQueryBlock;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  block_scores_.resize(static_cast<size_t>(pool_.size()) * kQueryBlock * ctx);
+  WorkChunks items(heads * blocks, 1);
+  pool_.run([&](int t, int) {
+    float* S = block_scores_.data() + static_cast<size_t>(t) * kQueryBlock * ctx;  // (tq, n), row stride ctx
+    int64_t w0, w1;
+    while (items.next(w0, w1))
+      for (int64_t item = w0; item < w1; ++item) {
+        const int64_t h = item / blocks, i0 = (item % blocks) * kQueryBlock, tq = std::min(kQueryBlock, T - i0);
+        const int64_t kv_off = (h / group) * hd, n = p0 + i0 + tq;  // positions the last query sees
+        const MatrixRef K{cache_.k(layer, 0) + kv_off, DType::F32, n, hd, kvd};
+        ops::matmul_rows(S, ctx, qkv_.data() + i0 * ld + h * hd, ld, tq, K, 0, n, false);
+        for (int64_t i = 0; i < tq; ++i) {
+          float* row = S + i * ctx;
+          const int64_t visible = p0 + i0 + i + 1;
+          float mx = -INFINITY;
+          for (int64_t p = 0; p < visible; ++p) mx = std::max(mx, row[p] *= scale);
+          float sum = 0;
+          for (int64_t p = 0; p < visible; ++p) sum += (row[p] = std::exp(row[p] - mx));
+          const float inv = 1.0f / sum;
+          for (int64_t p = 0; p < visible; ++p) row[p] *= inv;
+        }
+        for (int64_t i = 0; i < tq; ++i) {  // O = P V, row by row over the visible positions
+          float* out = att_.data() + (i0 + i) * qd + h * hd;
+          std::fill(out, out + hd, 0.0f);
+          const float* row = S + i * ctx;
+          for (int64_t p = 0, visible = p0 + i0 + i + 1; p < visible; ++p)
+            ops::axpy(row[p], cache_.v(layer, p) + kv_off, out, hd);
+        }
+      }
+  });
+}
+
 // Region 2: causal grouped-query attention of the T new queries over all
 // cached positions. Work items are (head, query) pairs.
 void Forward::attention(int64_t layer, int64_t T, int64_t p0) {
+  if (T > 1) {
+    attention_blocked(layer, T, p0);
+    return;
+  }
   const int64_t hd = cfg_.head_dim, qd = cfg_.q_dim(), ld = qd + 2 * cfg_.kv_dim();
   const int64_t heads = cfg_.num_attention_heads, group = heads / cfg_.num_key_value_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));

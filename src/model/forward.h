@@ -66,6 +66,7 @@ class Forward {
   void attention_entry(int64_t layer, int64_t T, int64_t p0);
   void rope_and_cache(int64_t layer, int64_t head, int64_t T, int64_t p0);
   void attention(int64_t layer, int64_t T, int64_t p0);
+  void attention_blocked(int64_t layer, int64_t T, int64_t p0);
   void ffn_entry(int64_t layer, int64_t T);
   // Exit product x += W u (+ adapter) for o (u = att) or down (u = h).
   void exit_product(int64_t layer, Target m, const MatrixRef& w, const float* u, int64_t ld_u, int64_t T);
@@ -93,6 +94,7 @@ class Forward {
   std::vector<float> gate_;                 // (T, f) gate product, then SiLU(gate) * up
   std::vector<float> up_;                   // (T, f)
   std::vector<float> scores_;               // (threads, context) attention scores of one query
+  std::vector<float> block_scores_;         // (threads, kQueryBlock, context) prefill: scores of a block of queries
   std::vector<float> logits_;               // (T or 1, V)
   std::vector<float> rope_cos_, rope_sin_;  // (T, head_dim / 2) for the positions in flight
   const AdapterExec* adapter_ = nullptr;
