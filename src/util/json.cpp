@@ -9,6 +9,8 @@ Json parse_json(const std::string& text, const std::string& origin) {
     return Json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     fail("{}: invalid JSON at byte {}: {}", origin, e.byte, e.what());
+  } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double
+    fail("{}: invalid JSON: {}", origin, e.what());
   }
 }
 

@@ -1,8 +1,11 @@
 // JSON through nlohmann-json, with lookups that fail with the file and key
 // named instead of nlohmann's bare type_error.
 #pragma once
+#include <cstdint>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 
 #include "util/error.h"
 
@@ -19,6 +22,18 @@ template <typename T>
 T json_get(const Json& obj, const char* key, const std::string& origin) {
   auto it = obj.find(key);
   if (it == obj.end()) fail("{}: missing key '{}'", origin, key);
+  // Integers must be JSON integers within T's range: nlohmann would convert
+  // 1e300 or 2.5 to an integer type without complaint (or with undefined behaviour).
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    const bool fits =
+        (it->is_number_unsigned() &&
+         it->template get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max())) ||
+        (it->is_number_integer() && !it->is_number_unsigned() &&
+         it->template get<int64_t>() >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
+         (std::is_unsigned_v<T> ? it->template get<int64_t>() >= 0
+                                : it->template get<int64_t>() <= static_cast<int64_t>(std::numeric_limits<T>::max())));
+    if (!fits) fail("{}: key '{}': expected an integer, found {}", origin, key, it->dump());
+  }
   try {
     return it->template get<T>();
   } catch (const nlohmann::json::exception&) {
