@@ -51,10 +51,14 @@ Mat rmsnorm(const Mat& x, const std::vector<float>& w, double eps) {
 }
 double phi(Nonlinearity n, double z) {
   switch (n) {
-    case Nonlinearity::ReLU: return z > 0 ? z : 0;
-    case Nonlinearity::GELU: return 0.5 * z * (1 + std::erf(z / std::sqrt(2.0)));
-    case Nonlinearity::SiLU: return z / (1 + std::exp(-z));
-    default: return z;
+    case Nonlinearity::ReLU:
+      return z > 0 ? z : 0;
+    case Nonlinearity::GELU:
+      return 0.5 * z * (1 + std::erf(z / std::sqrt(2.0)));
+    case Nonlinearity::SiLU:
+      return z / (1 + std::exp(-z));
+    default:
+      return z;
   }
 }
 
@@ -215,8 +219,8 @@ TEST_P(EveryVariant, FusedEqualsUnfusedReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Adapters, EveryVariant,
-                         ::testing::Values(Case{"lora", 21}, Case{"pf-lora", 9}, Case{"lora-merged", 5},
-                                           Case{"ffa", 5}, Case{"ffba", 5}, Case{"ffba-aorb", 5}, Case{"ffba-qg", 5},
+                         ::testing::Values(Case{"lora", 21}, Case{"pf-lora", 9}, Case{"lora-merged", 5}, Case{"ffa", 5},
+                                           Case{"ffba", 5}, Case{"ffba-aorb", 5}, Case{"ffba-qg", 5},
                                            Case{"ffba-relu", 5}),
                          [](const auto& info) {
                            std::string n = info.param.variant;
@@ -273,6 +277,26 @@ INSTANTIATE_TEST_SUITE_P(Adapters, TwinGolden,
                              if (ch == '-') ch = '_';
                            return n;
                          });
+
+// A BF16 inference copy (AttachedAdapter) computes what the reference computes
+// with the adapter's values rounded to BF16.
+TEST(AdapterForward, Bf16CopyEqualsReferenceOfRoundedAdapter) {
+  auto model = LlamaModel::load(kModel);
+  for (const char* variant : {"ffba", "lora"}) {
+    AdapterConfig cfg = AdapterConfig::preset(variant, 4, 8.0);
+    cfg.init = AdapterInit::Random;
+    Adapter adapter = Adapter::create(cfg, model->config(), 5);
+    Adapter rounded = adapter;
+    for (auto& layer : rounded.layers)
+      for (auto* mats : {&layer.A, &layer.B, &layer.C})
+        for (auto& m : *mats)
+          for (float& v : m.data) v = bf16_to_f32(f32_to_bf16(v));
+    const AttachedAdapter attached(*model, std::move(adapter), LoraExecution::Unfused, DType::BF16);
+    ASSERT_EQ(attached.exec()->layers[0].A[0].dtype, DType::BF16);
+    const Mat got = fused_logits(*model, attached.exec(), nullptr);
+    EXPECT_LE(max_diff(got, reference_logits(*model, &rounded)), kTolerance) << variant;
+  }
+}
 
 TEST(AdapterForward, BaseModelHasFiveSyncPointsPerLayer) {
   auto model = LlamaModel::load(kModel);

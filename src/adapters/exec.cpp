@@ -97,13 +97,26 @@ MergedLayers merge_lora_layers(const LlamaModel& model, const Adapter& lora) {
 
 namespace flora {
 
-AttachedAdapter::AttachedAdapter(const LlamaModel& model, Adapter adapter, LoraExecution execution)
+AttachedAdapter::AttachedAdapter(const LlamaModel& model, Adapter adapter, LoraExecution execution, DType dtype)
     : adapter_(std::move(adapter)), execution_(execution) {
   merged_ = adapter_.config.family == AdapterFamily::LoRA && execution == LoraExecution::Merged;
-  if (merged_)
+  if (merged_) {
     merged_layers_ = merge_lora_layers(model, adapter_);
-  else
-    exec_ = make_adapter_exec(adapter_, execution);
+    return;
+  }
+  exec_ = make_adapter_exec(adapter_, execution);
+  if (dtype == DType::F32) return;
+  if (dtype != DType::BF16) fail("adapter dtype {}: expected F32 or BF16", dtype_name(dtype));
+  for (AdapterExec::Layer& l : exec_.layers)
+    for (auto* mats : {&l.A, &l.B, &l.C})
+      for (MatrixRef& m : *mats) {
+        if (!m.data) continue;
+        const float* src = static_cast<const float*>(m.data);
+        std::vector<uint16_t>& copy = bf16_copies_.emplace_back(static_cast<size_t>(m.rows * m.cols));
+        for (size_t i = 0; i < copy.size(); ++i) copy[i] = f32_to_bf16(src[i]);
+        m.data = copy.data();
+        m.dtype = DType::BF16;
+      }
 }
 
 std::string AttachedAdapter::variant() const {

@@ -32,7 +32,9 @@ MergedLayers merge_lora_layers(const LlamaModel& model, const Adapter& lora);
 // adapter's matrices, a merged LoRA as replacement layer weights.
 class AttachedAdapter {
  public:
-  AttachedAdapter(const LlamaModel& model, Adapter adapter, LoraExecution execution);
+  // dtype: F32 runs the adapter's own matrices; BF16 runs a rounded copy
+  // (half the bytes read per token, as the base weights are read).
+  AttachedAdapter(const LlamaModel& model, Adapter adapter, LoraExecution execution, DType dtype = DType::F32);
   AttachedAdapter(const AttachedAdapter&) = delete;  // exec_ points into adapter_
   AttachedAdapter& operator=(const AttachedAdapter&) = delete;
   const AdapterExec* exec() const { return merged_ ? nullptr : &exec_; }
@@ -47,6 +49,7 @@ class AttachedAdapter {
   bool merged_ = false;
   AdapterExec exec_;
   MergedLayers merged_layers_;
+  std::vector<std::vector<uint16_t>> bf16_copies_;  // the BF16 matrices exec_ points to
 };
 
 }  // namespace flora

@@ -19,7 +19,7 @@ namespace {
 struct Options {
   std::string model, json_out;
   bool json = false, mmap = false;
-  std::string variants, adapter, lora_variant;
+  std::string variants, adapter, lora_variant, adapter_dtype = "f32";
   int64_t rank = 32;
   double alpha = 0;
   int threads = 1;
@@ -45,7 +45,8 @@ void run_variants(const Options& o, const LlamaModel& model, ThreadPool& pool, b
   std::vector<BenchVariant> variants = {{"base"}};
   auto add = [&](std::unique_ptr<AttachedAdapter> a) {
     const Adapter& ad = a->adapter();
-    variants.push_back({a->variant(), a->exec(), a->layers(), ad.config.rank, ad.parameter_count(), ad.bytes()});
+    const size_t bytes = static_cast<size_t>(ad.parameter_count()) * (o.adapter_dtype == "bf16" ? 2 : 4);
+    variants.push_back({a->variant(), a->exec(), a->layers(), ad.config.rank, ad.parameter_count(), bytes});
     attached.push_back(std::move(a));
   };
   for (const std::string& v : split_list(o.variants)) {
@@ -55,7 +56,8 @@ void run_variants(const Options& o, const LlamaModel& model, ThreadPool& pool, b
     if (o.alpha <= 0) cfg.alpha = 2.0 * static_cast<double>(cfg.rank);
     std::fprintf(stderr, "bench: making a random %s adapter of rank %lld\n", v.c_str(),
                  static_cast<long long>(cfg.rank));
-    add(std::make_unique<AttachedAdapter>(model, Adapter::create(cfg, model.config(), 1), cfg.lora_execution));
+    add(std::make_unique<AttachedAdapter>(model, Adapter::create(cfg, model.config(), 1), cfg.lora_execution,
+                                          o.adapter_dtype == "bf16" ? DType::BF16 : DType::F32));
   }
   if (!o.adapter.empty()) add(attach_adapter(model, o.adapter, o.lora_variant));
   auto results = run_variant_bench(model, pool, variants, o.bench, [tty](const std::string& what) {
@@ -92,8 +94,8 @@ void run_variants(const Options& o, const LlamaModel& model, ThreadPool& pool, b
                 r.overhead_pct, r.sync_points_per_token);
   std::printf(
       "\n%d threads; medians of %d repetitions, variants interleaved within each; overhead: median of the "
-      "per-repetition ratio to the base; extra bytes: adapter bytes (f32) / base weight bytes read per token.\n",
-      o.threads, o.bench.repetitions);
+      "per-repetition ratio to the base; extra bytes: adapter bytes (%s) / base weight bytes read per token.\n",
+      o.threads, o.bench.repetitions, o.adapter_dtype.c_str());
 }
 
 }  // namespace
@@ -121,6 +123,9 @@ void add_bench(CLI::App& app, Action& action) {
                   "(random adapters of --rank made on the fly; TTFT of -p tokens, TPOT of -n)");
   cmd->add_option("--rank", o->rank, "Rank of the random adapters (ffa stores 2x)")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--adapter-dtype", o->adapter_dtype, "Run the random adapters as f32 or as a bf16 copy")
+      ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
   cmd->add_option("--alpha", o->alpha, "lora_alpha of the random adapters (default: 2 x the stored rank)");
   cmd->add_option("--adapter", o->adapter, "With --variants: also run this adapter directory")
