@@ -1,3 +1,5 @@
+// Test support shared by the gtest files.
+//
 // A fresh scratch directory per test, under the build directory:
 // FLORA_BINARY_DIR/scratch/<suite>/<test>, emptied before the test runs.
 #pragma once
@@ -5,6 +7,8 @@
 
 #include <filesystem>
 #include <string>
+
+#include "util/error.h"
 
 #ifndef FLORA_BINARY_DIR
 #define FLORA_BINARY_DIR "/tmp"
@@ -21,3 +25,15 @@ class ScratchDirTest : public ::testing::Test {
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   std::filesystem::path dir_;
 };
+
+// The message of the flora::Error that f() throws; a test failure if it throws none.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const flora::Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a flora::Error";
+  return "";
+}

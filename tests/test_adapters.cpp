@@ -41,17 +41,6 @@ class Adapters : public ScratchDirTest {
   LlamaConfig tiny = LlamaConfig::preset("tiny");
 };
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a flora::Error";
-  return "";
-}
-
 #define EXPECT_HAS(msg, word) EXPECT_NE((msg).find(word), std::string::npos) << "'" << (word) << "' not in: " << (msg)
 
 void expect_same_config(const AdapterConfig& a, const AdapterConfig& b) {

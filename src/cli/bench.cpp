@@ -19,12 +19,20 @@ namespace {
 struct Options {
   std::string model, json_out;
   bool json = false, mmap = false;
-  std::string variants, adapter, lora_variant, adapter_dtype = "f32";
+  std::string variants, adapter, lora_variant = "lora", adapter_dtype = "f32";
   int64_t rank = 32;
   double alpha = 0;
   int threads = 1;
   BenchOptions bench;
 };
+
+// Progress on stderr: one line rewritten in place on a terminal, else a line per event.
+BenchProgress progress_printer(bool tty) {
+  return [tty](const std::string& what) {
+    std::fprintf(stderr, tty ? "\rbench: %-50s" : "bench: %s\n", what.c_str());
+    std::fflush(stderr);
+  };
+}
 
 std::vector<std::string> split_list(const std::string& list) {
   std::vector<std::string> items;
@@ -60,10 +68,7 @@ void run_variants(const Options& o, const LlamaModel& model, ThreadPool& pool, b
                                           o.adapter_dtype == "bf16" ? DType::BF16 : DType::F32));
   }
   if (!o.adapter.empty()) add(attach_adapter(model, o.adapter, o.lora_variant));
-  auto results = run_variant_bench(model, pool, variants, o.bench, [tty](const std::string& what) {
-    std::fprintf(stderr, tty ? "\rbench: %-50s" : "bench: %s\n", what.c_str());
-    std::fflush(stderr);
-  });
+  auto results = run_variant_bench(model, pool, variants, o.bench, progress_printer(tty));
   if (tty) std::fprintf(stderr, "\r%-60s\r", "");
   Json all = Json::array();
   for (const auto& r : results) {
@@ -144,11 +149,8 @@ void add_bench(CLI::App& app, Action& action) {
         run_variants(*o, *model, pool, tty, name);
         return;
       }
-      auto results = run_bench(*model, pool, o->bench, [tty](const std::string& what) {
-        std::fprintf(stderr, tty ? "\rbench: %-40s" : "bench: %s\n", what.c_str());
-        std::fflush(stderr);
-      });
-      if (tty) std::fprintf(stderr, "\r%-50s\r", "");
+      auto results = run_bench(*model, pool, o->bench, progress_printer(tty));
+      if (tty) std::fprintf(stderr, "\r%-60s\r", "");
       Json all = Json::array();
       for (const auto& r : results) {
         Json j = r.to_json();

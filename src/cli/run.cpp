@@ -69,8 +69,10 @@ void add_adapter_options(CLI::App* cmd, std::string& adapter_dir, std::string& l
 std::unique_ptr<AttachedAdapter> attach_adapter(const LlamaModel& model, const std::string& dir,
                                                 const std::string& lora_variant) {
   if (dir.empty()) return nullptr;
+  const auto execution = lora_execution_of(lora_variant);
+  if (!execution) fail("--lora-variant: expected lora, pf-lora or lora-merged, found '{}'", lora_variant);
   Adapter adapter = Adapter::load(dir, model.config());
-  auto attached = std::make_unique<AttachedAdapter>(model, std::move(adapter), *lora_execution_of(lora_variant));
+  auto attached = std::make_unique<AttachedAdapter>(model, std::move(adapter), *execution);
   std::fprintf(stderr, "adapter: %s (%s, rank %lld, %lld parameters)\n", dir.c_str(), attached->variant().c_str(),
                static_cast<long long>(attached->adapter().config.rank),
                static_cast<long long>(attached->adapter().parameter_count()));

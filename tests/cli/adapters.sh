@@ -73,6 +73,9 @@ for lv in lora pf-lora lora-merged; do
 done
 check bench-variants "$flora" bench -m "$work/tiny" --variants base,lora,ffba --rank 2 -p 4 -n 2 -r 1 -t 1
 expect_out bench-variants-table '^\| tiny \| ffba \| 2 \|'
+# --adapter in bench runs a LoRA file unfused unless told otherwise.
+check bench-adapter "$flora" bench -m "$work/tiny" --variants base --adapter "$work/qv" --rank 2 -p 4 -n 2 -r 1 -t 1
+expect_out bench-adapter-table '^\| tiny \| lora \| 2 \|'
 expect_error bench-bad-variant "unknown|variant" "$flora" bench -m "$work/tiny" --variants base,nope --rank 2 -p 4 -n 2 -r 1
 
 finish adapters.sh
