@@ -60,4 +60,14 @@ std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool a
   return out;
 }
 
+std::string alpaca_prompt(const std::string& instruction, const std::string& input) {
+  if (input.empty())
+    return "Below is an instruction that describes a task. Write a response that appropriately completes the "
+           "request.\n\n### Instruction:\n" +
+           instruction + "\n\n### Response:\n";
+  return "Below is an instruction that describes a task, paired with an input that provides further context. Write a "
+         "response that appropriately completes the request.\n\n### Instruction:\n" +
+         instruction + "\n\n### Input:\n" + input + "\n\n### Response:\n";
+}
+
 }  // namespace flora

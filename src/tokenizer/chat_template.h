@@ -18,4 +18,17 @@ struct ChatMessage {
 
 std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt);
 
+// The Stanford Alpaca prompt, as LLM-Adapters (the paper's commonsense and
+// math setups) trains and evaluates with it: the instruction, the input when
+// it is not empty, then "### Response:\n", after which the answer follows.
+// Training (the loss covers only what follows) and evaluation (generation
+// starts there) both build prompts here.
+std::string alpaca_prompt(const std::string& instruction, const std::string& input);
+
+// Instructions of the summary tasks: `flora eval --task rouge` prompts with
+// alpaca_prompt(instruction, text), and `flora data synth` writes the training
+// records with the same words.
+inline constexpr const char* kSummarizeDialogueInstruction = "Summarize the following dialogue.";
+inline constexpr const char* kSummarizeDocumentInstruction = "Summarize the following text.";
+
 }  // namespace flora

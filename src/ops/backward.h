@@ -1,0 +1,72 @@
+// The training ops: for every op of the Llama forward that training needs, a
+// forward that saves what its backward needs, and the backward, as llm.c
+// writes them. Each works on one thread over one slice (a row, a head of one
+// sequence); model/train_pass.cpp decides what runs in parallel. Products go
+// through ops::matmul_rows (ops.h), so the backward of y = x W^T is two more
+// products: dx += dy W (with W^T stored) and dW += dy^T x (with dy^T and x^T
+// stored), formed from the transposes below.
+//
+// Conventions: arguments are outputs, inputs, sizes. Gradients of inputs and
+// parameters accumulate (+=) unless a comment says they are overwritten, so
+// accumulation over micro-batches and over the heads of a KV group is free.
+// Every function is checked against central finite differences in
+// tests/test_backward.cpp.
+#pragma once
+#include <cstdint>
+
+#include "model/adapter_exec.h"
+
+namespace flora::ops {
+
+// out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps); saves rstd. out may not alias x.
+// x, w, out: (n)
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t n, float eps);
+// dx += d out/dx . dout;  dw += dout * x * rstd (dw may be null: a frozen norm).
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, float rstd, int64_t n);
+
+// RoPE, rotate-half pairs (j, j + head_dim/2) by the angle whose cos and sin
+// are given, in place on one head vector v (head_dim); cos, sin: (head_dim / 2).
+void rope_forward(float* v, const float* cos, const float* sin, int64_t head_dim);
+// The transpose of the rotation (rotation by minus the angle), in place on the gradient.
+void rope_backward(float* dv, const float* cos, const float* sin, int64_t head_dim);
+
+// h = silu(g) * u, elementwise. h, g, u: (n)
+void swiglu_forward(float* h, const float* g, const float* u, int64_t n);
+// dg = dh * u * silu'(g), du = dh * silu(g): both overwritten (g and u feed nothing else).
+void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n);
+
+// Causal softmax attention of one head over one sequence of T positions:
+//   P = softmax(q k^T / sqrt(hd)) with row i seeing positions 0..i, out = P v.
+// q (T, hd) row stride ld_q; k, v (T, hd) row stride ld_kv; out (T, hd) row
+// stride ld_out, overwritten; P (T, T) saved for the backward (zeros above the
+// diagonal). scratch: attention_scratch_floats(T, hd) floats.
+void attention_forward(float* out, int64_t ld_out, float* P, const float* q, int64_t ld_q, const float* k,
+                       const float* v, int64_t ld_kv, int64_t T, int64_t hd, float* scratch);
+// dq, dk, dv += the gradients, from dout (T, hd) row stride ld_dout and the
+// saved P. dq has row stride ld_q, dk and dv ld_kv (the layouts of q, k, v);
+// several query heads of one KV group call this in turn on the same dk, dv.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, int64_t ld_dout, const float* P,
+                        const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv, int64_t T,
+                        int64_t hd, float* scratch);
+int64_t attention_scratch_floats(int64_t T, int64_t hd);
+
+// Cross-entropy of one row of logits (V) against `target`, fused with its
+// backward: returns loss = logsumexp(logits) - logits[target] (as double) and
+// overwrites logits with d loss/d logits * grad_scale = (softmax - onehot) * grad_scale.
+double cross_entropy_forward_backward(float* logits, int64_t V, int32_t target, float grad_scale);
+// The same loss without the gradient; logits are left unchanged.
+double cross_entropy_forward(const float* logits, int64_t V, int32_t target);
+
+// phi and phi' of ADAPTERS.md (identity, ReLU, GELU (erf form), SiLU).
+// apply_nonlinearity (model/adapter_exec.h) is phi; this is phi'(z). ReLU'(0) = 0.
+float nonlinearity_derivative(Nonlinearity n, float z);
+
+// Repeat-and-add: y[i] += s * z[i mod r] for i < n.  y: (n), z: (r)
+void tile_add(float* y, const float* z, int64_t n, int64_t r, float s);
+// Its transpose: dz[j] += s * sum over i < n with i mod r == j of dy[i].  dz: (r), dy: (n)
+void fold_add(float* dz, const float* dy, int64_t n, int64_t r, float s);
+
+// out (cols, rows) = in (rows, cols) transposed; in has row stride ld_in, out is dense.
+void transpose(float* out, const float* in, int64_t rows, int64_t cols, int64_t ld_in);
+
+}  // namespace flora::ops
