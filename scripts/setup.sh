@@ -3,13 +3,14 @@
 # machine. Idempotent: packages already present are not touched, so a second
 # run costs a few dpkg queries.
 #   scripts/setup.sh            build + test + demo dependencies
-#   scripts/setup.sh --torch    also python3-torch (the PyTorch twin that writes golden files)
+#   scripts/setup.sh --torch    also python3-torch (the PyTorch twin that writes golden files) and
+#                               OpenBLAS (torch calls the system BLAS: the training-speed anchor needs it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debs=(g++ make cmake pkg-config libhwy-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
       libgtest-dev libbenchmark-dev libfmt-dev nodejs npm python3)
-[[ "${1:-}" == "--torch" ]] && debs+=(python3-torch python3-numpy)
+[[ "${1:-}" == "--torch" ]] && debs+=(python3-torch python3-numpy libopenblas0-pthread)
 
 missing=()
 for p in "${debs[@]}"; do

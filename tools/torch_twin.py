@@ -16,6 +16,7 @@ written here.
   /usr/bin/python3 tools/torch_twin.py golden [--out tests/fixtures/tiny_llama]
   /usr/bin/python3 tools/torch_twin.py selfcheck --model DIR [--tokens ...] [--adapter DIR]
   /usr/bin/python3 tools/torch_twin.py adapter-golden [--out tests/fixtures/tiny_llama/adapters]
+  /usr/bin/python3 tools/torch_twin.py train-golden [--out tests/fixtures/tiny_llama/train]
 
 `logits` and `selfcheck` take --adapter DIR: a PEFT-style adapter directory (LoRA, or the
 FLoRA family of docs/ADAPTERS.md in the shared docs), applied in float64 too.
@@ -990,6 +991,403 @@ def cmd_adapter_golden(a):
         print(f"  {x} vs {y}: {(results[x] - results[y]).abs().max().item():.3f}")
 
 
+# --------------------------------------------------------------------------------------------
+# train-golden: loss, gradients and short optimiser runs for testing flora's backward pass and
+# optimisers. One case per adapter fixture (its matrices trainable, the model frozen) plus
+# "full" (every model tensor trainable, no adapter).
+# --------------------------------------------------------------------------------------------
+
+# The batch: 2 sequences of 16 tokens, each bos 379 then 15 ids drawn once with
+# numpy.random.default_rng(2025).integers(0, 384, (2, 15)) and frozen here (no numpy at run time).
+TRAIN_TOKENS = [
+    [379, 171, 381, 381, 146, 366, 317, 245, 321, 294, 374, 148, 29, 174, 121, 187],
+    [379, 353, 370, 259, 244, 109, 5, 149, 174, 88, 305, 64, 184, 58, 133, 374],
+]
+# labels = tokens with -100 at these positions: a 5-token "prompt" in sequence 0, a 3-token
+# prompt in sequence 1 and 2 positions of padding at its end.
+TRAIN_IGNORED = [[0, 1, 2, 3, 4], [0, 1, 2, 14, 15]]
+IGNORE_INDEX = -100
+TRAIN_STEPS = 5
+TRAIN_ADAMW = {"lr_adapter": 1e-2, "lr_full": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8,
+               "weight_decay": 0.1}
+TRAIN_SGD = {"lr": 0.05, "momentum": 0.0, "weight_decay": 0.0, "clip_max_norm": 0.5}
+CLIP_EPS = 1e-6        # clip_grad_norm_: coef = max_norm / (total_norm + 1e-6), applied if < 1
+FD_STEP = 1e-5         # central finite differences: (L(p + h) - L(p - h)) / 2h
+FD_RANDOM = 3          # random elements per tensor (plus its element of largest |grad|)
+FD_SEED = 11
+
+
+def train_labels(tokens):
+    labels = [list(t) for t in tokens]
+    for b, ignored in enumerate(TRAIN_IGNORED):
+        for t in ignored:
+            labels[b][t] = IGNORE_INDEX
+    return labels
+
+
+def batch_loss(cfg, W, tokens, labels, ad=None):
+    """Hugging Face LlamaForCausalLM's loss: logits[:, :-1] against labels[:, 1:], cross-entropy
+    (logsumexp(logits) - logits[label]) summed over every position whose label is not -100 in
+    the whole batch, divided by their number (one mean over the batch, not per sequence). Each
+    sequence is its own causal context starting at position 0 (one forward per sequence)."""
+    total, count = 0.0, 0
+    for toks, labs in zip(tokens, labels):
+        logits = forward(cfg, W, toks, ad)[0][:-1]                      # [T-1, V]
+        target = torch.tensor(labs[1:])
+        keep = target != IGNORE_INDEX
+        lg, tg = logits[keep], target[keep]
+        nll = torch.logsumexp(lg, dim=-1) - lg.gather(1, tg[:, None])[:, 0]
+        total = total + nll.sum()
+        count += int(keep.sum())
+    return total / count
+
+
+def train_case(cfg, W0, ad0, dtype=F64):
+    """Fresh trainable copies of a case's parameters (in `dtype`): returns (names, params,
+    decay flags, loss_fn). Adapter case (ad0 an Adapter): its matrices, named as in
+    adapter_model.safetensors, all decayed. Full case (ad0 None): every model tensor named as
+    in model.safetensors (the embedding once: with tied embeddings lm_head.weight IS that
+    tensor, so its gradient is the sum of both uses); 2-D tensors decayed, norms not."""
+    tokens, labels = TRAIN_TOKENS, train_labels(TRAIN_TOKENS)
+    if ad0 is None:
+        names = [n for n, _ in expected_tensors(cfg)]
+        params = [W0[n].to(dtype).clone().requires_grad_(True) for n in names]
+        W = dict(zip(names, params))
+        if cfg.tie:
+            W["lm_head.weight"] = W["model.embed_tokens.weight"]
+        decay = [p.dim() == 2 for p in params]
+        return names, params, decay, lambda: batch_loss(cfg, W, tokens, labels)
+    tag = "lora" if ad0.kind == "lora" else "flora"
+    keys = sorted(ad0.mats, key=lambda k: (k[0], MODULES.index(k[1]), k[2]))   # file order
+    names = [adapter_tensor_name(i, m, mat, tag) for i, m, mat in keys]
+    ad = with_changes(ad0)
+    ad.mats = {k: ad0.mats[k].to(dtype).clone().requires_grad_(True) for k in keys}
+    params = [ad.mats[k] for k in keys]
+    Wd = {n: w.to(dtype) for n, w in W0.items()}
+    if cfg.tie:
+        Wd["lm_head.weight"] = Wd["model.embed_tokens.weight"]
+    return names, params, [True] * len(params), lambda: batch_loss(cfg, Wd, tokens, labels, ad)
+
+
+class FormulaAdamW:
+    """AdamW written from its formulas (the cross-check of torch.optim.AdamW), per element:
+      p <- p * (1 - lr * wd)                                   (decoupled decay, decayed only)
+      m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2       (m = v = 0 before step 1)
+      p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)."""
+
+    def __init__(self, params, decay, lr, betas, eps, weight_decay):
+        self.params, self.decay, self.lr, self.eps, self.wd = params, decay, lr, eps, weight_decay
+        self.b1, self.b2 = betas
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        for p, dec, m, v in zip(self.params, self.decay, self.m, self.v):
+            g = p.grad
+            if dec:
+                p.mul_(1 - self.lr * self.wd)
+            m.mul_(self.b1).add_((1 - self.b1) * g)
+            v.mul_(self.b2).add_((1 - self.b2) * g * g)
+            mhat, vhat = m / (1 - self.b1 ** self.t), v / (1 - self.b2 ** self.t)
+            p.sub_(self.lr * mhat / (vhat.sqrt() + self.eps))
+
+
+class FormulaSGD:
+    """p <- p - lr * g (the cross-check of torch.optim.SGD without momentum or decay)."""
+
+    def __init__(self, params, lr):
+        self.params, self.lr = params, lr
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        for p in self.params:
+            p.sub_(self.lr * p.grad)
+
+
+def formula_clip(params, max_norm):
+    """Global-norm clipping from its formula: total = sqrt(sum of every g^2), and when
+    coef = max_norm / (total + 1e-6) < 1 every gradient is multiplied by coef. Returns total."""
+    total = math.sqrt(sum(float((p.grad * p.grad).sum()) for p in params))
+    coef = max_norm / (total + CLIP_EPS)
+    if coef < 1:
+        for p in params:
+            p.grad.mul_(coef)
+    return total
+
+
+def torch_clip(params, max_norm):
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+
+def train_run(params, loss_fn, opt, steps, clip=None):
+    """`steps` optimiser steps on the same batch: returns (losses [steps + 1]: the loss before
+    each step and after the last, total gradient norms before clipping [steps], or [] when
+    clip is None). clip: None or (clip function, max_norm)."""
+    losses, norms = [], []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        for p in params:       # a tensor that does not reach the loss has gradient 0 (not
+            if p.grad is None:  # None, which torch.optim would skip, weight decay included)
+                p.grad = torch.zeros_like(p)
+        losses.append(loss.item())
+        if clip is not None:
+            norms.append(clip[0](params, clip[1]))
+        opt.step()
+    with torch.no_grad():
+        losses.append(loss_fn().item())
+    return losses, norms
+
+
+def adamw_run(cfg, W0, ad0, formula=False, dtype=F64, decay_rule=None):
+    names, params, decay, loss_fn = train_case(cfg, W0, ad0, dtype)
+    if decay_rule is not None:                      # for the sensitivity report only
+        decay = [decay_rule(n, p) for n, p in zip(names, params)]
+    lr = TRAIN_ADAMW["lr_full" if ad0 is None else "lr_adapter"]
+    hp = {k: TRAIN_ADAMW[k] for k in ("betas", "eps", "weight_decay")}
+    if formula:
+        opt = FormulaAdamW(params, decay, lr, **hp)
+    else:
+        groups = [{"params": [p for p, d in zip(params, decay) if d]},
+                  {"params": [p for p, d in zip(params, decay) if not d], "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
+        opt = torch.optim.AdamW(groups, lr=lr, foreach=False, **hp)
+    return train_run(params, loss_fn, opt, TRAIN_STEPS)[0]
+
+
+def sgd_run(cfg, W0, ad0, formula=False, dtype=F64, clip=True):
+    _, params, _, loss_fn = train_case(cfg, W0, ad0, dtype)
+    h = TRAIN_SGD
+    if formula:
+        opt, cl = FormulaSGD(params, h["lr"]), formula_clip
+    else:
+        opt = torch.optim.SGD(params, lr=h["lr"], momentum=h["momentum"],
+                              weight_decay=h["weight_decay"], foreach=False)
+        cl = torch_clip
+    return train_run(params, loss_fn, opt, TRAIN_STEPS,
+                     (cl, h["clip_max_norm"]) if clip else None)
+
+
+def check_finite_differences(names, params, loss_fn, grads, seed=FD_SEED):
+    """Autograd gradients against central differences (L(p + h) - L(p - h)) / 2h on FD_RANDOM
+    random elements of every trainable tensor and on its element of largest |grad|. Returns
+    (worst relative error, the same over the elements with |g| >= 1e-3 max|g| of all tensors,
+    worst absolute error, number of elements checked); the relative error is
+    |g - fd| / max(|g|, |fd|). At h = 1e-5 the truncation error (h^2/6 L''') and the rounding
+    error (~1e-15 L / h) are both ~1e-9..1e-8, so tiny gradients show larger relative errors."""
+    gen = torch.Generator().manual_seed(seed)
+    big = 1e-3 * max(float(g.abs().max()) for g in grads)
+    worst_rel, worst_big, worst_abs, n = 0.0, 0.0, 0.0, 0
+    with torch.no_grad():
+        for name, p, g in zip(names, params, grads):
+            flat_p, flat_g = p.view(-1), g.reshape(-1)
+            idx = torch.randint(0, p.numel(), (FD_RANDOM,), generator=gen).tolist()
+            idx.append(int(flat_g.abs().argmax()))
+            for j in idx:
+                old = flat_p[j].item()
+                flat_p[j] = old + FD_STEP
+                up = loss_fn().item()
+                flat_p[j] = old - FD_STEP
+                down = loss_fn().item()
+                flat_p[j] = old
+                fd, ag = (up - down) / (2 * FD_STEP), flat_g[j].item()
+                err = abs(fd - ag)
+                rel = err / max(abs(fd), abs(ag), 1e-300)
+                assert rel < 1e-4 or err < 1e-9, (f"{name}[{j}]: autograd {ag:.10g} vs finite "
+                                                  f"differences {fd:.10g}")
+                worst_rel, worst_abs, n = max(worst_rel, rel), max(worst_abs, err), n + 1
+                if abs(ag) >= big:
+                    worst_big = max(worst_big, rel)
+    return worst_rel, worst_big, worst_abs, n
+
+
+def rel_diff(a, b):
+    """max |a - b| / max |b| over the elements of two lists."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def train_cases(root):
+    """[(case, adapter directory or None)]: every adapter fixture, then "full"."""
+    adir = os.path.join(root, "tests", "fixtures", "tiny_llama", "adapters")
+    cases = [(n, os.path.join(adir, n)) for n, _ in ADAPTER_VARIANTS]
+    return cases + [("full", None)]
+
+
+def cmd_train_golden(a):
+    model = os.path.join(ROOT, "tests", "fixtures", "tiny_llama", "f32")
+    out = a.out or os.path.join(ROOT, "tests", "fixtures", "tiny_llama", "train")
+    command = ("/usr/bin/python3 tools/torch_twin.py train-golden"
+               + (f" --out {a.out}" if a.out else ""))
+    tokens, labels = TRAIN_TOKENS, train_labels(TRAIN_TOKENS)
+    assert len(tokens) == 2 and all(len(t) == 16 and t[0] == 379 for t in tokens)
+    cfg, W0 = load_model(model)
+    assert all(0 <= t < cfg.vocab for s in tokens for t in s)
+    # The inputs must be what this twin computes: the base and the adapter golden logits.
+    g, _, _ = read_safetensors(os.path.join(model, "golden.safetensors"))
+    assert np.array_equal(g["logits"], forward(cfg, W0, GOLDEN_TOKENS)[0].numpy()
+                          .astype(np.float32)), "tiny_llama/f32 golden logits stale"
+    count = sum(l != IGNORE_INDEX for s in labels for l in s[1:])
+    print(f"train-golden: batch [2, 16], {count} targets "
+          f"({[sum(l != IGNORE_INDEX for l in s[1:]) for s in labels]} per sequence)")
+    summary = []
+    for case, adir in train_cases(ROOT):
+        ad0 = None
+        if adir is not None:
+            ad0 = load_adapter(cfg, adir)
+            g, _, _ = read_safetensors(os.path.join(adir, "golden.safetensors"))
+            assert np.array_equal(g["logits"], forward(cfg, W0, GOLDEN_TOKENS, ad0)[0].numpy()
+                                  .astype(np.float32)), f"{case}: adapter golden logits stale"
+        names, params, decay, loss_fn = train_case(cfg, W0, ad0)
+        if adir is not None:       # the trainable tensors are exactly the adapter file's
+            assert names == read_safetensors(os.path.join(adir, "adapter_model.safetensors"))[2]
+        loss = loss_fn()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        # The last layer's carry is dropped, so where down_proj's A feeds only the carry (no
+        # repeat-and-add on down_proj), the last layer's down_proj A and C do not reach the
+        # loss: their gradient is exactly 0. Every other gradient is non-zero.
+        unused = set()
+        if ad0 is not None and "down_proj" in ad0.carry:
+            last = cfg.n_layers - 1
+            unused = {adapter_tensor_name(last, "down_proj", "C", "flora")}
+            if "down_proj" not in ad0.repeat_add:
+                unused.add(adapter_tensor_name(last, "down_proj", "A", "flora"))
+        assert {n for n, gr in zip(names, grads) if gr is None} == unused, f"{case}: unused"
+        assert all(bool((gr != 0).any()) for gr in grads if gr is not None), f"{case}: zero grad"
+        grads = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads)]
+        used = [i for i, n in enumerate(names) if n not in unused]
+        fd_rel, fd_big, fd_abs, fd_n = check_finite_differences(
+            [names[i] for i in used], [params[i] for i in used], loss_fn, [grads[i] for i in used])
+        # The optimiser runs: torch.optim (stored) and the formulas (cross-check).
+        adamw = adamw_run(cfg, W0, ad0)
+        sgd, norms = sgd_run(cfg, W0, ad0)
+        adamw_f = adamw_run(cfg, W0, ad0, formula=True)
+        sgd_f, norms_f = sgd_run(cfg, W0, ad0, formula=True)
+        d_opt = max(rel_diff(adamw_f, adamw), rel_diff(sgd_f, sgd), rel_diff(norms_f, norms))
+        assert d_opt < 1e-12, f"{case}: torch.optim vs the formulas: {d_opt}"
+        assert adamw[0] == sgd[0] == loss.item() and norms[0] > TRAIN_SGD["clip_max_norm"]
+        assert adamw[-1] < adamw[0] and sgd[-1] < sgd[0], f"{case}: the loss did not go down"
+
+        lr = TRAIN_ADAMW["lr_full" if ad0 is None else "lr_adapter"]
+        meta = {
+            "command": command,
+            "case": case,
+            "model": "tests/fixtures/tiny_llama/f32",
+            "adapter": os.path.relpath(adir, ROOT) if adir else "none (full fine-tuning)",
+            "trainable": ("the adapter matrices (grad.<name>: names of adapter_model.safetensors)"
+                          if adir else "every model tensor (grad.<name>: names of "
+                          "model.safetensors; the tied embedding's grad sums both uses)"),
+            "loss": ("HF LlamaForCausalLM: logits[:, :-1] vs labels[:, 1:], cross-entropy "
+                     "averaged over all non -100 targets of the batch; each sequence its own "
+                     "causal context from position 0; adapter dropout 0"),
+            "compute": "float64 parameters, activations and optimiser state; grads stored F32",
+            "steps": str(TRAIN_STEPS),
+            "adamw": (f"torch.optim.AdamW lr {lr:g} betas {TRAIN_ADAMW['betas'][0]:g},"
+                      f"{TRAIN_ADAMW['betas'][1]:g} eps {TRAIN_ADAMW['eps']:g} weight_decay "
+                      f"{TRAIN_ADAMW['weight_decay']:g} (decoupled), constant lr, no clipping"),
+            "adamw_decay_rule": ("every adapter matrix" if adir else
+                                 "2-D tensors (projections, embedding); not the 1-D norm weights"),
+            "sgd": (f"torch.optim.SGD lr {TRAIN_SGD['lr']:g} momentum 0 weight_decay 0, after "
+                    f"clip_grad_norm_ max_norm {TRAIN_SGD['clip_max_norm']:g}"),
+            "clip": (f"total = global L2 norm of all grads (grad_norms); coef = "
+                     f"{TRAIN_SGD['clip_max_norm']:g} / (total + 1e-6), grads *= coef if < 1"),
+            "losses": "adamw_losses / sgd_losses: loss before each step and after the last",
+            # the same numbers, one per key (exact Python reprs, for a test to parse)
+            "adamw_lr": repr(lr),
+            "adamw_beta1": repr(TRAIN_ADAMW["betas"][0]),
+            "adamw_beta2": repr(TRAIN_ADAMW["betas"][1]),
+            "adamw_eps": repr(TRAIN_ADAMW["eps"]),
+            "adamw_weight_decay": repr(TRAIN_ADAMW["weight_decay"]),
+            "adamw_decay": "all" if adir else "2d",
+            "sgd_lr": repr(TRAIN_SGD["lr"]),
+            "sgd_clip_max_norm": repr(TRAIN_SGD["clip_max_norm"]),
+            "selfcheck": (f"autograd vs central differences (h {FD_STEP:g}) on {fd_n} elements: "
+                          f"max rel err {fd_rel:.1e} ({fd_big:.1e} where |grad| >= 1e-3 "
+                          f"max|grad|); torch.optim vs formulas: max rel diff {d_opt:.1e}"),
+        }
+        tensors = [("tokens", "I64", np.array(tokens, dtype=np.int64)),
+                   ("labels", "I64", np.array(labels, dtype=np.int64)),
+                   ("loss", "F64", np.array([loss.item()]))]
+        tensors += [("grad." + n, "F32", gr.numpy().astype(np.float32))
+                    for n, gr in zip(names, grads)]
+        tensors += [("adamw_losses", "F64", np.array(adamw)),
+                    ("sgd_losses", "F64", np.array(sgd)),
+                    ("grad_norms", "F64", np.array(norms))]
+        d = os.path.join(out, case)
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "golden.safetensors")
+        write_safetensors(path, tensors, meta)
+        t, m, order = read_safetensors(path)    # read back: the file round-trips
+        assert order == [n for n, _, _ in tensors] and m == meta
+        assert all(np.array_equal(t[n], np.asarray(v).astype(t[n].dtype)) for n, _, v in tensors)
+
+        # Diagnostics (printed, not stored): the same math in float32, for test tolerances.
+        global F64
+        saved, F64 = F64, torch.float32       # forward() and rope_inv_freq() build in F64
+        try:
+            n32, p32, _, lf32 = train_case(cfg, W0, ad0, torch.float32)
+            l32 = lf32()
+            g32 = [torch.zeros_like(p) if g is None else g
+                   for p, g in zip(p32, torch.autograd.grad(l32, p32, allow_unused=True))]
+            adamw32 = adamw_run(cfg, W0, ad0, dtype=torch.float32)
+            sgd32, norms32 = sgd_run(cfg, W0, ad0, dtype=torch.float32)
+        finally:
+            F64 = saved
+        g_rel = max(float((a.double() - b).abs().max() / b.abs().max())
+                    for a, b in zip(g32, grads) if bool((b != 0).any()))
+        gmax = max(float(gr.abs().max()) for gr in grads)
+        g_absmax = max(float((a.double() - b).abs().max()) for a, b in zip(g32, grads))
+        print(f"{case}: {len(names)} tensors, {sum(p.numel() for p in params)} parameters; "
+              f"loss {loss.item():.6f}; max|grad| {gmax:.4g}; grad norm {norms[0]:.4g}")
+        print(f"  finite differences: {fd_n} elements, max rel err {fd_rel:.1e}, "
+              f"{fd_big:.1e} where |grad| >= 1e-3 max|grad|, max abs err {fd_abs:.1e}; "
+              f"torch.optim == formulas (max rel diff {d_opt:.1e})")
+        if unused:
+            print(f"  gradient exactly 0 (only feed the dropped last carry): {sorted(unused)}")
+        print(f"  adamw_losses {' '.join(f'{x:.6f}' for x in adamw)}")
+        print(f"  sgd_losses   {' '.join(f'{x:.6f}' for x in sgd)}")
+        print(f"  grad_norms   {' '.join(f'{x:.6f}' for x in norms)}")
+        print(f"  float32 twin: |loss diff| {abs(l32.item() - loss.item()):.1e}, grads max abs "
+              f"diff {g_absmax:.1e} (max per-tensor diff / max|grad| {g_rel:.1e})\n"
+              f"    |adamw_losses diff| per entry "
+              f"{' '.join(f'{x:.1e}' for x in np.abs(np.array(adamw32) - adamw))}\n"
+              f"    |sgd_losses diff| {np.abs(np.array(sgd32) - sgd).max():.1e}, "
+              f"|grad_norms diff| {np.abs(np.array(norms32) - norms).max():.1e}")
+        if ad0 is None:
+            # Sensitivity: the bugs the full case must catch.
+            emb = "model.embed_tokens.weight"
+            both = grads[names.index(emb)]
+            W1 = dict(W0)
+            W1["lm_head.weight"] = W0[emb].clone()          # the head's use held constant
+            pe = W0[emb].clone().requires_grad_(True)
+            W1[emb] = pe
+            ge = torch.autograd.grad(batch_loss(cfg, W1, tokens, labels), pe)[0]
+            wrong = adamw_run(cfg, W0, None, decay_rule=lambda n, p: True)
+            noclip = sgd_run(cfg, W0, None, clip=False)[0]
+            print(f"  sensitivity: embedding grad with only the lookup use: max diff "
+                  f"{float((both - ge).abs().max()):.3g}, only the LM head use: "
+                  f"{float(ge.abs().max()):.3g}; adamw decay on the norms too: adamw_losses "
+                  f"move {np.abs(np.array(wrong) - adamw).max():.2e}; no clipping: sgd_losses "
+                  f"move {np.abs(np.array(noclip) - sgd).max():.3g}")
+        summary.append((case, loss.item(), gmax, fd_rel, fd_big, fd_abs, os.path.getsize(path)))
+    print("case        loss       max|grad|   fd rel err (all / |g| >= 1e-3 max)  abs err   bytes")
+    for case, l, gm, fr, fb, fa, size in summary:
+        print(f"{case:10s}  {l:.6f}   {gm:.4e}   {fr:.1e} / {fb:.1e}                 "
+              f"{fa:.1e}   {size}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1019,6 +1417,12 @@ def main():
     p.add_argument("--out", default=None,
                    help="output folder (default: <repo>/tests/fixtures/tiny_llama/adapters)")
     p.set_defaults(fn=cmd_adapter_golden)
+    p = sub.add_parser("train-golden",
+                       help="regenerate tests/fixtures/tiny_llama/train/<case>: loss, grads, "
+                       "AdamW and SGD runs")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: <repo>/tests/fixtures/tiny_llama/train)")
+    p.set_defaults(fn=cmd_train_golden)
     a = ap.parse_args()
     torch.set_num_threads(1)  # deterministic reductions
     a.fn(a)

@@ -20,8 +20,12 @@ void add_logits(CLI::App& app, Action& action);
 void add_tokenize(CLI::App& app, Action& action);
 void add_bench(CLI::App& app, Action& action);
 void add_score(CLI::App& app, Action& action);
+void add_eval(CLI::App& app, Action& action);
 void add_init_adapter(CLI::App& app, Action& action);
 void add_merge(CLI::App& app, Action& action);
+void add_data(CLI::App& app, Action& action);
+void add_tokenizer(CLI::App& app, Action& action);
+void add_train(CLI::App& app, Action& action);
 
 void add_mmap_option(CLI::App* cmd, bool& mmap);
 // --adapter DIR and --lora-variant lora|pf-lora|lora-merged.

@@ -17,8 +17,12 @@ int main(int argc, char** argv) {
   flora::cli::add_tokenize(app, action);
   flora::cli::add_bench(app, action);
   flora::cli::add_score(app, action);
+  flora::cli::add_eval(app, action);
   flora::cli::add_init_adapter(app, action);
   flora::cli::add_merge(app, action);
+  flora::cli::add_data(app, action);
+  flora::cli::add_tokenizer(app, action);
+  flora::cli::add_train(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -93,14 +93,6 @@ std::string read_prompt(const std::string& prompt, const std::string& prompt_fil
   return prompt;
 }
 
-// Stop tokens: the config's eos ids and the tokenizer's end-of-turn tokens.
-std::vector<int32_t> stop_ids(const LlamaConfig& config, const Tokenizer& tok) {
-  std::vector<int32_t> ids(config.eos_token_ids.begin(), config.eos_token_ids.end());
-  for (int32_t id : tok.eos_ids())
-    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
-  return ids;
-}
-
 }  // namespace
 
 void add_generate(CLI::App& app, Action& action) {
@@ -159,7 +151,7 @@ void add_generate(CLI::App& app, Action& action) {
       StreamDecoder decoder(tok, /*skip_special=*/false);
       print(text);
       const GenerationStats s =
-          generate(forward, prompt, o->n, sampler, o->ignore_eos ? std::vector<int32_t>{} : stop_ids(cfg, tok),
+          generate(forward, prompt, o->n, sampler, o->ignore_eos ? std::vector<int32_t>{} : stop_token_ids(cfg, tok),
                    [&](int32_t id) { print(decoder.push(id)); });
       print(decoder.flush() + "\n");
       std::fprintf(stderr,

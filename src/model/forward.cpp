@@ -45,23 +45,34 @@ KVCache::KVCache(const LlamaConfig& c, int64_t capacity)
       v_(static_cast<size_t>(c.num_hidden_layers * capacity * c.kv_dim())) {}
 
 Forward::Forward(const LlamaModel& model, ThreadPool& pool, int64_t context, const AdapterExec* adapter,
-                 const std::vector<LayerWeights>* layers)
+                 const std::vector<LayerWeights>* layers, int slots)
     : model_(model),
       cfg_(model.config()),
       pool_(pool),
-      cache_(model.config(), context),
       inv_freq_(rope_inverse_frequencies(model.config())),
       adapter_(adapter),
       layers_(layers ? *layers : model.layers()) {
   if (context <= 0) fail("context must be positive, got {}", context);
   if (context > cfg_.max_position_embeddings)
     fail("context {} exceeds the model's max_position_embeddings {}", context, cfg_.max_position_embeddings);
+  if (slots <= 0) fail("slots must be positive, got {}", slots);
   FLORA_ASSERT(static_cast<int64_t>(layers_.size()) == cfg_.num_hidden_layers);
   if (adapter_) FLORA_ASSERT(static_cast<int64_t>(adapter_->layers.size()) == cfg_.num_hidden_layers);
+  caches_.reserve(slots);
+  for (int i = 0; i < slots; ++i) caches_.emplace_back(model.config(), context);
+  slot_used_.assign(slots, 0);
   scores_.resize(static_cast<size_t>(pool.size()) * context);
+  block_scores_.resize(static_cast<size_t>(pool.size()) * kQueryBlock * context);
 }
 
-void Forward::ensure_buffers(int64_t T, bool all_logits) {
+void Forward::truncate(int slot, int64_t n) {
+  if (slot < 0 || slot >= slots()) fail("slot {}: expected 0..{}", slot, slots() - 1);
+  if (n < 0 || n > caches_[slot].size())
+    fail("slot {}: cannot truncate to {} positions, it holds {}", slot, n, caches_[slot].size());
+  caches_[slot].set_size(n);
+}
+
+void Forward::ensure_buffers(int64_t T, int64_t n_out) {
   if (T > capacity_T_) {
     const int64_t d = cfg_.hidden_size, f = cfg_.intermediate_size;
     x_.resize(T * d);
@@ -82,7 +93,7 @@ void Forward::ensure_buffers(int64_t T, bool all_logits) {
     capacity_T_ = T;
   }
   if (adapter_) z_stride_ = static_cast<size_t>(T * adapter_->rank);
-  logits_.resize((all_logits ? T : 1) * cfg_.vocab_size);
+  logits_.resize(n_out * cfg_.vocab_size);
 }
 
 void Forward::flora_entry_z(int t, const AdapterExec::Layer& a, std::initializer_list<Target> targets, const float* u,
@@ -142,7 +153,9 @@ void Forward::lora_unfused(const AdapterExec::Layer& a, Target m, const float* u
   });
 }
 
-void Forward::rope_and_cache(int64_t layer, int64_t h, int64_t T, int64_t p0) {
+// RoPE and the cache write of head h (of the stack [q; k; v]) for every row:
+// each row at its own position, into its own sequence's slot.
+void Forward::rope_and_cache(int64_t layer, int64_t h, int64_t T) {
   const int64_t hd = cfg_.head_dim, half = hd / 2, ld = cfg_.q_dim() + 2 * cfg_.kv_dim();
   const int64_t nq = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads;
   if (h < nq + nkv) {  // RoPE (rotate-half pairs (j, j + hd/2)) on q and k heads
@@ -162,7 +175,8 @@ void Forward::rope_and_cache(int64_t layer, int64_t h, int64_t T, int64_t p0) {
     const int64_t kv_head = is_k ? h - nq : h - nq - nkv;
     for (int64_t i = 0; i < T; ++i) {
       const float* src = qkv_.data() + i * ld + h * hd;
-      float* dst = (is_k ? cache_.k(layer, p0 + i) : cache_.v(layer, p0 + i)) + kv_head * hd;
+      KVCache& cache = caches_[segments_[row_segment_[i]].slot];
+      float* dst = (is_k ? cache.k(layer, row_pos_[i]) : cache.v(layer, row_pos_[i])) + kv_head * hd;
       std::copy(src, src + hd, dst);
     }
   }
@@ -171,7 +185,7 @@ void Forward::rope_and_cache(int64_t layer, int64_t h, int64_t T, int64_t p0) {
 // Region 1: RMSNorm, the fused q|k|v product, RoPE and the KV cache write.
 // Threads own whole heads of the stacked q|k|v rows, so RoPE and the cache
 // write need no further synchronisation.
-void Forward::attention_entry(int64_t layer, int64_t T, int64_t p0) {
+void Forward::attention_entry(int64_t layer, int64_t T) {
   const LayerWeights& w = layers_[layer];
   const int64_t d = cfg_.hidden_size, hd = cfg_.head_dim, ld = cfg_.q_dim() + 2 * cfg_.kv_dim();
   const int64_t heads_total = cfg_.num_attention_heads + 2 * cfg_.num_key_value_heads;
@@ -204,7 +218,7 @@ void Forward::attention_entry(int64_t layer, int64_t T, int64_t p0) {
         base += m->rows;
       }
       if (!lora)
-        for (int64_t h = h0; h < h1; ++h) rope_and_cache(layer, h, T, p0);
+        for (int64_t h = h0; h < h1; ++h) rope_and_cache(layer, h, T);
     }
     int64_t j0, j1;
     while (a_rows.next(j0, j1)) {
@@ -238,81 +252,83 @@ void Forward::attention_entry(int64_t layer, int64_t T, int64_t p0) {
                              a->B[index(m)], r0, r1, true);
         }
       }
-      for (int64_t h = h0; h < h1; ++h) rope_and_cache(layer, h, T, p0);
+      for (int64_t h = h0; h < h1; ++h) rope_and_cache(layer, h, T);
     }
   });
 }
 
-// Region 2, prefill: work items are (head, block of kQueryBlock queries).
+// Region 2 for a block of queries of a segment longer than one row (prefill):
 // S = Q K^T over the positions the block's last query sees (one product on the
 // matrix kernel), then the causal softmax by row and O = P V row by row.
-void Forward::attention_blocked(int64_t layer, int64_t T, int64_t p0) {
+// S: (kQueryBlock, context) with row stride context, this thread's.
+void Forward::attention_block(int64_t layer, const Segment& s, const AttentionItem& item, float* S) {
   const int64_t hd = cfg_.head_dim, qd = cfg_.q_dim(), ld = qd + 2 * cfg_.kv_dim(), kvd = cfg_.kv_dim();
-  const int64_t heads = cfg_.num_attention_heads, group = heads / cfg_.num_key_value_heads;
-  const int64_t ctx = cache_.capacity(), blocks = (T + kQueryBlock - 1) / kQueryBlock;
+  const int64_t group = cfg_.num_attention_heads / cfg_.num_key_value_heads, ctx = context();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  block_scores_.resize(static_cast<size_t>(pool_.size()) * kQueryBlock * ctx);
-  WorkChunks items(heads * blocks, 1);
-  pool_.run([&](int t, int) {
-    float* S = block_scores_.data() + static_cast<size_t>(t) * kQueryBlock * ctx;  // (tq, n), row stride ctx
-    int64_t w0, w1;
-    while (items.next(w0, w1))
-      for (int64_t item = w0; item < w1; ++item) {
-        const int64_t h = item / blocks, i0 = (item % blocks) * kQueryBlock, tq = std::min(kQueryBlock, T - i0);
-        const int64_t kv_off = (h / group) * hd, n = p0 + i0 + tq;  // positions the last query sees
-        const MatrixRef K{cache_.k(layer, 0) + kv_off, DType::F32, n, hd, kvd};
-        ops::matmul_rows(S, ctx, qkv_.data() + i0 * ld + h * hd, ld, tq, K, 0, n, false);
-        for (int64_t i = 0; i < tq; ++i) {
-          float* row = S + i * ctx;
-          const int64_t visible = p0 + i0 + i + 1;
-          float mx = -INFINITY;
-          for (int64_t p = 0; p < visible; ++p) mx = std::max(mx, row[p] *= scale);
-          float sum = 0;
-          for (int64_t p = 0; p < visible; ++p) sum += (row[p] = std::exp(row[p] - mx));
-          const float inv = 1.0f / sum;
-          for (int64_t p = 0; p < visible; ++p) row[p] *= inv;
-        }
-        for (int64_t i = 0; i < tq; ++i) {  // O = P V, row by row over the visible positions
-          float* out = att_.data() + (i0 + i) * qd + h * hd;
-          std::fill(out, out + hd, 0.0f);
-          const float* row = S + i * ctx;
-          for (int64_t p = 0, visible = p0 + i0 + i + 1; p < visible; ++p)
-            ops::axpy(row[p], cache_.v(layer, p) + kv_off, out, hd);
-        }
-      }
-  });
+  KVCache& cache = caches_[s.slot];
+  const int64_t h = item.head, i0 = item.i0, tq = item.tq, p0 = s.p0;
+  const int64_t kv_off = (h / group) * hd, n = p0 + i0 + tq;  // positions the last query sees
+  const MatrixRef K{cache.k(layer, 0) + kv_off, DType::F32, n, hd, kvd};
+  ops::matmul_rows(S, ctx, qkv_.data() + (s.row0 + i0) * ld + h * hd, ld, tq, K, 0, n, false);
+  for (int64_t i = 0; i < tq; ++i) {
+    float* row = S + i * ctx;
+    const int64_t visible = p0 + i0 + i + 1;
+    float mx = -INFINITY;
+    for (int64_t p = 0; p < visible; ++p) mx = std::max(mx, row[p] *= scale);
+    float sum = 0;
+    for (int64_t p = 0; p < visible; ++p) sum += (row[p] = std::exp(row[p] - mx));
+    const float inv = 1.0f / sum;
+    for (int64_t p = 0; p < visible; ++p) row[p] *= inv;
+  }
+  for (int64_t i = 0; i < tq; ++i) {  // O = P V, row by row over the visible positions
+    float* out = att_.data() + (s.row0 + i0 + i) * qd + h * hd;
+    std::fill(out, out + hd, 0.0f);
+    const float* row = S + i * ctx;
+    for (int64_t p = 0, visible = p0 + i0 + i + 1; p < visible; ++p)
+      ops::axpy(row[p], cache.v(layer, p) + kv_off, out, hd);
+  }
 }
 
-// Region 2: causal grouped-query attention of the T new queries over all
-// cached positions. Work items are (head, query) pairs.
-void Forward::attention(int64_t layer, int64_t T, int64_t p0) {
-  if (T > 1) {
-    attention_blocked(layer, T, p0);
-    return;
-  }
+// Region 2 for a segment of one row (decode): one query of head h over all
+// the positions of its slot. scores: (context), this thread's.
+void Forward::attention_row(int64_t layer, const Segment& s, int64_t h, float* scores) {
   const int64_t hd = cfg_.head_dim, qd = cfg_.q_dim(), ld = qd + 2 * cfg_.kv_dim();
-  const int64_t heads = cfg_.num_attention_heads, group = heads / cfg_.num_key_value_heads;
+  const int64_t group = cfg_.num_attention_heads / cfg_.num_key_value_heads, kv_off = (h / group) * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  WorkChunks items(heads * T, T == 1 ? 1 : 8);
+  KVCache& cache = caches_[s.slot];
+  const float* q = qkv_.data() + s.row0 * ld + h * hd;
+  const int64_t n = s.p0 + 1;  // positions visible to this query
+  float mx = -INFINITY;
+  for (int64_t p = 0; p < n; ++p) {
+    scores[p] = ops::dot(q, cache.k(layer, p) + kv_off, hd) * scale;
+    mx = std::max(mx, scores[p]);
+  }
+  float sum = 0;
+  for (int64_t p = 0; p < n; ++p) sum += (scores[p] = std::exp(scores[p] - mx));
+  float* out = att_.data() + s.row0 * qd + h * hd;
+  std::fill(out, out + hd, 0.0f);
+  const float inv = 1.0f / sum;
+  for (int64_t p = 0; p < n; ++p) ops::axpy(scores[p] * inv, cache.v(layer, p) + kv_off, out, hd);
+}
+
+// Region 2: causal grouped-query attention of every row over the cached
+// positions of its own sequence. Work items (built once per call): (segment,
+// head) for single rows, (segment, head, block of kQueryBlock queries) for
+// longer segments.
+void Forward::attention(int64_t layer) {
+  WorkChunks items(static_cast<int64_t>(attention_items_.size()), 1);
   pool_.run([&](int t, int) {
-    float* scores = scores_.data() + static_cast<size_t>(t) * cache_.capacity();
+    float* scores = scores_.data() + static_cast<size_t>(t) * context();
+    float* S = block_scores_.data() + static_cast<size_t>(t) * kQueryBlock * context();
     int64_t w0, w1;
     while (items.next(w0, w1))
-      for (int64_t item = w0; item < w1; ++item) {
-        const int64_t h = item / T, i = item % T, kv_off = (h / group) * hd;
-        const float* q = qkv_.data() + i * ld + h * hd;
-        const int64_t n = p0 + i + 1;  // positions visible to this query
-        float mx = -INFINITY;
-        for (int64_t p = 0; p < n; ++p) {
-          scores[p] = ops::dot(q, cache_.k(layer, p) + kv_off, hd) * scale;
-          mx = std::max(mx, scores[p]);
-        }
-        float sum = 0;
-        for (int64_t p = 0; p < n; ++p) sum += (scores[p] = std::exp(scores[p] - mx));
-        float* out = att_.data() + i * qd + h * hd;
-        std::fill(out, out + hd, 0.0f);
-        const float inv = 1.0f / sum;
-        for (int64_t p = 0; p < n; ++p) ops::axpy(scores[p] * inv, cache_.v(layer, p) + kv_off, out, hd);
+      for (int64_t w = w0; w < w1; ++w) {
+        const AttentionItem& item = attention_items_[w];
+        const Segment& s = segments_[item.segment];
+        if (s.n == 1)
+          attention_row(layer, s, item.head, scores);
+        else
+          attention_block(layer, s, item, S);
       }
   });
 }
@@ -428,25 +444,72 @@ void Forward::ffn_entry(int64_t layer, int64_t T) {
 
 const float* Forward::forward(const int32_t* tokens, int64_t T, bool all_logits) {
   if (T <= 0) fail("forward: no tokens given");
-  const int64_t p0 = cache_.size();
-  if (p0 + T > cache_.capacity())
-    fail("context is full: {} cached + {} new tokens exceed the context of {}", p0, T, cache_.capacity());
-  const uint64_t sync0 = pool_.sync_points();
-  ensure_buffers(T, all_logits);
-  const int64_t d = cfg_.hidden_size, f = cfg_.intermediate_size, V = cfg_.vocab_size;
-  for (int64_t i = 0; i < T; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= V)
-      fail("token id {} at position {} is outside the vocabulary [0, {})", tokens[i], p0 + i, V);
-    embedding_row(model_.embed(), tokens[i], x_.data() + i * d);
+  return run({Chunk{0, tokens, T}}, all_logits);
+}
+
+const float* Forward::forward_batch(const std::vector<Chunk>& chunks, bool all_logits) {
+  if (chunks.empty()) fail("forward_batch: no chunks given");
+  return run(chunks, all_logits);
+}
+
+const float* Forward::run(const std::vector<Chunk>& chunks, bool all_logits) {
+  // Check everything before any state changes, so that a refused call leaves the caches as they were.
+  const int64_t V = cfg_.vocab_size;
+  int64_t T = 0;
+  std::fill(slot_used_.begin(), slot_used_.end(), 0);
+  for (const Chunk& c : chunks) {
+    if (c.slot < 0 || c.slot >= slots()) fail("forward: slot {}: expected 0..{}", c.slot, slots() - 1);
+    if (slot_used_[c.slot]) fail("forward: slot {} appears twice in one call", c.slot);
+    slot_used_[c.slot] = 1;
+    if (c.n <= 0) fail("forward: slot {}: no tokens given", c.slot);
+    const int64_t p0 = caches_[c.slot].size();
+    if (p0 + c.n > context())
+      fail("{}context is full: {} cached + {} new tokens exceed the context of {}",
+           slots() > 1 ? fmt::format("slot {}: ", c.slot) : "", p0, c.n, context());
+    for (int64_t i = 0; i < c.n; ++i)
+      if (c.tokens[i] < 0 || c.tokens[i] >= V)
+        fail("token id {} at position {} is outside the vocabulary [0, {})", c.tokens[i], p0 + i, V);
+    T += c.n;
   }
-  // RoPE angles of the new positions, in double: pos * inv_freq reaches 1e5
+  const uint64_t sync0 = pool_.sync_points();
+  const int64_t d = cfg_.hidden_size, f = cfg_.intermediate_size, half = cfg_.head_dim / 2;
+  const int64_t heads = cfg_.num_attention_heads;
+
+  // The call's layout: segments, each row's segment and position, attention
+  // items and the rows whose logits are returned.
+  segments_.clear();
+  row_segment_.resize(T);
+  row_pos_.resize(T);
+  attention_items_.clear();
+  out_rows_.clear();
+  int64_t row = 0;
+  for (const Chunk& c : chunks) {
+    const int32_t seg = static_cast<int32_t>(segments_.size());
+    const int64_t p0 = caches_[c.slot].size();
+    segments_.push_back({c.slot, row, c.n, p0});
+    for (int64_t i = 0; i < c.n; ++i) {
+      row_segment_[row + i] = seg;
+      row_pos_[row + i] = p0 + i;
+      if (all_logits) out_rows_.push_back(row + i);
+    }
+    if (!all_logits) out_rows_.push_back(row + c.n - 1);
+    const int64_t block = c.n == 1 ? 1 : kQueryBlock;
+    for (int32_t h = 0; h < heads; ++h)
+      for (int64_t i0 = 0; i0 < c.n; i0 += block) attention_items_.push_back({seg, h, i0, std::min(block, c.n - i0)});
+    row += c.n;
+  }
+  const int64_t n_out = static_cast<int64_t>(out_rows_.size());
+  ensure_buffers(T, n_out);
+  row = 0;
+  for (const Chunk& c : chunks)
+    for (int64_t i = 0; i < c.n; ++i) embedding_row(model_.embed(), c.tokens[i], x_.data() + row++ * d);
+  // RoPE angles of each row's position, in double: pos * inv_freq reaches 1e5
   // radians at long contexts, where f32 would lose the phase.
-  const int64_t half = cfg_.head_dim / 2;
   rope_cos_.resize(T * half);
   rope_sin_.resize(T * half);
   for (int64_t i = 0; i < T; ++i)
     for (int64_t j = 0; j < half; ++j) {
-      const double angle = static_cast<double>(p0 + i) * inv_freq_[j];
+      const double angle = static_cast<double>(row_pos_[i]) * inv_freq_[j];
       rope_cos_[i * half + j] = static_cast<float>(std::cos(angle));
       rope_sin_[i * half + j] = static_cast<float>(std::sin(angle));
     }
@@ -455,24 +518,23 @@ const float* Forward::forward(const int32_t* tokens, int64_t T, bool all_logits)
 
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     const LayerWeights& w = layers_[l];
-    attention_entry(l, T, p0);
-    attention(l, T, p0);
+    attention_entry(l, T);
+    attention(l);
     exit_product(l, Target::O, w.o, att_.data(), cfg_.q_dim(), T);
     ffn_entry(l, T);
     exit_product(l, Target::Down, w.down, gate_.data(), f, T);
   }
 
-  // Final norm and LM head, for the last token or for all of them.
-  const int64_t first = all_logits ? 0 : T - 1, n_out = T - first;
+  // Final norm and LM head, for the rows asked for (each segment's last, or all).
   WorkChunks vocab_rows(V, 512);
   pool_.run([&](int t, int) {
     float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
     for (int64_t i = 0; i < n_out; ++i)
-      ops::rmsnorm(xn + i * d, x_.data() + (first + i) * d, model_.final_norm().data(), d, float(cfg_.rms_norm_eps));
+      ops::rmsnorm(xn + i * d, x_.data() + out_rows_[i] * d, model_.final_norm().data(), d, float(cfg_.rms_norm_eps));
     int64_t r0, r1;
     while (vocab_rows.next(r0, r1)) ops::matmul_rows(logits_.data(), V, xn, d, n_out, model_.lm_head(), r0, r1, false);
   });
-  cache_.set_size(p0 + T);
+  for (const Segment& s : segments_) caches_[s.slot].set_size(s.p0 + s.n);
   last_sync_points_ = pool_.sync_points() - sync0;
   return logits_.data();
 }

@@ -2,6 +2,16 @@
 // tokens at the positions after those already in the KV cache; T > 1 runs the
 // products as matrix-matrix blocks, T = 1 as matrix-vector.
 //
+// Batched: a Forward can hold several KV-cache slots (independent sequences),
+// and one call (forward_batch) can run rows of several of them: a prompt being
+// prefilled in one slot beside single decode rows of others. The T rows of the
+// call, whatever sequence they belong to, go through every product together
+// (one read of the weights for all of them; adapters included, whose terms are
+// per row); only RoPE (each row's own position), the KV-cache write (its own
+// slot) and attention (over its own slot's cache) look at the sequence. A row's
+// arithmetic does not depend on the other rows of the call, so a batched
+// sequence gets the same logits, bit for bit, as it gets alone.
+//
 // Per layer, five parallel regions (synchronisation points):
 //   1. RMSNorm (each thread its own copy) -> fused q|k|v product -> RoPE -> KV cache
 //   2. attention (heads x query tokens)
@@ -45,28 +55,66 @@ class KVCache {
 
 class Forward {
  public:
-  // context: the most positions this sequence will hold (prompt + generated).
+  // context: the most positions a sequence will hold (prompt + generated).
   // adapter: optional, not owned, must outlive the Forward. layers: optional
   // replacement of the model's layer weights (a merged LoRA), not owned.
+  // slots: KV caches of that many independent sequences, `context` positions each.
   Forward(const LlamaModel& model, ThreadPool& pool, int64_t context, const AdapterExec* adapter = nullptr,
-          const std::vector<LayerWeights>* layers = nullptr);
+          const std::vector<LayerWeights>* layers = nullptr, int slots = 1);
 
-  // Runs `tokens` (T of them) after the cached positions and returns the
-  // logits: of the last token (V) or, with all_logits, of every token (T, V).
+  // Runs `tokens` (T of them) after the positions cached in slot 0 and returns
+  // the logits: of the last token (V) or, with all_logits, of every token (T, V).
   const float* forward(const int32_t* tokens, int64_t T, bool all_logits);
+
+  // One sequence's share of a batched call: n new tokens of KV-cache slot
+  // `slot`, at the positions after those cached there.
+  struct Chunk {
+    int slot = 0;
+    const int32_t* tokens = nullptr;
+    int64_t n = 0;
+  };
+  // Runs the chunks (distinct slots) as one pass over the weights and returns
+  // the logits of each chunk's last token, (chunks, V) in the order given, or
+  // with all_logits of every token, (sum of n, V) chunk after chunk. The
+  // pointer is valid until the next call.
+  const float* forward_batch(const std::vector<Chunk>& chunks, bool all_logits);
+
   const LlamaConfig& config() const { return cfg_; }
-  int64_t position() const { return cache_.size(); }
-  int64_t context() const { return cache_.capacity(); }
-  void reset() { cache_.set_size(0); }
+  int slots() const { return static_cast<int>(caches_.size()); }
+  int64_t position(int slot = 0) const { return caches_.at(slot).size(); }
+  int64_t context() const { return caches_[0].capacity(); }
+  // Forgets the positions of `slot` from n on (n <= position(slot)): the next
+  // call continues at n, as if only the first n tokens had been run.
+  void truncate(int slot, int64_t n);
+  void reset(int slot) { truncate(slot, 0); }
+  void reset() {  // every slot
+    for (auto& c : caches_) c.set_size(0);
+  }
   // Synchronisation points of the last forward() call.
   uint64_t last_sync_points() const { return last_sync_points_; }
 
  private:
-  void ensure_buffers(int64_t T, bool all_logits);
-  void attention_entry(int64_t layer, int64_t T, int64_t p0);
-  void rope_and_cache(int64_t layer, int64_t head, int64_t T, int64_t p0);
-  void attention(int64_t layer, int64_t T, int64_t p0);
-  void attention_blocked(int64_t layer, int64_t T, int64_t p0);
+  // The rows of one call that belong to one sequence: rows [row0, row0 + n)
+  // of the activations, at positions p0.. of slot `slot`.
+  struct Segment {
+    int slot;
+    int64_t row0, n, p0;
+  };
+  // A work item of attention: queries [i0, i0 + tq) of a segment, one head.
+  struct AttentionItem {
+    int32_t segment, head;
+    int64_t i0, tq;
+  };
+
+  const float* run(const std::vector<Chunk>& chunks, bool all_logits);
+  void ensure_buffers(int64_t T, int64_t n_out);
+  void attention_entry(int64_t layer, int64_t T);
+  void rope_and_cache(int64_t layer, int64_t head, int64_t T);
+  void attention(int64_t layer);
+  // A segment of one row (decode): dot products over its cached positions.
+  void attention_row(int64_t layer, const Segment& s, int64_t head, float* scores);
+  // A block of queries of a longer segment (prefill): S = Q K^T as one product.
+  void attention_block(int64_t layer, const Segment& s, const AttentionItem& item, float* S);
   void ffn_entry(int64_t layer, int64_t T);
   // Exit product x += W u (+ adapter) for o (u = att) or down (u = h).
   void exit_product(int64_t layer, Target m, const MatrixRef& w, const float* u, int64_t ld_u, int64_t T);
@@ -83,7 +131,7 @@ class Forward {
   const LlamaModel& model_;
   const LlamaConfig& cfg_;
   ThreadPool& pool_;
-  KVCache cache_;
+  std::vector<KVCache> caches_;   // (slots)
   std::vector<double> inv_freq_;  // (head_dim / 2)
   int64_t capacity_T_ = 0;
   // Activations of the T tokens in flight:
@@ -97,6 +145,14 @@ class Forward {
   std::vector<float> block_scores_;         // (threads, kQueryBlock, context) prefill: scores of a block of queries
   std::vector<float> logits_;               // (T or 1, V)
   std::vector<float> rope_cos_, rope_sin_;  // (T, head_dim / 2) for the positions in flight
+  // The call in flight: its segments, each row's segment and position, the
+  // attention work items, and the rows whose logits are returned.
+  std::vector<Segment> segments_;
+  std::vector<int32_t> row_segment_;  // (T)
+  std::vector<int64_t> row_pos_;      // (T)
+  std::vector<AttentionItem> attention_items_;
+  std::vector<int64_t> out_rows_;  // (n_out)
+  std::vector<char> slot_used_;    // (slots) scratch of the distinct-slot check
   const AdapterExec* adapter_ = nullptr;
   const std::vector<LayerWeights>& layers_;
   // Adapter state, r = adapter rank (all (T, r) row-major):

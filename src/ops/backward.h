@@ -39,7 +39,8 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 //   P = softmax(q k^T / sqrt(hd)) with row i seeing positions 0..i, out = P v.
 // q (T, hd) row stride ld_q; k, v (T, hd) row stride ld_kv; out (T, hd) row
 // stride ld_out, overwritten; P (T, T) saved for the backward (zeros above the
-// diagonal). scratch: attention_scratch_floats(T, hd) floats.
+// diagonal). scratch: attention_scratch_floats(T, hd) floats, contents
+// ignored (the forward uses hd * T of them, the backward all).
 void attention_forward(float* out, int64_t ld_out, float* P, const float* q, int64_t ld_q, const float* k,
                        const float* v, int64_t ld_kv, int64_t T, int64_t hd, float* scratch);
 // dq, dk, dv += the gradients, from dout (T, hd) row stride ld_dout and the
@@ -53,6 +54,7 @@ int64_t attention_scratch_floats(int64_t T, int64_t hd);
 // Cross-entropy of one row of logits (V) against `target`, fused with its
 // backward: returns loss = logsumexp(logits) - logits[target] (as double) and
 // overwrites logits with d loss/d logits * grad_scale = (softmax - onehot) * grad_scale.
+// A target outside [0, V) is an error (flora::fail), for both functions.
 double cross_entropy_forward_backward(float* logits, int64_t V, int32_t target, float grad_scale);
 // The same loss without the gradient; logits are left unchanged.
 double cross_entropy_forward(const float* logits, int64_t V, int32_t target);

@@ -1,0 +1,719 @@
+#include "model/train_pass.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "ops/backward.h"
+#include "util/error.h"
+#include "util/random.h"
+
+namespace flora {
+
+namespace {
+
+// Output rows per chunk of a product: a multiple of the 4-row register block.
+constexpr int64_t kRowChunk = 64;
+// Rows of the LM head's logits computed at once: (kHeadRows, V) floats, 33 MB
+// at Llama 3's vocabulary, instead of the whole (N, V).
+constexpr int64_t kHeadRows = 64;
+
+// A matrix transposed once and kept: W^T (cols, rows) in W's dtype.
+struct Transposed {
+  std::vector<uint8_t> bytes;
+  MatrixRef ref;
+};
+
+void transpose_into(Transposed& out, const MatrixRef& w, ThreadPool& pool) {
+  const size_t es = dtype_size(w.dtype);
+  out.bytes.resize(static_cast<size_t>(w.rows * w.cols) * es);
+  const uint8_t* src = static_cast<const uint8_t*>(w.data);
+  uint8_t* dst = out.bytes.data();
+  const int64_t rows = w.rows, cols = w.cols, ld = w.row_stride();
+  // Blocks of 64 x 64 so that both sides stay in cache.
+  WorkChunks col_blocks((cols + 63) / 64, 1);
+  pool.run([&](int, int) {
+    int64_t b0, b1;
+    while (col_blocks.next(b0, b1))
+      for (int64_t r0 = 0; r0 < rows; r0 += 64)
+        for (int64_t c = b0 * 64; c < std::min(cols, b1 * 64); ++c)
+          for (int64_t r = r0; r < std::min(rows, r0 + 64); ++r)
+            std::memcpy(dst + (c * rows + r) * es, src + (r * ld + c) * es, es);
+  });
+  out.ref = MatrixRef{out.bytes.data(), w.dtype, cols, rows, 0};
+}
+
+MatrixRef f32_ref(const float* data, int64_t rows, int64_t cols, int64_t stride = 0) {
+  return MatrixRef{data, DType::F32, rows, cols, stride};
+}
+
+}  // namespace
+
+TrainWeights train_weights_of(const LlamaModel& model) {
+  TrainWeights w;
+  w.embed = model.embed();
+  w.lm_head = model.lm_head();
+  w.tied = model.config().tie_word_embeddings;
+  w.final_norm = model.final_norm().data();
+  for (const LayerWeights& l : model.layers())
+    w.layers.push_back(TrainLayer{l.q, l.k, l.v, l.o, l.gate, l.up, l.down, l.attn_norm.data(), l.ffn_norm.data()});
+  return w;
+}
+
+// Activations of one layer that the backward reads. Shapes with N = B T rows.
+struct LayerSaved {
+  std::vector<float> x;       // (N, d) the layer's input (residual stream)
+  std::vector<float> rstd1;   // (N)
+  std::vector<float> xn1;     // (N, d) RMSNorm(x)
+  std::vector<float> qkv;     // (N, q_dim + 2 kv_dim) q and k after RoPE, v
+  std::vector<float> P;       // (B, heads, T, T) attention probabilities
+  std::vector<float> att;     // (N, q_dim) attention output
+  std::vector<float> x_mid;   // (N, d) residual after attention
+  std::vector<float> rstd2;   // (N)
+  std::vector<float> xn2;     // (N, d)
+  std::vector<float> gate;    // (N, f) gate product (with adapter), before SiLU
+  std::vector<float> up;      // (N, f)
+  std::vector<float> h;       // (N, f) SiLU(gate) * up
+  std::array<std::vector<float>, kTargets> z;  // (N, r) A_m drop(u) per target with A (LoRA: for dB)
+  std::array<std::vector<float>, 2> zsum;      // (N, r) FLoRA: z of the sub-block before phi
+  std::array<std::vector<float>, 2> p;         // (N, r) FLoRA: phi(z)
+};
+
+struct TrainPass::State {
+  const LlamaConfig& cfg;
+  ThreadPool& pool;
+  TrainWeights w;
+  const TrainGrads* grads;
+  const Adapter* adapter;
+  Adapter* adapter_grads;
+  int64_t max_rows;
+  float dropout = 0;
+  uint64_t dropout_seed = 0;
+  bool keep_logits = false;
+  std::vector<float> logits;  // (N, V) when keep_logits
+
+  // Sizes of the run in flight.
+  int64_t B = 0, T = 0, N = 0;
+  int64_t d, f, qd, kvd, ld_qkv, hd, H, KV, V, r = 0;
+  float s = 0;  // adapter scale
+  bool flora = false;
+  const AdapterConfig* ac = nullptr;
+
+  // W^T of every layer matrix and of the LM head, for input gradients.
+  struct LayerT {
+    Transposed q, k, v, o, gate, up, down;
+  };
+  std::vector<LayerT> wt;
+  Transposed lm_head_t;
+  // Adapter matrices transposed at the start of each run (they change every step).
+  struct AdapterT {
+    std::array<std::vector<float>, kTargets> A, B, C;  // A^T (in, r), B^T (r, out), C^T (r, r)
+  };
+  std::vector<AdapterT> at;
+
+  std::vector<LayerSaved> saved;
+  std::vector<float> x_final, rstd_f, xn_f;  // (N, d), (N), (N, d)
+  std::vector<int32_t> tokens, targets;      // (N)
+  std::vector<float> rope_cos, rope_sin;     // (T, hd / 2)
+
+  // Backward buffers.
+  std::vector<float> dx, dx_mid, dxn, dqkv, datt, dh, dgate, dup;  // (N, d) ... (N, f)
+  std::array<std::vector<float>, 2> dp;  // (N, r) d loss / d p of each sub-block (FLoRA)
+  std::vector<float> dcarry;             // (N, r) d loss / d carry_out of the sub-block being differentiated
+  std::vector<float> dz, tmp_r;          // (N, r)
+  std::vector<float> tmp_in;             // (N, max(d, f, q_dim)) adapter input gradients before the dropout mask
+  std::vector<float> drop_buf;           // (N, max(d, f, q_dim)) drop(u)
+  std::vector<float> carry;              // (N, r) forward: the carry into the next sub-block
+  std::vector<float> tr_a, tr_b;         // transposes for weight gradients
+  std::vector<float> attn_scratch;       // (threads, attention_scratch_floats)
+  std::vector<double> row_loss;          // (N)
+
+  State(const LlamaConfig& c, ThreadPool& p, const TrainWeights& weights, const TrainGrads* g, const Adapter* a,
+        Adapter* ag, int64_t rows)
+      : cfg(c), pool(p), w(weights), grads(g), adapter(a), adapter_grads(ag), max_rows(rows) {
+    d = c.hidden_size, f = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim(), ld_qkv = qd + 2 * kvd;
+    hd = c.head_dim, H = c.num_attention_heads, KV = c.num_key_value_heads, V = c.vocab_size;
+    if (adapter) {
+      ac = &adapter->config;
+      r = ac->rank;
+      s = static_cast<float>(ac->scale());
+      flora = ac->family == AdapterFamily::FLoRA;
+      FLORA_ASSERT(adapter_grads && adapter_grads->layers.size() == adapter->layers.size());
+    }
+    FLORA_ASSERT(static_cast<int64_t>(w.layers.size()) == c.num_hidden_layers);
+    saved.resize(c.num_hidden_layers);
+    wt.resize(c.num_hidden_layers);
+    at.resize(c.num_hidden_layers);
+    refresh();
+  }
+
+  void refresh() {
+    for (size_t l = 0; l < wt.size(); ++l) {
+      const TrainLayer& L = w.layers[l];
+      transpose_into(wt[l].q, L.q, pool);
+      transpose_into(wt[l].k, L.k, pool);
+      transpose_into(wt[l].v, L.v, pool);
+      transpose_into(wt[l].o, L.o, pool);
+      transpose_into(wt[l].gate, L.gate, pool);
+      transpose_into(wt[l].up, L.up, pool);
+      transpose_into(wt[l].down, L.down, pool);
+    }
+    transpose_into(lm_head_t, w.lm_head, pool);
+  }
+
+  // ---- parallel building blocks -------------------------------------------
+
+  // y (N, W.rows) (=|+=) x (N, W.cols) W^T, one parallel region over W's rows.
+  void product(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t n, const MatrixRef& W, bool accumulate) {
+    WorkChunks rows(W.rows, kRowChunk);
+    pool.run([&](int, int) {
+      int64_t r0, r1;
+      while (rows.next(r0, r1)) ops::matmul_rows(y, ldy, x, ldx, n, W, r0, r1, accumulate);
+    });
+  }
+
+  // dW (M, K) += scale dy^T x with dy (n, M) row stride ldy, x (n, K) row
+  // stride ldx: both transposed into scratch, then one product whose
+  // "tokens" are the M rows of dy^T and whose weight rows are x^T's K rows.
+  void weight_grad(float* dW, const float* dy, int64_t ldy, int64_t M, const float* x, int64_t ldx, int64_t K,
+                   int64_t n, float scale) {
+    tr_a.resize(static_cast<size_t>(M * n));
+    tr_b.resize(static_cast<size_t>(K * n));
+    WorkChunks ca((M + 63) / 64, 1), cb((K + 63) / 64, 1);
+    pool.run([&](int, int) {
+      int64_t b0, b1;
+      while (ca.next(b0, b1)) {
+        const int64_t c0 = b0 * 64, c1 = std::min(M, b1 * 64);
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t c = c0; c < c1; ++c) tr_a[c * n + t] = scale * dy[t * ldy + c];
+      }
+      while (cb.next(b0, b1)) {
+        const int64_t c0 = b0 * 64, c1 = std::min(K, b1 * 64);
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t c = c0; c < c1; ++c) tr_b[c * n + t] = x[t * ldx + c];
+      }
+    });
+    product(dW, K, tr_a.data(), n, M, f32_ref(tr_b.data(), K, n), true);
+  }
+
+  // ---- dropout -------------------------------------------------------------
+
+  bool keep(int64_t layer, Target m, int64_t row, int64_t col) const {
+    uint64_t st = dropout_seed ^ (static_cast<uint64_t>(layer) * 0x9e3779b97f4a7c15ull) ^
+                  (static_cast<uint64_t>(index(m) + 1) << 56) ^ (static_cast<uint64_t>(row) << 24) ^
+                  static_cast<uint64_t>(col);
+    return uniform01(st) >= dropout;
+  }
+  // drop(u) for the adapter of (layer, m): u itself when dropout is off,
+  // else u * mask / (1 - p) in drop_buf. u: (N, n_in) dense.
+  const float* dropped(const float* u, int64_t n_in, int64_t layer, Target m) {
+    if (dropout <= 0) return u;
+    drop_buf.resize(static_cast<size_t>(N * n_in));
+    const float inv = 1.0f / (1.0f - dropout);
+    WorkChunks rows(N, 8);
+    pool.run([&](int, int) {
+      int64_t t0, t1;
+      while (rows.next(t0, t1))
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t c = 0; c < n_in; ++c)
+            drop_buf[t * n_in + c] = keep(layer, m, t, c) ? u[t * n_in + c] * inv : 0.0f;
+    });
+    return drop_buf.data();
+  }
+  // du += mask(g) / (1 - p) (or du += g without dropout). g, du: (N, n_in)
+  void add_masked(float* du, const float* g, int64_t n_in, int64_t layer, Target m) {
+    const float inv = dropout > 0 ? 1.0f / (1.0f - dropout) : 1.0f;
+    WorkChunks rows(N, 8);
+    pool.run([&](int, int) {
+      int64_t t0, t1;
+      while (rows.next(t0, t1))
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t c = 0; c < n_in; ++c)
+            if (dropout <= 0 || keep(layer, m, t, c)) du[t * n_in + c] += g[t * n_in + c] * inv;
+    });
+  }
+
+  // ---- adapters, forward ----------------------------------------------------
+
+  const AdapterMatrix& A(int64_t l, Target m) const { return adapter->layers[l].A[index(m)]; }
+  const AdapterMatrix& Bm(int64_t l, Target m) const { return adapter->layers[l].B[index(m)]; }
+  const AdapterMatrix& C(int64_t l, Target m) const { return adapter->layers[l].C[index(m)]; }
+  AdapterMatrix& gA(int64_t l, Target m) { return adapter_grads->layers[l].A[index(m)]; }
+  AdapterMatrix& gB(int64_t l, Target m) { return adapter_grads->layers[l].B[index(m)]; }
+  AdapterMatrix& gC(int64_t l, Target m) { return adapter_grads->layers[l].C[index(m)]; }
+
+  void transpose_adapter() {
+    if (!adapter) return;
+    auto tr = [](std::vector<float>& out, const AdapterMatrix& m) {
+      if (m.empty()) return;
+      out.resize(m.data.size());
+      ops::transpose(out.data(), m.data.data(), m.rows, m.cols, m.cols);
+    };
+    for (size_t l = 0; l < at.size(); ++l)
+      for (Target m : kAllTargets) {
+        tr(at[l].A[index(m)], adapter->layers[l].A[index(m)]);
+        tr(at[l].B[index(m)], adapter->layers[l].B[index(m)]);
+        tr(at[l].C[index(m)], adapter->layers[l].C[index(m)]);
+      }
+  }
+
+  // y (N, out) row stride ldy += s * tile(z) (N, r), in parallel over rows.
+  void tile_rows(float* y, int64_t ldy, int64_t n_out, const float* z) {
+    WorkChunks rows(N, 8);
+    pool.run([&](int, int) {
+      int64_t t0, t1;
+      while (rows.next(t0, t1))
+        for (int64_t t = t0; t < t1; ++t) ops::tile_add(y + t * ldy, z + t * r, n_out, r, s);
+    });
+  }
+
+  // The entry adapters of a sub-block: targets share input u (N, d); y_m is
+  // target m's output (N, n_out_m) inside a buffer of row stride ldy.
+  // FLoRA: forms zsum = carry + sum z_m and p = phi(zsum), consuming `carry`.
+  void entry_forward(int64_t l, int sb, std::initializer_list<Target> targets, const float* u,
+                     std::initializer_list<float*> outs, int64_t ldy) {
+    LayerSaved& S = saved[l];
+    auto out_it = outs.begin();
+    for (Target m : targets) {
+      float* y = *out_it++;
+      if (!ac->forward[index(m)]) continue;
+      std::vector<float>& z = S.z[index(m)];
+      z.resize(static_cast<size_t>(N * r));
+      const float* ud = dropped(u, d, l, m);
+      product(z.data(), r, ud, d, N, A(l, m).ref(), false);
+      const int64_t n_out = target_out(cfg, m);
+      if (!flora) {  // LoRA: y += s B z
+        tmp_r.resize(static_cast<size_t>(N * r));
+        for (int64_t i = 0; i < N * r; ++i) tmp_r[i] = s * z[i];
+        product(y, ldy, tmp_r.data(), r, N, Bm(l, m).ref(), true);
+      } else if (ac->repeat_add[index(m)]) {
+        tile_rows(y, ldy, n_out, z.data());
+      }
+    }
+    if (!flora) return;
+    S.zsum[sb].assign(carry.begin(), carry.begin() + N * r);
+    for (Target m : targets)
+      if (ac->forward[index(m)])
+        for (int64_t i = 0; i < N * r; ++i) S.zsum[sb][i] += S.z[index(m)][i];
+    S.p[sb].resize(static_cast<size_t>(N * r));
+    for (int64_t i = 0; i < N * r; ++i) S.p[sb][i] = apply_nonlinearity(ac->nonlinearity, S.zsum[sb][i]);
+  }
+
+  // The exit product x += c W^T with its adapter; c (N, n_in). Sets `carry`.
+  void exit_forward(int64_t l, int sb, Target m, const MatrixRef& W, const float* c, int64_t n_in, float* x) {
+    product(x, d, c, n_in, N, W, true);
+    if (!adapter) return;
+    LayerSaved& S = saved[l];
+    const int mi = index(m);
+    std::vector<float>& z = S.z[mi];
+    if (ac->forward[mi]) {
+      z.resize(static_cast<size_t>(N * r));
+      product(z.data(), r, dropped(c, n_in, l, m), n_in, N, A(l, m).ref(), false);
+    }
+    tmp_r.resize(static_cast<size_t>(N * r));
+    if (!flora) {
+      if (!ac->forward[mi]) return;
+      for (int64_t i = 0; i < N * r; ++i) tmp_r[i] = s * z[i];
+      product(x, d, tmp_r.data(), r, N, Bm(l, m).ref(), true);
+      return;
+    }
+    if (ac->backward[mi]) {  // x += s B p
+      for (int64_t i = 0; i < N * r; ++i) tmp_r[i] = s * S.p[sb][i];
+      product(x, d, tmp_r.data(), r, N, Bm(l, m).ref(), true);
+    }
+    if (ac->forward[mi] && ac->repeat_add[mi]) tile_rows(x, d, d, z.data());
+    if (ac->carry[mi]) {  // carry = ze + C p
+      product(carry.data(), r, S.p[sb].data(), r, N, C(l, m).ref(), false);
+      for (int64_t i = 0; i < N * r; ++i) carry[i] += z[i];
+    } else {
+      std::fill(carry.begin(), carry.end(), 0.0f);
+    }
+  }
+
+  // ---- adapters, backward ---------------------------------------------------
+
+  // Exit m of sub-block sb: dy (N, d) is d loss / d output; dc (N, n_in)
+  // receives += d loss / d c through the adapter (the base part is done by
+  // the caller). dcarry: d loss / d carry_out (zeros when nothing consumes it).
+  // Adds to dp[sb].
+  void exit_backward(int64_t l, int sb, Target m, const float* c, int64_t n_in, const float* dy, float* dc) {
+    if (!adapter) return;
+    LayerSaved& S = saved[l];
+    const int mi = index(m);
+    const AdapterT& T_ = at[l];
+    dz.assign(static_cast<size_t>(N * r), 0.0f);
+    bool have_dz = false;
+    if (!flora) {
+      if (!ac->forward[mi]) return;
+      // y += s B z: dz = s dy B, dB += s dy^T z
+      product(dz.data(), r, dy, d, N, f32_ref(T_.B[mi].data(), r, d), false);
+      for (float& v : dz) v *= s;
+      weight_grad(gB(l, m).data.data(), dy, d, d, S.z[mi].data(), r, r, N, s);
+      have_dz = true;
+    } else {
+      if (ac->backward[mi]) {  // y += s B p
+        tmp_r.resize(static_cast<size_t>(N * r));
+        product(tmp_r.data(), r, dy, d, N, f32_ref(T_.B[mi].data(), r, d), false);
+        for (int64_t i = 0; i < N * r; ++i) dp[sb][i] += s * tmp_r[i];
+        weight_grad(gB(l, m).data.data(), dy, d, d, S.p[sb].data(), r, r, N, s);
+      }
+      if (ac->carry[mi]) {  // carry = ze + C p
+        product(dp[sb].data(), r, dcarry.data(), r, N, f32_ref(T_.C[mi].data(), r, r), true);
+        weight_grad(gC(l, m).data.data(), dcarry.data(), r, r, S.p[sb].data(), r, r, N, 1.0f);
+        std::copy(dcarry.begin(), dcarry.begin() + N * r, dz.begin());
+        have_dz = true;
+      }
+      if (ac->forward[mi] && ac->repeat_add[mi]) {
+        for (int64_t t = 0; t < N; ++t) ops::fold_add(dz.data() + t * r, dy + t * d, d, r, s);
+        have_dz = true;
+      }
+    }
+    if (!have_dz || !ac->forward[mi]) return;
+    // ze = A drop(c): dA += dz^T drop(c), dc += mask(dz A)
+    weight_grad(gA(l, m).data.data(), dz.data(), r, r, dropped(c, n_in, l, m), n_in, n_in, N, 1.0f);
+    tmp_in.resize(static_cast<size_t>(N * n_in));
+    product(tmp_in.data(), n_in, dz.data(), r, N, f32_ref(T_.A[mi].data(), n_in, r), false);
+    add_masked(dc, tmp_in.data(), n_in, l, m);
+  }
+
+  // Entry adapters of sub-block sb with input u (N, d); dys[m] (row stride
+  // ldy) is d loss / d y_m; du (N, d) receives += through the adapters.
+  // Leaves d loss / d carry_in in dcarry (FLoRA).
+  void entry_backward(int64_t l, int sb, std::initializer_list<Target> targets, const float* u,
+                      std::initializer_list<const float*> dys, int64_t ldy, float* du) {
+    if (!adapter) return;
+    LayerSaved& S = saved[l];
+    const AdapterT& T_ = at[l];
+    dz.resize(static_cast<size_t>(N * r));
+    std::vector<float> dzsum;
+    if (flora) {
+      dzsum.resize(static_cast<size_t>(N * r));
+      for (int64_t i = 0; i < N * r; ++i)
+        dzsum[i] = dp[sb][i] * ops::nonlinearity_derivative(ac->nonlinearity, S.zsum[sb][i]);
+      dcarry.assign(dzsum.begin(), dzsum.end());
+    }
+    auto dy_it = dys.begin();
+    for (Target m : targets) {
+      const float* dy = *dy_it++;
+      const int mi = index(m);
+      if (!ac->forward[mi]) continue;
+      const int64_t n_out = target_out(cfg, m);
+      if (!flora) {  // y += s B z
+        product(dz.data(), r, dy, ldy, N, f32_ref(T_.B[mi].data(), r, n_out), false);
+        for (float& v : dz) v *= s;
+        weight_grad(gB(l, m).data.data(), dy, ldy, n_out, S.z[mi].data(), r, r, N, s);
+      } else {
+        dz.assign(dzsum.begin(), dzsum.end());
+        if (ac->repeat_add[mi])
+          for (int64_t t = 0; t < N; ++t) ops::fold_add(dz.data() + t * r, dy + t * ldy, n_out, r, s);
+      }
+      weight_grad(gA(l, m).data.data(), dz.data(), r, r, dropped(u, d, l, m), d, d, N, 1.0f);
+      tmp_in.resize(static_cast<size_t>(N * d));
+      product(tmp_in.data(), d, dz.data(), r, N, f32_ref(T_.A[mi].data(), d, r), false);
+      add_masked(du, tmp_in.data(), d, l, m);
+    }
+  }
+
+  // ---- norms -------------------------------------------------------------
+
+  void norm_forward(float* out, float* rstd, const float* x, const float* wn) {
+    WorkChunks rows(N, 8);
+    pool.run([&](int, int) {
+      int64_t t0, t1;
+      while (rows.next(t0, t1))
+        for (int64_t t = t0; t < t1; ++t)
+          ops::rmsnorm_forward(out + t * d, rstd + t, x + t * d, wn, d, float(cfg.rms_norm_eps));
+    });
+  }
+  // dx += through RMSNorm; dw += (full fine-tuning) summed over rows in row
+  // order by column blocks, so the sum does not depend on the threads.
+  void norm_backward(float* dx, float* dw, const float* dout, const float* x, const float* wn, const float* rstd) {
+    WorkChunks rows(N, 8), cols((d + 63) / 64, 1);
+    pool.run([&](int, int) {
+      int64_t t0, t1;
+      while (rows.next(t0, t1))
+        for (int64_t t = t0; t < t1; ++t)
+          ops::rmsnorm_backward(dx + t * d, nullptr, dout + t * d, x + t * d, wn, rstd[t], d);
+      if (!dw) return;
+      int64_t b0, b1;
+      while (cols.next(b0, b1))
+        for (int64_t t = 0; t < N; ++t)
+          for (int64_t j = b0 * 64; j < std::min(d, b1 * 64); ++j)
+            dw[j] += dout[t * d + j] * x[t * d + j] * rstd[t];
+    });
+  }
+
+  // ---- layer ---------------------------------------------------------------
+
+  void forward_layer(int64_t l, float* x) {
+    LayerSaved& S = saved[l];
+    const TrainLayer& L = w.layers[l];
+    auto fit = [&](std::vector<float>& v, int64_t n) { v.resize(static_cast<size_t>(n)); };
+    fit(S.x, N * d), fit(S.rstd1, N), fit(S.xn1, N * d), fit(S.qkv, N * ld_qkv), fit(S.P, B * H * T * T);
+    fit(S.att, N * qd), fit(S.x_mid, N * d), fit(S.rstd2, N), fit(S.xn2, N * d);
+    fit(S.gate, N * f), fit(S.up, N * f), fit(S.h, N * f);
+    std::copy(x, x + N * d, S.x.begin());
+
+    // Attention sub-block.
+    norm_forward(S.xn1.data(), S.rstd1.data(), x, L.attn_norm);
+    float* qkv = S.qkv.data();
+    product(qkv, ld_qkv, S.xn1.data(), d, N, L.q, false);
+    product(qkv + qd, ld_qkv, S.xn1.data(), d, N, L.k, false);
+    product(qkv + qd + kvd, ld_qkv, S.xn1.data(), d, N, L.v, false);
+    if (adapter)
+      entry_forward(l, 0, {Target::Q, Target::K, Target::V}, S.xn1.data(), {qkv, qkv + qd, qkv + qd + kvd}, ld_qkv);
+    const int64_t half = hd / 2;
+    WorkChunks rope_rows(N, 8);
+    pool.run([&](int, int) {
+      int64_t t0, t1;
+      while (rope_rows.next(t0, t1))
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t pos = t % T;
+          for (int64_t h = 0; h < H + KV; ++h)
+            ops::rope_forward(qkv + t * ld_qkv + h * hd, rope_cos.data() + pos * half, rope_sin.data() + pos * half,
+                              hd);
+        }
+    });
+    WorkChunks heads(B * H, 1);
+    const int64_t group = H / KV, scratch = ops::attention_scratch_floats(T, hd);
+    attn_scratch.resize(static_cast<size_t>(pool.size() * scratch));
+    pool.run([&](int th, int) {
+      int64_t i0, i1;
+      while (heads.next(i0, i1))
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t b = i / H, h = i % H, kvh = h / group;
+          const float* base = qkv + b * T * ld_qkv;
+          ops::attention_forward(S.att.data() + b * T * qd + h * hd, qd, S.P.data() + i * T * T, base + h * hd,
+                                 ld_qkv, base + qd + kvh * hd, base + qd + kvd + kvh * hd, ld_qkv, T, hd,
+                                 attn_scratch.data() + th * scratch);
+        }
+    });
+    std::copy(x, x + N * d, S.x_mid.begin());
+    exit_forward(l, 0, Target::O, L.o, S.att.data(), qd, S.x_mid.data());
+
+    // FFN sub-block.
+    norm_forward(S.xn2.data(), S.rstd2.data(), S.x_mid.data(), L.ffn_norm);
+    product(S.gate.data(), f, S.xn2.data(), d, N, L.gate, false);
+    product(S.up.data(), f, S.xn2.data(), d, N, L.up, false);
+    if (adapter) entry_forward(l, 1, {Target::Gate, Target::Up}, S.xn2.data(), {S.gate.data(), S.up.data()}, f);
+    WorkChunks act_rows(N, 8);
+    pool.run([&](int, int) {
+      int64_t t0, t1;
+      while (act_rows.next(t0, t1))
+        for (int64_t t = t0; t < t1; ++t)
+          ops::swiglu_forward(S.h.data() + t * f, S.gate.data() + t * f, S.up.data() + t * f, f);
+    });
+    std::copy(S.x_mid.begin(), S.x_mid.end(), x);
+    exit_forward(l, 1, Target::Down, L.down, S.h.data(), f, x);
+  }
+
+  // dx (N, d): d loss / d (this layer's output) in, d loss / d (its input) out.
+  // dcarry: d loss / d (this layer's FFN carry_out) in, d loss / d (its
+  // attention carry_in) out.
+  void backward_layer(int64_t l) {
+    LayerSaved& S = saved[l];
+    const TrainLayer& L = w.layers[l];
+    const LayerT& Wt = wt[l];
+    const TrainLayerGrads* G = grads ? &grads->layers[l] : nullptr;
+    if (flora) {
+      dp[0].assign(static_cast<size_t>(N * r), 0.0f);
+      dp[1].assign(static_cast<size_t>(N * r), 0.0f);
+    }
+
+    // FFN exit: x_out = x_mid + h Wd^T (+ adapter).
+    dh.resize(static_cast<size_t>(N * f));
+    product(dh.data(), f, dx.data(), d, N, Wt.down.ref, false);
+    if (G && G->down) weight_grad(G->down, dx.data(), d, d, S.h.data(), f, f, N, 1.0f);
+    exit_backward(l, 1, Target::Down, S.h.data(), f, dx.data(), dh.data());
+    // h = silu(gate) * up
+    dgate.resize(static_cast<size_t>(N * f));
+    dup.resize(static_cast<size_t>(N * f));
+    WorkChunks act_rows(N, 8);
+    pool.run([&](int, int) {
+      int64_t t0, t1;
+      while (act_rows.next(t0, t1))
+        for (int64_t t = t0; t < t1; ++t)
+          ops::swiglu_backward(dgate.data() + t * f, dup.data() + t * f, dh.data() + t * f, S.gate.data() + t * f,
+                               S.up.data() + t * f, f);
+    });
+    // FFN entry: gate, up = xn2 Wg^T, xn2 Wu^T (+ adapters).
+    dxn.resize(static_cast<size_t>(N * d));
+    product(dxn.data(), d, dgate.data(), f, N, Wt.gate.ref, false);
+    product(dxn.data(), d, dup.data(), f, N, Wt.up.ref, true);
+    if (G && G->gate) weight_grad(G->gate, dgate.data(), f, f, S.xn2.data(), d, d, N, 1.0f);
+    if (G && G->up) weight_grad(G->up, dup.data(), f, f, S.xn2.data(), d, d, N, 1.0f);
+    entry_backward(l, 1, {Target::Gate, Target::Up}, S.xn2.data(), {dgate.data(), dup.data()}, f, dxn.data());
+    // dcarry now holds d loss / d (the attention exit's carry_out).
+    dx_mid.assign(dx.begin(), dx.begin() + N * d);  // residual
+    norm_backward(dx_mid.data(), G ? G->ffn_norm : nullptr, dxn.data(), S.x_mid.data(), L.ffn_norm, S.rstd2.data());
+
+    // Attention exit: x_mid = x + att Wo^T (+ adapter).
+    datt.resize(static_cast<size_t>(N * qd));
+    product(datt.data(), qd, dx_mid.data(), d, N, Wt.o.ref, false);
+    if (G && G->o) weight_grad(G->o, dx_mid.data(), d, d, S.att.data(), qd, qd, N, 1.0f);
+    exit_backward(l, 0, Target::O, S.att.data(), qd, dx_mid.data(), datt.data());
+    // Attention, per (sequence, KV head) so that the query heads of a group add
+    // into their shared dk, dv in a fixed order.
+    dqkv.assign(static_cast<size_t>(N * ld_qkv), 0.0f);
+    const int64_t group = H / KV, scratch = ops::attention_scratch_floats(T, hd);
+    WorkChunks kv_items(B * KV, 1);
+    pool.run([&](int th, int) {
+      int64_t i0, i1;
+      while (kv_items.next(i0, i1))
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t b = i / KV, kvh = i % KV;
+          const float* base = S.qkv.data() + b * T * ld_qkv;
+          float* dbase = dqkv.data() + b * T * ld_qkv;
+          for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
+            ops::attention_backward(dbase + h * hd, dbase + qd + kvh * hd, dbase + qd + kvd + kvh * hd,
+                                    datt.data() + b * T * qd + h * hd, qd, S.P.data() + (b * H + h) * T * T,
+                                    base + h * hd, ld_qkv, base + qd + kvh * hd, base + qd + kvd + kvh * hd, ld_qkv,
+                                    T, hd, attn_scratch.data() + th * scratch);
+        }
+    });
+    const int64_t half = hd / 2;
+    WorkChunks rope_rows(N, 8);
+    pool.run([&](int, int) {
+      int64_t t0, t1;
+      while (rope_rows.next(t0, t1))
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t pos = t % T;
+          for (int64_t h = 0; h < H + KV; ++h)
+            ops::rope_backward(dqkv.data() + t * ld_qkv + h * hd, rope_cos.data() + pos * half,
+                               rope_sin.data() + pos * half, hd);
+        }
+    });
+    // Attention entry: q|k|v = xn1 [Wq; Wk; Wv]^T (+ adapters).
+    const float* dq = dqkv.data();
+    const float* dk = dq + qd;
+    const float* dv = dk + kvd;
+    product(dxn.data(), d, dq, ld_qkv, N, Wt.q.ref, false);
+    product(dxn.data(), d, dk, ld_qkv, N, Wt.k.ref, true);
+    product(dxn.data(), d, dv, ld_qkv, N, Wt.v.ref, true);
+    if (G && G->q) weight_grad(G->q, dq, ld_qkv, qd, S.xn1.data(), d, d, N, 1.0f);
+    if (G && G->k) weight_grad(G->k, dk, ld_qkv, kvd, S.xn1.data(), d, d, N, 1.0f);
+    if (G && G->v) weight_grad(G->v, dv, ld_qkv, kvd, S.xn1.data(), d, d, N, 1.0f);
+    entry_backward(l, 0, {Target::Q, Target::K, Target::V}, S.xn1.data(), {dq, dk, dv}, ld_qkv, dxn.data());
+    // dcarry now holds d loss / d (the previous layer's down carry_out).
+    std::copy(dx_mid.begin(), dx_mid.end(), dx.begin());  // residual
+    norm_backward(dx.data(), G ? G->attn_norm : nullptr, dxn.data(), S.x.data(), L.attn_norm, S.rstd1.data());
+  }
+
+  // Final norm, LM head and cross-entropy over the rows that have a target
+  // (every row with keep_logits), kHeadRows at a time. With backward, fills
+  // dx (N, d) with d loss / d x_final.
+  double head(bool backward, float grad_scale) {
+    norm_forward(xn_f.data(), rstd_f.data(), x_final.data(), w.final_norm);
+    std::vector<int64_t> rows;
+    for (int64_t t = 0; t < N; ++t)
+      if (keep_logits || targets[t] >= 0) rows.push_back(t);
+    if (keep_logits) logits.assign(static_cast<size_t>(N * V), 0.0f);
+    std::vector<float> xc(static_cast<size_t>(kHeadRows * d)), lg(static_cast<size_t>(kHeadRows * V)),
+        dxc(static_cast<size_t>(kHeadRows * d));
+    row_loss.assign(static_cast<size_t>(N), 0.0);
+    if (backward) dxn.assign(static_cast<size_t>(N * d), 0.0f);
+    float* dE = grads ? (w.tied ? grads->embed : grads->lm_head) : nullptr;
+    for (size_t c0 = 0; c0 < rows.size(); c0 += kHeadRows) {
+      const int64_t n = std::min<int64_t>(kHeadRows, static_cast<int64_t>(rows.size() - c0));
+      for (int64_t i = 0; i < n; ++i)
+        std::copy(xn_f.begin() + rows[c0 + i] * d, xn_f.begin() + (rows[c0 + i] + 1) * d, xc.begin() + i * d);
+      product(lg.data(), V, xc.data(), d, n, w.lm_head, false);
+      WorkChunks items(n, 1);
+      pool.run([&](int, int) {
+        int64_t i0, i1;
+        while (items.next(i0, i1))
+          for (int64_t i = i0; i < i1; ++i) {
+            const int64_t t = rows[c0 + i];
+            float* row = lg.data() + i * V;
+            if (keep_logits) std::copy(row, row + V, logits.begin() + t * V);
+            if (targets[t] < 0) {
+              if (backward) std::fill(row, row + V, 0.0f);
+              continue;
+            }
+            row_loss[t] = backward ? ops::cross_entropy_forward_backward(row, V, targets[t], grad_scale)
+                                   : ops::cross_entropy_forward(row, V, targets[t]);
+          }
+      });
+      if (!backward) continue;
+      product(dxc.data(), d, lg.data(), V, n, lm_head_t.ref, false);
+      for (int64_t i = 0; i < n; ++i)
+        std::copy(dxc.begin() + i * d, dxc.begin() + (i + 1) * d, dxn.begin() + rows[c0 + i] * d);
+      if (dE) weight_grad(dE, lg.data(), V, V, xc.data(), d, d, n, 1.0f);
+    }
+    double loss = 0;
+    for (double v : row_loss) loss += v;
+    if (backward) {
+      dx.assign(static_cast<size_t>(N * d), 0.0f);
+      norm_backward(dx.data(), grads ? grads->final_norm : nullptr, dxn.data(), x_final.data(), w.final_norm,
+                    rstd_f.data());
+    }
+    return loss;
+  }
+
+  double run(const TrainBatch& batch, bool backward, float grad_scale) {
+    if (batch.B <= 0 || batch.T <= 0) fail("training batch is empty ({} x {})", batch.B, batch.T);
+    if (batch.B * batch.T > max_rows)
+      fail("training batch of {} x {} rows exceeds the {} rows the pass was sized for", batch.B, batch.T, max_rows);
+    if (batch.T > cfg.max_position_embeddings)
+      fail("sequence length {} exceeds the model's max_position_embeddings {}", batch.T, cfg.max_position_embeddings);
+    B = batch.B, T = batch.T, N = B * T;
+    tokens.assign(batch.tokens, batch.tokens + N);
+    targets.assign(batch.targets, batch.targets + N);
+    for (int64_t t = 0; t < N; ++t) {
+      if (tokens[t] < 0 || tokens[t] >= V)
+        fail("token id {} at row {} is outside the vocabulary [0, {})", tokens[t], t, V);
+      if (targets[t] >= V) fail("target id {} at row {} is outside the vocabulary [0, {})", targets[t], t, V);
+    }
+    const int64_t half = hd / 2;
+    const std::vector<double> inv_freq = rope_inverse_frequencies(cfg);
+    rope_cos.resize(static_cast<size_t>(T * half));
+    rope_sin.resize(static_cast<size_t>(T * half));
+    for (int64_t p = 0; p < T; ++p)
+      for (int64_t j = 0; j < half; ++j) {
+        const double angle = static_cast<double>(p) * inv_freq[j];
+        rope_cos[p * half + j] = static_cast<float>(std::cos(angle));
+        rope_sin[p * half + j] = static_cast<float>(std::sin(angle));
+      }
+    transpose_adapter();
+    carry.assign(static_cast<size_t>(N * std::max<int64_t>(r, 1)), 0.0f);
+    x_final.resize(static_cast<size_t>(N * d));
+    rstd_f.resize(static_cast<size_t>(N));
+    xn_f.resize(static_cast<size_t>(N * d));
+    for (int64_t t = 0; t < N; ++t) embedding_row(w.embed, tokens[t], x_final.data() + t * d);
+    for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) forward_layer(l, x_final.data());
+    const double loss = head(backward, grad_scale);
+    if (!backward) return loss;
+
+    dcarry.assign(static_cast<size_t>(N * std::max<int64_t>(r, 1)), 0.0f);  // the last layer's carry is dropped
+    for (int64_t l = cfg.num_hidden_layers - 1; l >= 0; --l) backward_layer(l);
+    if (grads && grads->embed) {  // x[t] = E[token t]: dE[token] += dx[t], by column blocks, rows in order
+      WorkChunks cols((d + 63) / 64, 1);
+      pool.run([&](int, int) {
+        int64_t b0, b1;
+        while (cols.next(b0, b1))
+          for (int64_t t = 0; t < N; ++t)
+            for (int64_t j = b0 * 64; j < std::min(d, b1 * 64); ++j)
+              grads->embed[tokens[t] * d + j] += dx[t * d + j];
+      });
+    }
+    return loss;
+  }
+};
+
+TrainPass::TrainPass(const LlamaConfig& config, ThreadPool& pool, const TrainWeights& weights,
+                     const TrainGrads* grads, const Adapter* adapter, Adapter* adapter_grads, int64_t max_rows)
+    : s_(std::make_unique<State>(config, pool, weights, grads, adapter, adapter_grads, max_rows)) {}
+TrainPass::~TrainPass() = default;
+void TrainPass::set_dropout(float p, uint64_t seed) {
+  if (!(p >= 0 && p < 1)) fail("dropout must be in [0, 1), got {}", p);
+  s_->dropout = p;
+  s_->dropout_seed = seed;
+}
+double TrainPass::run(const TrainBatch& batch, bool backward, float grad_scale) {
+  return s_->run(batch, backward, grad_scale);
+}
+void TrainPass::keep_logits(bool keep) { s_->keep_logits = keep; }
+const std::vector<float>& TrainPass::logits() const { return s_->logits; }
+void TrainPass::refresh_weights() { s_->refresh(); }
+
+}  // namespace flora

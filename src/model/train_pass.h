@@ -1,0 +1,102 @@
+// Training: a forward pass over a batch that saves what the backward needs,
+// and the backward, written out by hand op by op as llm.c does (the ops are in
+// ops/backward.h). Parameter gradients are computed only for what is trained —
+// an adapter, or every weight (full fine-tuning) — and accumulate with +=, so
+// gradient accumulation over micro-batches is free; input gradients flow
+// through frozen weights.
+//
+// Layout: a batch is B sequences of T positions, N = B T rows, each sequence
+// its own causal context from position 0. Rows are token-major: row b T + t.
+//
+// The adapter math is ADAPTERS.md's, computed directly (separate small
+// products): fusion is a property of inference execution (model/forward.cpp),
+// not of the gradients. Per sub-block (attention: q, k, v -> o; FFN: gate, up
+// -> down):
+//   entry m:  z_m = A_m drop(u);  LoRA: y_m += s B_m z_m;  FLoRA repeat-add: y_m += s tile(z_m)
+//   FLoRA:    z = sum z_m + carry_in;  p = phi(z)
+//   exit:     y = W c + s B p;  ze = A drop(c);  y += s tile(ze) (repeat-add);  carry_out = ze + C p
+// carry_out joins the next sub-block's sum (attention -> FFN -> next layer).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "adapters/adapter.h"
+#include "model/weights.h"
+#include "util/threads.h"
+
+namespace flora {
+
+// The weights a training pass reads, in their stored dtype (frozen BF16 base,
+// or the f32 masters of full fine-tuning).
+struct TrainLayer {
+  MatrixRef q, k, v, o, gate, up, down;  // as LayerWeights
+  const float* attn_norm = nullptr;      // (d)
+  const float* ffn_norm = nullptr;       // (d)
+};
+struct TrainWeights {
+  MatrixRef embed;    // (V, d)
+  MatrixRef lm_head;  // (V, d); the same data as embed when tied
+  bool tied = false;
+  const float* final_norm = nullptr;  // (d)
+  std::vector<TrainLayer> layers;
+};
+TrainWeights train_weights_of(const LlamaModel& model);
+
+// Gradients of full fine-tuning, f32, shaped as the weights; null = frozen.
+struct TrainLayerGrads {
+  float *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr, *gate = nullptr, *up = nullptr, *down = nullptr;
+  float *attn_norm = nullptr, *ffn_norm = nullptr;
+};
+struct TrainGrads {
+  float* embed = nullptr;    // (V, d); receives the LM head's gradient too when tied
+  float* lm_head = nullptr;  // (V, d); null when tied
+  float* final_norm = nullptr;
+  std::vector<TrainLayerGrads> layers;
+};
+
+struct TrainBatch {
+  int64_t B = 0, T = 0;
+  const int32_t* tokens = nullptr;   // (B, T)
+  const int32_t* targets = nullptr;  // (B, T): the token position t should predict, or -1 (not in the loss)
+};
+
+class TrainPass {
+ public:
+  // config: the model's. grads: full fine-tuning's gradients (null: base
+  // frozen). adapter, adapter_grads: the trained adapter and its gradients,
+  // same shapes (null: no adapter). max_rows: the most rows (B T) a batch
+  // will have. Frozen matrices are transposed once here for the input
+  // gradients (dx = dy W reads W^T); refresh_weights() redoes it after the
+  // weights change (full fine-tuning). Everything given must outlive the pass.
+  TrainPass(const LlamaConfig& config, ThreadPool& pool, const TrainWeights& weights, const TrainGrads* grads,
+            const Adapter* adapter, Adapter* adapter_grads, int64_t max_rows);
+  ~TrainPass();
+  TrainPass(const TrainPass&) = delete;
+  TrainPass& operator=(const TrainPass&) = delete;
+
+  // Adapter dropout on the inputs of A (as PEFT: y += s B A drop(u)), with a
+  // mask that depends only on (seed, layer, target, row, column), so a resumed
+  // run draws the same masks. 0 = off.
+  void set_dropout(float p, uint64_t seed);
+
+  // Forward over the batch; returns the sum of the cross-entropies of its
+  // target positions (natural log). With backward, also runs the backward
+  // pass with d loss / d logit scaled by grad_scale (1 / the target count of
+  // the whole optimiser step gives the mean over that step, as Hugging Face's
+  // loss) and accumulates the gradients. Results do not depend on how the
+  // threads share the work (each value is computed by one thread in a fixed
+  // order), so a resumed run repeats an uninterrupted one bit for bit.
+  double run(const TrainBatch& batch, bool backward, float grad_scale);
+  // With keep_logits, run() also keeps the logits (N, V) of every row.
+  void keep_logits(bool keep);
+  const std::vector<float>& logits() const;
+
+  void refresh_weights();
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace flora

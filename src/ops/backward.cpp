@@ -1,0 +1,249 @@
+// The training ops of backward.h: plain scalar loops for the elementwise and
+// row ops (they are O(n) beside the O(n d) products), ops::matmul_rows for
+// every product of the attention, so the T x T work runs on the SIMD kernel.
+#include "ops/backward.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "ops/ops.h"
+#include "util/error.h"
+
+namespace flora::ops {
+
+namespace {
+
+// Causal attention works on blocks of this many rows: a block of queries needs
+// the keys up to its last query only, so the products skip the upper triangle
+// except for the block's own diagonal tile (~ kCausalBlock / T of the work,
+// 6% at T = 512). A multiple of the kernel's 4 x 4 register block.
+constexpr int64_t kCausalBlock = 32;
+
+// Transposes go through tiles of this side so that both the reads and the
+// writes stay within a few cache lines per row.
+constexpr int64_t kTransposeTile = 32;
+
+// The same expression as the forward pass's silu (model/forward.cpp), so that
+// training and inference compute the same h.
+inline float silu(float g) { return g / (1.0f + std::exp(-g)); }
+
+// silu'(g) = s (1 + g (1 - s)), s = sigmoid(g). Both s and 1 - s come from
+// e = exp(-|g|) in (0, 1]: no overflow for any g, and no cancellation in
+// 1 - s for large g (where 1 - 1/(1 + exp(-g)) would lose all its digits).
+inline float silu_derivative(float g) {
+  const float e = std::exp(-std::fabs(g));
+  const float big = 1.0f / (1.0f + e), small = e * big;  // sigmoid(|g|), sigmoid(-|g|)
+  const float s = g >= 0 ? big : small, one_minus_s = g >= 0 ? small : big;
+  return s * (1.0f + g * one_minus_s);
+}
+
+// A dense F32 matrix (rows, cols) with row stride `stride`, as the weight
+// operand of matmul_rows.
+MatrixRef f32_matrix(const float* data, int64_t rows, int64_t cols, int64_t stride) {
+  return MatrixRef{data, DType::F32, rows, cols, stride};
+}
+
+}  // namespace
+
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t n, float eps) {
+  // The sum of squares in double; the output expression is ops::rmsnorm's
+  // (x * inv * w), so the two differ only by the rounding of the sum.
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * double(x[i]);
+  const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
+  *rstd = inv;
+}
+
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, float rstd, int64_t n) {
+  // out_i = x_i r w_i with r = (mean(x^2) + eps)^(-1/2), dr/dx_j = -r^3 x_j / n, so
+  // dx_j = r w_j dout_j - x_j (r^3 / n) sum_i dout_i w_i x_i.
+  double dot = 0;
+  for (int64_t i = 0; i < n; ++i) dot += double(dout[i]) * double(w[i]) * double(x[i]);
+  const float c = float(double(rstd) * double(rstd) * double(rstd) * dot / double(n));
+  for (int64_t i = 0; i < n; ++i) dx[i] += rstd * w[i] * dout[i] - c * x[i];
+  if (dw)
+    for (int64_t i = 0; i < n; ++i) dw[i] += dout[i] * x[i] * rstd;
+}
+
+void rope_forward(float* v, const float* cos, const float* sin, int64_t head_dim) {
+  const int64_t half = head_dim / 2;
+  for (int64_t j = 0; j < half; ++j) {
+    const float a = v[j], b = v[j + half];
+    v[j] = a * cos[j] - b * sin[j];
+    v[j + half] = b * cos[j] + a * sin[j];
+  }
+}
+
+void rope_backward(float* dv, const float* cos, const float* sin, int64_t head_dim) {
+  // The forward's pair map is [[c, -s], [s, c]]; its transpose is [[c, s], [-s, c]].
+  const int64_t half = head_dim / 2;
+  for (int64_t j = 0; j < half; ++j) {
+    const float da = dv[j], db = dv[j + half];
+    dv[j] = da * cos[j] + db * sin[j];
+    dv[j + half] = db * cos[j] - da * sin[j];
+  }
+}
+
+void swiglu_forward(float* h, const float* g, const float* u, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) h[i] = silu(g[i]) * u[i];
+}
+
+void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
+  // du uses the forward's own silu expression: it is the derivative of the h actually computed.
+  for (int64_t i = 0; i < n; ++i) {
+    const float dhi = dh[i];
+    dg[i] = dhi * u[i] * silu_derivative(g[i]);
+    du[i] = dhi * silu(g[i]);
+  }
+}
+
+int64_t attention_scratch_floats(int64_t T, int64_t hd) {
+  // Forward: V^T (hd, T). Backward: dS (T, T), a transposed T x T operand
+  // (dS^T, then P^T) (T, T), and a transposed (T, hd) operand (K^T, Q^T, dO^T) (hd, T).
+  return 2 * T * T + hd * T;
+}
+
+void attention_forward(float* out, int64_t ld_out, float* P, const float* q, int64_t ld_q, const float* k,
+                       const float* v, int64_t ld_kv, int64_t T, int64_t hd, float* scratch) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  for (int64_t i0 = 0; i0 < T; i0 += kCausalBlock) {
+    // S = Q K^T for the block's queries over the keys its last query sees, written into P (row stride T).
+    const int64_t tq = std::min(kCausalBlock, T - i0), n = i0 + tq;
+    matmul_rows(P + i0 * T, T, q + i0 * ld_q, ld_q, tq, f32_matrix(k, n, hd, ld_kv), 0, n, false);
+    for (int64_t i = i0; i < i0 + tq; ++i) {  // causal softmax of row i over positions 0..i
+      float* row = P + i * T;
+      float mx = -INFINITY;
+      for (int64_t p = 0; p <= i; ++p) mx = std::max(mx, row[p] *= scale);
+      double sum = 0;
+      for (int64_t p = 0; p <= i; ++p) sum += (row[p] = std::exp(row[p] - mx));
+      const float inv = float(1.0 / sum);
+      for (int64_t p = 0; p <= i; ++p) row[p] *= inv;
+      std::fill(row + i + 1, row + T, 0.0f);  // exact zeros: the backward's transposes read them
+    }
+  }
+  // out = P V as out[i, c] = sum_p P[i, p] V^T[c, p]; row block i0 needs columns p < i0 + tq of V^T.
+  float* vT = scratch;  // (hd, T)
+  transpose(vT, v, T, hd, ld_kv);
+  for (int64_t i0 = 0; i0 < T; i0 += kCausalBlock) {
+    const int64_t tq = std::min(kCausalBlock, T - i0), n = i0 + tq;
+    matmul_rows(out + i0 * ld_out, ld_out, P + i0 * T, T, tq, f32_matrix(vT, hd, n, T), 0, hd, false);
+  }
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, int64_t ld_dout, const float* P,
+                        const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv, int64_t T,
+                        int64_t hd, float* scratch) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  float* dS = scratch;               // (T, T): dP, then dS in place
+  float* tT = scratch + T * T;       // (T, T): dS^T, then P^T
+  float* opT = scratch + 2 * T * T;  // (hd, T): K^T, Q^T, dO^T in turn
+
+  // dP = dO V^T (row i needs keys 0..i), then the softmax backward row by row:
+  // dS[i, j] = scale * P[i, j] (dP[i, j] - sum_p P[i, p] dP[i, p]), the scale
+  // of S = scale Q K^T folded in. Zeros above the diagonal, where P is zero.
+  for (int64_t i0 = 0; i0 < T; i0 += kCausalBlock) {
+    const int64_t tq = std::min(kCausalBlock, T - i0), n = i0 + tq;
+    matmul_rows(dS + i0 * T, T, dout + i0 * ld_dout, ld_dout, tq, f32_matrix(v, n, hd, ld_kv), 0, n, false);
+    for (int64_t i = i0; i < i0 + tq; ++i) {
+      float* row = dS + i * T;
+      const float* prow = P + i * T;
+      double D = 0;
+      for (int64_t p = 0; p <= i; ++p) D += double(prow[p]) * double(row[p]);
+      const float Df = float(D);
+      for (int64_t p = 0; p <= i; ++p) row[p] = scale * prow[p] * (row[p] - Df);
+      std::fill(row + i + 1, row + T, 0.0f);
+    }
+  }
+
+  // dQ += dS K: dQ[i, c] = sum_j dS[i, j] K^T[c, j]; row block i0 needs j < i0 + tq.
+  transpose(opT, k, T, hd, ld_kv);
+  for (int64_t i0 = 0; i0 < T; i0 += kCausalBlock) {
+    const int64_t tq = std::min(kCausalBlock, T - i0), n = i0 + tq;
+    matmul_rows(dq + i0 * ld_q, ld_q, dS + i0 * T, T, tq, f32_matrix(opT, hd, n, T), 0, hd, true);
+  }
+
+  // dK += dS^T Q and dV += P^T dO. Row j of dS^T and P^T is zero before
+  // column j, so row block j0 starts at column j0 of both operands.
+  auto lower_product = [&](float* y, const float* xT, const float* wT) {
+    for (int64_t j0 = 0; j0 < T; j0 += kCausalBlock) {
+      const int64_t tj = std::min(kCausalBlock, T - j0);
+      matmul_rows(y + j0 * ld_kv, ld_kv, xT + j0 * T + j0, T, tj, f32_matrix(wT + j0, hd, T - j0, T), 0, hd, true);
+    }
+  };
+  transpose(tT, dS, T, T, T);
+  transpose(opT, q, T, hd, ld_q);
+  lower_product(dk, tT, opT);
+  transpose(tT, P, T, T, T);
+  transpose(opT, dout, T, hd, ld_dout);
+  lower_product(dv, tT, opT);
+}
+
+double cross_entropy_forward_backward(float* logits, int64_t V, int32_t target, float grad_scale) {
+  if (target < 0 || target >= V) fail("cross_entropy: target {} outside the vocabulary of {} tokens", target, V);
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < V; ++i) mx = std::max(mx, logits[i]);
+  const float target_logit = logits[target];
+  // One exp per logit, kept in place; the sum of the exps in double (V = 128256 terms).
+  double sum = 0;
+  for (int64_t i = 0; i < V; ++i) sum += (logits[i] = std::exp(logits[i] - mx));
+  const float c = float(double(grad_scale) / sum);
+  for (int64_t i = 0; i < V; ++i) logits[i] *= c;
+  logits[target] -= grad_scale;
+  return double(mx) + std::log(sum) - double(target_logit);
+}
+
+double cross_entropy_forward(const float* logits, int64_t V, int32_t target) {
+  if (target < 0 || target >= V) fail("cross_entropy: target {} outside the vocabulary of {} tokens", target, V);
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < V; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < V; ++i) sum += std::exp(logits[i] - mx);
+  return double(mx) + std::log(sum) - double(logits[target]);
+}
+
+float nonlinearity_derivative(Nonlinearity n, float z) {
+  switch (n) {
+    case Nonlinearity::ReLU:
+      return z > 0 ? 1.0f : 0.0f;
+    case Nonlinearity::GELU:
+      // d/dz [z Phi(z)] = Phi(z) + z phi(z), phi the standard normal density.
+      return 0.5f * (1.0f + std::erf(z * 0.70710678118654752f)) + z * 0.39894228040143268f * std::exp(-0.5f * z * z);
+    case Nonlinearity::SiLU:
+      return silu_derivative(z);
+    case Nonlinearity::Identity:
+      break;
+  }
+  return 1.0f;
+}
+
+void tile_add(float* y, const float* z, int64_t n, int64_t r, float s) {
+  FLORA_ASSERT(r > 0);
+  for (int64_t i0 = 0; i0 < n; i0 += r) {
+    const int64_t m = std::min(r, n - i0);
+    for (int64_t j = 0; j < m; ++j) y[i0 + j] += s * z[j];
+  }
+}
+
+void fold_add(float* dz, const float* dy, int64_t n, int64_t r, float s) {
+  FLORA_ASSERT(r > 0);
+  // Each dz[j] sums its n / r terms first (in double), then scales once.
+  for (int64_t j = 0; j < std::min(r, n); ++j) {
+    double acc = 0;
+    for (int64_t i = j; i < n; i += r) acc += dy[i];
+    dz[j] += float(double(s) * acc);
+  }
+}
+
+void transpose(float* out, const float* in, int64_t rows, int64_t cols, int64_t ld_in) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kTransposeTile) {
+    const int64_t r1 = std::min(rows, r0 + kTransposeTile);
+    for (int64_t c0 = 0; c0 < cols; c0 += kTransposeTile) {
+      const int64_t c1 = std::min(cols, c0 + kTransposeTile);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) out[c * rows + r] = in[r * ld_in + c];
+    }
+  }
+}
+
+}  // namespace flora::ops

@@ -1,0 +1,453 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#include <unistd.h>
+
+#include "adapters/adapter.h"
+#include "model/dense_weights.h"
+#include "model/train_pass.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+#include "util/file.h"
+#include "util/json.h"
+#include "util/progress.h"
+#include "util/timer.h"
+
+namespace flora::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Checkpoints kept on disk: the newest and the one before (in case the newest
+// is being replaced when the process dies).
+constexpr int kCheckpointsKept = 2;
+
+int64_t peak_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  return 0;
+}
+
+// Options that decide the trajectory: a resumed run must have the same ones.
+Json trajectory_json(const TrainOptions& o) {
+  Json j;
+  j["model"] = o.model_dir;
+  j["data"] = o.data_path;
+  j["format"] = data_format_name(o.format);
+  j["full"] = o.full;
+  if (!o.full) {
+    j["variant"] = o.variant;
+    j["rank"] = o.rank;
+    j["alpha"] = o.alpha;
+    j["targets"] = o.targets;
+    j["init"] = o.init == AdapterInit::Lora ? "lora" : o.init == AdapterInit::Zero ? "zero" : "random";
+    j["rslora"] = o.use_rslora;
+    j["nonlinearity"] = o.nonlinearity;
+    j["adapter_config"] = o.adapter_config;
+    j["adapter_init"] = o.adapter_init;
+  }
+  j["optim"] = optimizer_kind_name(o.optim.kind);
+  j["weight_decay"] = o.optim.weight_decay;
+  j["lr"] = o.lr;
+  j["schedule"] = lr_schedule_name(o.schedule);
+  j["warmup_steps"] = o.warmup_steps;
+  j["clip_norm"] = o.clip_norm;
+  j["dropout"] = o.dropout;
+  j["epochs"] = o.epochs;
+  j["max_steps"] = o.max_steps;
+  j["batch"] = o.batch;
+  j["micro_batch"] = o.micro_batch;
+  j["seq_len"] = o.seq_len;
+  j["seed"] = o.seed;
+  return j;
+}
+
+// What is trained, with its gradients and the optimiser's view of both.
+struct Trainable {
+  std::unique_ptr<Adapter> adapter, adapter_grads;
+  std::unique_ptr<DenseWeights> dense, dense_grads;
+  TrainGrads grads_view;
+  std::vector<ParamSlot> slots;
+
+  int64_t parameter_count() const { return adapter ? adapter->parameter_count() : dense->size(); }
+
+  void make_slots() {
+    slots.clear();
+    if (adapter) {
+      for (size_t l = 0; l < adapter->layers.size(); ++l)
+        for (Target t : kAllTargets)
+          for (char which : {'A', 'B', 'C'}) {
+            auto pick = [&](LayerAdapter& la) -> AdapterMatrix& {
+              return which == 'A' ? la.A[index(t)] : which == 'B' ? la.B[index(t)] : la.C[index(t)];
+            };
+            AdapterMatrix& v = pick(adapter->layers[l]);
+            if (v.empty()) continue;
+            AdapterMatrix& g = pick(adapter_grads->layers[l]);
+            slots.push_back({Adapter::tensor_name(adapter->config, static_cast<int64_t>(l), t, which), v.data.data(),
+                             g.data.data(), static_cast<int64_t>(v.data.size()), true});
+          }
+    } else {
+      // Weight decay on matrices, not on norm weights (as Hugging Face's Trainer).
+      for (size_t i = 0; i < dense->specs.size(); ++i)
+        slots.push_back({dense->specs[i].name, dense->data[i].data(), dense_grads->data[i].data(),
+                         static_cast<int64_t>(dense->data[i].size()), dense->specs[i].shape.size() == 2});
+    }
+  }
+
+  // A checkpoint or the result: the adapter directory, or a model directory.
+  void save(const std::string& dir, const std::string& model_dir, bool bf16) const {
+    if (adapter) {
+      adapter->save(dir);
+      return;
+    }
+    dense->save(dir, bf16 ? DType::BF16 : DType::F32);
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+      if (fs::exists(model_dir + "/" + name)) write_file_atomic(dir + "/" + name, read_file(model_dir + "/" + name));
+  }
+
+  // Values from a checkpoint written by save().
+  void load(const std::string& dir, const LlamaConfig& config) {
+    if (adapter) {
+      const Adapter saved = Adapter::load(dir, config);
+      for (size_t l = 0; l < adapter->layers.size(); ++l)
+        for (Target t : kAllTargets) {
+          auto& dst = adapter->layers[l];
+          const auto& src = saved.layers[l];
+          for (auto [d, s] : {std::pair{&dst.A[index(t)], &src.A[index(t)]}, std::pair{&dst.B[index(t)], &src.B[index(t)]},
+                              std::pair{&dst.C[index(t)], &src.C[index(t)]}}) {
+            if (d->data.size() != s->data.size())
+              fail("{}: checkpoint adapter does not match the run's configuration", dir);
+            std::copy(s->data.begin(), s->data.end(), d->data.begin());
+          }
+        }
+      return;
+    }
+    const auto model = LlamaModel::load(dir);
+    const DenseWeights saved = DenseWeights::from_model(*model);
+    if (saved.size() != dense->size()) fail("{}: checkpoint model does not match the run's model", dir);
+    dense->data = saved.data;
+  }
+
+  void zero_grads() {
+    for (const ParamSlot& s : slots) std::fill(s.grad, s.grad + s.size, 0.0f);
+  }
+};
+
+AdapterConfig adapter_config_of(const TrainOptions& o, const LlamaConfig& model) {
+  if (!o.adapter_init.empty()) {
+    const Json j = parse_json(read_file(o.adapter_init + "/adapter_config.json"), o.adapter_init + "/adapter_config.json");
+    return AdapterConfig::from_json(j, o.adapter_init + "/adapter_config.json");
+  }
+  if (!o.adapter_config.empty()) {
+    AdapterConfig c = AdapterConfig::from_json(parse_json(read_file(o.adapter_config), o.adapter_config), o.adapter_config);
+    c.init = o.init;
+    return c;
+  }
+  std::array<bool, kTargets> targets{true, true, true, true, true, true, true};
+  const bool lora_family = lora_execution_of(o.variant).has_value();
+  if (!o.targets.empty()) {
+    if (!lora_family)
+      fail("--targets applies to the LoRA variants only; the FLoRA preset '{}' has its own layout", o.variant);
+    targets = parse_targets(o.targets);
+  }
+  AdapterConfig c = AdapterConfig::preset(o.variant, o.rank, o.alpha > 0 ? o.alpha : 1.0, targets);
+  if (o.alpha <= 0) c.alpha = 2.0 * static_cast<double>(c.rank);
+  c.use_rslora = o.use_rslora;
+  c.init = o.init;
+  if (!o.nonlinearity.empty()) {
+    if (c.family != AdapterFamily::FLoRA) fail("--nonlinearity applies to the FLoRA variants only");
+    bool found = false;
+    for (Nonlinearity n : {Nonlinearity::Identity, Nonlinearity::ReLU, Nonlinearity::GELU, Nonlinearity::SiLU})
+      if (o.nonlinearity == nonlinearity_name(n)) c.nonlinearity = n, found = true;
+    if (!found) fail("--nonlinearity: expected identity, relu, gelu or silu, got '{}'", o.nonlinearity);
+  }
+  (void)model;
+  return c;
+}
+
+void check_options(const TrainOptions& o) {
+  if (o.model_dir.empty()) fail("--model is required");
+  if (o.data_path.empty()) fail("--data is required");
+  if (o.out_dir.empty()) fail("--out is required");
+  if (o.lr <= 0 || !std::isfinite(o.lr)) fail("--lr must be positive, got {}", o.lr);
+  if (o.batch <= 0) fail("--batch must be positive, got {}", o.batch);
+  if (o.micro_batch < 0 || o.micro_batch > o.batch)
+    fail("--micro-batch must be between 1 and --batch ({}), got {}", o.batch, o.micro_batch);
+  if (o.seq_len < 2) fail("--seq-len must be at least 2, got {}", o.seq_len);
+  if (o.epochs <= 0 && o.max_steps <= 0) fail("--epochs or --steps must be positive");
+  if (o.clip_norm < 0) fail("--clip-norm must be >= 0 (0 = off), got {}", o.clip_norm);
+  if (!(o.dropout >= 0 && o.dropout < 1)) fail("--dropout must be in [0, 1), got {}", o.dropout);
+  if (!o.full && o.rank <= 0 && o.adapter_config.empty() && o.adapter_init.empty())
+    fail("--rank must be positive, got {}", o.rank);
+}
+
+// Mean loss over the targets of a dataset, forward only.
+double evaluate(TrainPass& pass, const Dataset& data, int64_t micro_batch, int32_t pad_id) {
+  double loss = 0;
+  int64_t count = 0;
+  for (size_t i = 0; i < data.examples.size(); i += static_cast<size_t>(micro_batch)) {
+    std::vector<size_t> idx;
+    for (size_t j = i; j < std::min(data.examples.size(), i + static_cast<size_t>(micro_batch)); ++j) idx.push_back(j);
+    const Batch b = make_batch(data.examples, idx, pad_id);
+    loss += pass.run(TrainBatch{b.B, b.T, b.tokens.data(), b.targets.data()}, false, 1.0f);
+    count += b.target_count;
+  }
+  return count > 0 ? loss / static_cast<double>(count) : 0.0;
+}
+
+std::string checkpoint_name(int64_t step) { return fmt::format("checkpoint-{}", step); }
+
+}  // namespace
+
+TrainSummary run_training(const TrainOptions& opts) {
+  check_options(opts);
+  TrainOptions o = opts;
+  if (o.micro_batch == 0) o.micro_batch = o.batch;
+  const double t_start = now_seconds();
+
+  auto model = LlamaModel::load(o.model_dir);
+  const LlamaConfig& cfg = model->config();
+  const std::string tok_path = o.model_dir + "/tokenizer.json";
+  if (!fs::exists(tok_path)) fail("{}: no tokenizer.json (training data is tokenised with the model's tokenizer)", o.model_dir);
+  const Tokenizer tokenizer = Tokenizer::from_file(tok_path);
+  DataOptions data_options;
+  data_options.seq_len = o.seq_len;
+  data_options.skip_bad = o.skip_bad;
+  data_options.format = o.format;
+  const Dataset data = load_jsonl(o.data_path, tokenizer, data_options);
+  std::fprintf(stderr, "train: %s: %s\n", o.data_path.c_str(), data.stats.summary().c_str());
+  for (const std::string& m : data.stats.skip_messages) std::fprintf(stderr, "  skipped %s\n", m.c_str());
+  Dataset eval_data;
+  if (!o.eval_data_path.empty()) {
+    eval_data = load_jsonl(o.eval_data_path, tokenizer, data_options);
+    std::fprintf(stderr, "train: %s (validation): %s\n", o.eval_data_path.c_str(), eval_data.stats.summary().c_str());
+  }
+  const int32_t pad_id = tokenizer.eos_ids().empty() ? 0 : static_cast<int32_t>(tokenizer.eos_ids()[0]);
+
+  // What is trained.
+  Trainable tr;
+  if (o.full) {
+    tr.dense = std::make_unique<DenseWeights>(DenseWeights::from_model(*model));
+    tr.dense_grads = std::make_unique<DenseWeights>(DenseWeights::zeros(cfg));
+    tr.grads_view = tr.dense_grads->train_grads();
+  } else {
+    const AdapterConfig ac = adapter_config_of(o, cfg);
+    tr.adapter = std::make_unique<Adapter>(o.adapter_init.empty() ? Adapter::create(ac, cfg, o.seed)
+                                                                  : Adapter::load(o.adapter_init, cfg));
+    AdapterConfig zero = tr.adapter->config;
+    zero.init = AdapterInit::Zero;
+    tr.adapter_grads = std::make_unique<Adapter>(Adapter::create(zero, cfg, 0));
+  }
+  tr.make_slots();
+  Optimizer optimizer(o.optim, tr.slots);
+
+  const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  ThreadPool pool(threads);
+  const int64_t longest = [&] {
+    size_t m = 1;
+    for (const Example& e : data.examples) m = std::max(m, e.input_ids.size());
+    for (const Example& e : eval_data.examples) m = std::max(m, e.input_ids.size());
+    return static_cast<int64_t>(m);
+  }();
+  const TrainWeights weights = o.full ? tr.dense->train_weights() : train_weights_of(*model);
+  TrainPass pass(cfg, pool, weights, o.full ? &tr.grads_view : nullptr, tr.adapter.get(), tr.adapter_grads.get(),
+                 o.micro_batch * longest);
+
+  const int64_t n = static_cast<int64_t>(data.examples.size());
+  const int64_t steps_per_epoch = (n + o.batch - 1) / o.batch;
+  const int64_t total_steps = o.max_steps > 0 ? o.max_steps : o.epochs * steps_per_epoch;
+
+  make_directories(o.out_dir);
+  const std::string log_path = o.out_dir + "/train_log.jsonl";
+  const Json trajectory = trajectory_json(o);
+  int64_t step = 0;
+  if (o.resume) {
+    const std::string latest_path = o.out_dir + "/latest";
+    if (!fs::exists(latest_path)) fail("--resume: {} has no checkpoint ({} is missing)", o.out_dir, latest_path);
+    std::string name = read_file(latest_path);
+    while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
+    const std::string dir = o.out_dir + "/" + name;
+    const std::string state_path = dir + "/trainer_state.json";
+    const Json state = parse_json(read_file(state_path), state_path);
+    const Json& saved = state.at("trajectory");
+    for (auto it = trajectory.begin(); it != trajectory.end(); ++it)
+      if (!saved.contains(it.key()) || saved.at(it.key()) != it.value())
+        fail("--resume: {} was written with {} = {}, this run has {}", state_path, it.key(),
+             saved.contains(it.key()) ? saved.at(it.key()).dump() : "(none)", it.value().dump());
+    step = json_get<int64_t>(state, "step", state_path);
+    tr.load(dir, cfg);
+    optimizer.load_state(dir + "/optimizer.safetensors");
+    if (o.full) pass.refresh_weights();
+    // Log lines written after the checkpoint belong to the lost steps.
+    std::string kept;
+    if (fs::exists(log_path)) {
+      std::istringstream in(read_file(log_path));
+      std::string line;
+      while (std::getline(in, line)) {
+        if (line.empty()) continue;
+        const Json j = Json::parse(line, nullptr, false);
+        if (!j.is_discarded() && j.contains("step") && j["step"].get<int64_t>() <= step) kept += line + "\n";
+      }
+    }
+    write_file_atomic(log_path, kept);
+    std::fprintf(stderr, "train: resuming from %s (step %lld of %lld)\n", dir.c_str(), static_cast<long long>(step),
+                 static_cast<long long>(total_steps));
+  } else {
+    write_file_atomic(log_path, "");
+    for (const auto& entry : fs::directory_iterator(o.out_dir))
+      if (entry.path().filename().string().rfind("checkpoint-", 0) == 0) fs::remove_all(entry.path());
+    fs::remove(o.out_dir + "/latest");
+  }
+  Json config_json = trajectory;
+  config_json["eval_data"] = o.eval_data_path;
+  config_json["threads"] = threads;
+  config_json["trainable_parameters"] = tr.parameter_count();
+  config_json["total_steps"] = total_steps;
+  write_file_atomic(o.out_dir + "/train_config.json", config_json.dump(2) + "\n");
+
+  const std::unique_ptr<std::FILE, int (*)(std::FILE*)> log(std::fopen(log_path.c_str(), "a"), &std::fclose);
+  if (!log) fail("cannot open {} for appending", log_path);
+  auto log_line = [&](const Json& j) {
+    std::fprintf(log.get(), "%s\n", j.dump().c_str());
+    std::fflush(log.get());
+  };
+
+  std::fprintf(stderr, "train: %s, %lld trainable parameters (%.3f%% of %lld), %lld examples, %lld steps of %lld "
+               "sequences (micro-batch %lld), %d threads\n",
+               o.full ? "full fine-tuning" : tr.adapter->config.variant.c_str(),
+               static_cast<long long>(tr.parameter_count()),
+               100.0 * static_cast<double>(tr.parameter_count()) / static_cast<double>(cfg.parameter_count()),
+               static_cast<long long>(cfg.parameter_count()), static_cast<long long>(n),
+               static_cast<long long>(total_steps), static_cast<long long>(o.batch),
+               static_cast<long long>(o.micro_batch), threads);
+
+  const bool tty = !o.quiet && ::isatty(2);
+  TrainSummary summary;
+  summary.trainable = tr.parameter_count();
+  auto validate = [&](int64_t at_step) {
+    if (eval_data.examples.empty()) return;
+    const double loss = evaluate(pass, eval_data, o.micro_batch, pad_id);
+    summary.eval_loss = loss;
+    Json j;
+    j["step"] = at_step;
+    j["eval_loss"] = loss;
+    j["eval_ppl"] = std::exp(loss);
+    log_line(j);
+    std::fprintf(stderr, "%svalidation at step %lld: loss %.4f, perplexity %.2f\n", tty ? "\r\033[K" : "",
+                 static_cast<long long>(at_step), loss, std::exp(loss));
+  };
+  auto checkpoint = [&](int64_t at_step) {
+    const std::string name = checkpoint_name(at_step);
+    const std::string dir = o.out_dir + "/" + name;
+    fs::remove_all(dir);
+    tr.save(dir, o.model_dir, false);
+    optimizer.save_state(dir + "/optimizer.safetensors");
+    Json state;
+    state["step"] = at_step;
+    state["total_steps"] = total_steps;
+    state["trajectory"] = trajectory;
+    write_file_atomic(dir + "/trainer_state.json", state.dump(2) + "\n");
+    write_file_atomic(o.out_dir + "/latest", name + "\n");
+    // Older checkpoints beyond the kept number go.
+    std::vector<int64_t> steps;
+    for (const auto& entry : fs::directory_iterator(o.out_dir)) {
+      const std::string f = entry.path().filename().string();
+      if (f.rfind("checkpoint-", 0) == 0 && entry.is_directory()) {
+        try {
+          steps.push_back(std::stoll(f.substr(11)));
+        } catch (...) {
+        }
+      }
+    }
+    std::sort(steps.rbegin(), steps.rend());
+    for (size_t i = kCheckpointsKept; i < steps.size(); ++i) fs::remove_all(o.out_dir + "/" + checkpoint_name(steps[i]));
+  };
+
+  if (step == 0) validate(0);
+  Progress progress("step", total_steps);
+  int64_t tokens_done = 0;
+  const double t_loop = now_seconds();
+  std::vector<size_t> order;
+  int64_t order_epoch = -1;
+  const int64_t first_step = step;
+  while (step < total_steps) {
+    const int64_t epoch = step / steps_per_epoch, k = step % steps_per_epoch;
+    if (epoch != order_epoch) order = epoch_order(static_cast<size_t>(n), o.seed, static_cast<uint64_t>(epoch)),
+                              order_epoch = epoch;
+    const size_t b0 = static_cast<size_t>(k * o.batch), b1 = std::min(order.size(), b0 + static_cast<size_t>(o.batch));
+    // The mean over the targets of the whole step, whatever the micro-batching.
+    int64_t step_targets = 0, step_tokens = 0;
+    for (size_t i = b0; i < b1; ++i) {
+      step_targets += target_count(data.examples[order[i]]);
+      step_tokens += static_cast<int64_t>(data.examples[order[i]].input_ids.size());
+    }
+    double loss_sum = 0;
+    int micro = 0;
+    for (size_t m0 = b0; m0 < b1; m0 += static_cast<size_t>(o.micro_batch), ++micro) {
+      const std::vector<size_t> idx(order.begin() + static_cast<int64_t>(m0),
+                                    order.begin() + static_cast<int64_t>(std::min(b1, m0 + static_cast<size_t>(o.micro_batch))));
+      const Batch b = make_batch(data.examples, idx, pad_id);
+      pass.set_dropout(o.dropout, o.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(step) * 1024 + micro);
+      loss_sum += pass.run(TrainBatch{b.B, b.T, b.tokens.data(), b.targets.data()}, true,
+                           1.0f / static_cast<float>(step_targets));
+    }
+    const double loss = loss_sum / static_cast<double>(step_targets);
+    const double grad_norm = clip_grad_norm(tr.slots, o.clip_norm);
+    if (!std::isfinite(loss) || !std::isfinite(grad_norm))
+      fail("training diverged at step {}: loss {}, gradient norm {} (lower --lr, or set --clip-norm)", step + 1, loss,
+           grad_norm);
+    const double lr = learning_rate(o.schedule, o.lr, step, o.warmup_steps, total_steps);
+    optimizer.step(lr);
+    tr.zero_grads();
+    if (o.full) pass.refresh_weights();
+    ++step;
+    tokens_done += step_tokens;
+    const double elapsed = now_seconds() - t_loop;
+    const double tps = static_cast<double>(tokens_done) / std::max(elapsed, 1e-9);
+    if (step == first_step + 1) summary.first_loss = loss;
+    summary.last_loss = loss;
+    Json j;
+    j["step"] = step;
+    j["epoch"] = static_cast<double>(step) / static_cast<double>(steps_per_epoch);
+    j["loss"] = loss;
+    j["lr"] = lr;
+    j["grad_norm"] = grad_norm;
+    j["tokens"] = step_tokens;
+    j["tokens_per_s"] = tps;
+    j["elapsed_s"] = now_seconds() - t_start;
+    log_line(j);
+    if (!o.quiet)
+      progress.update(step, fmt::format("loss {:.4f}  lr {:.2e}  {:.0f} tok/s", loss, lr, tps));
+    if (o.eval_every > 0 && step % o.eval_every == 0 && step < total_steps) validate(step);
+    if (o.save_every > 0 && step % o.save_every == 0 && step < total_steps) checkpoint(step);
+  }
+  if (!o.quiet) progress.finish(fmt::format("loss {:.4f}", summary.last_loss));
+  validate(step);
+  checkpoint(step);
+  const std::string result = o.out_dir + (o.full ? "/model" : "/adapter");
+  const std::string tmp = result + ".tmp";
+  fs::remove_all(tmp);
+  tr.save(tmp, o.model_dir, o.save_bf16);
+  fs::remove_all(result);
+  fs::rename(tmp, result);
+
+  summary.steps = step;
+  summary.seconds = now_seconds() - t_start;
+  summary.tokens_per_s = static_cast<double>(tokens_done) / std::max(now_seconds() - t_loop, 1e-9);
+  summary.peak_rss_bytes = peak_rss_bytes();
+  summary.result_dir = result;
+  return summary;
+}
+
+}  // namespace flora::train

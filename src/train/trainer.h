@@ -1,0 +1,86 @@
+// The training loop behind `flora train`: an adapter of any variant, or every
+// weight (full fine-tuning, also how flora pretrains small base models), on
+// JSONL data, with AdamW or SGD, warmup and decay, clipping, gradient
+// accumulation, validation, and checkpoints a killed run resumes from.
+//
+// Output directory (--out DIR):
+//   DIR/adapter/ or DIR/model/   the result (an adapter directory as PEFT
+//                                writes one; a model directory flora and
+//                                transformers load, with the tokenizer)
+//   DIR/checkpoint-<step>/       the trained tensors (as above), optimizer.safetensors
+//                                and trainer_state.json; the last two are kept
+//   DIR/latest                   the name of the newest complete checkpoint
+//   DIR/train_log.jsonl          one line per step {"step", "loss", "lr", ...}
+//                                and per validation {"step", "eval_loss", ...}
+//   DIR/train_config.json        the options of the run
+// Every file is written under a temporary name and renamed when complete, and
+// `latest` changes only after its checkpoint is complete, so a run killed at
+// any moment leaves the previous checkpoint usable.
+//
+// Determinism: the data order depends on (seed, epoch), dropout masks on
+// (seed, step, micro-batch), and the training pass does not depend on the
+// thread count, so a resumed run reproduces the losses of an uninterrupted
+// one bit for bit.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "adapters/config.h"
+#include "train/data.h"
+#include "train/optimizer.h"
+
+namespace flora::train {
+
+struct TrainOptions {
+  std::string model_dir, data_path, eval_data_path, out_dir;
+  DataFormat format = DataFormat::Auto;
+  bool skip_bad = false;
+
+  // What is trained: `full`, or an adapter: a preset (variant, rank, alpha,
+  // targets, init, rslora), a configuration file, or an existing adapter
+  // directory to continue from.
+  bool full = false;
+  std::string variant = "ffba";
+  int64_t rank = 8;
+  double alpha = 0;  // 0: 2 x the stored rank (scale 2)
+  std::string targets;  // LoRA: q,k,v,o,gate,up,down (default all)
+  AdapterInit init = AdapterInit::Lora;
+  bool use_rslora = false;
+  std::string nonlinearity;   // "", or identity|relu|gelu|silu to override the preset's
+  std::string adapter_config;  // a custom adapter_config.json (replaces variant/rank/alpha)
+  std::string adapter_init;    // start from this adapter directory
+
+  OptimizerOptions optim;
+  double lr = 2e-4;
+  LrSchedule schedule = LrSchedule::Linear;
+  int64_t warmup_steps = 0;
+  double clip_norm = 1.0;  // 0 = off
+  float dropout = 0;       // adapter dropout, 0 = off
+
+  int64_t epochs = 1;
+  int64_t max_steps = 0;  // > 0: this many optimiser steps (the data repeats as needed)
+  int64_t batch = 8;      // sequences per optimiser step
+  int64_t micro_batch = 0;  // sequences per pass (0: = batch); gradients accumulate
+  int64_t seq_len = 512;
+  uint64_t seed = 0;
+  int threads = 0;  // 0: all cores
+
+  int64_t eval_every = 0;  // validation every N steps (0: only at the end)
+  int64_t save_every = 0;  // checkpoint every N steps (0: only at the end)
+  bool resume = false;
+  bool save_bf16 = false;  // full fine-tuning: write the model in BF16 (checkpoints stay F32)
+  bool quiet = false;      // no progress line
+};
+
+struct TrainSummary {
+  int64_t steps = 0, trainable = 0;
+  double first_loss = 0, last_loss = 0, eval_loss = -1;
+  double seconds = 0, tokens_per_s = 0;
+  int64_t peak_rss_bytes = 0;
+  std::string result_dir;
+};
+
+TrainSummary run_training(const TrainOptions& options);
+
+}  // namespace flora::train

@@ -1,0 +1,366 @@
+// The training pass (model/train_pass.h): its forward against the PyTorch
+// twin's logits, its gradients against the twin's autograd gradients for every
+// adapter variant and for full fine-tuning (tools/torch_twin.py train-golden),
+// against finite differences with dropout on, and its determinism.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "adapters/adapter.h"
+#include "io/safetensors.h"
+#include "model/dense_weights.h"
+#include "model/train_pass.h"
+#include "train/optimizer.h"
+#include "util/random.h"
+
+namespace flora {
+namespace {
+
+const std::string kFixtures = std::string(FLORA_SOURCE_DIR) + "/tests/fixtures/tiny_llama";
+const std::vector<std::string> kVariants = {"lora", "ffa", "ffba", "ffba-aorb", "ffba-qg", "ffba-relu", "ffba-gelu"};
+
+std::string test_name(const std::string& s) {
+  std::string n = s;
+  for (auto& ch : n)
+    if (ch == '-') ch = '_';
+  return n;
+}
+
+std::vector<int64_t> read_i64(const SafetensorsFile& f, const std::string& name) {
+  const TensorView* t = f.find(name);
+  if (!t) ADD_FAILURE() << f.path() << " has no tensor " << name;
+  if (!t) return {};
+  std::vector<int64_t> v(t->numel());
+  std::memcpy(v.data(), t->data, t->nbytes);
+  return v;
+}
+std::vector<double> read_f64(const SafetensorsFile& f, const std::string& name) {
+  const TensorView* t = f.find(name);
+  if (!t) ADD_FAILURE() << f.path() << " has no tensor " << name;
+  if (!t) return {};
+  std::vector<double> v(t->numel());
+  for (int64_t i = 0; i < t->numel(); ++i) {
+    if (t->dtype == DType::F64) {
+      std::memcpy(&v[i], t->data + 8 * i, 8);
+    } else {
+      float x;
+      std::memcpy(&x, t->data + 4 * i, 4);
+      v[i] = x;
+    }
+  }
+  return v;
+}
+
+// The twin's golden forward (tokens, logits) for the base model or an adapter.
+TEST(TrainPass, ForwardMatchesTwinLogits) {
+  for (const std::string& variant : std::vector<std::string>{"", "lora", "ffa", "ffba", "ffba-aorb", "ffba-qg",
+                                                             "ffba-relu", "ffba-gelu"}) {
+    auto model = LlamaModel::load(kFixtures + "/f32");
+    const std::string dir = variant.empty() ? kFixtures + "/f32" : kFixtures + "/adapters/" + variant;
+    SafetensorsFile golden(dir + "/golden.safetensors");
+    std::vector<int32_t> tokens;
+    for (int64_t t : read_i64(golden, "tokens")) tokens.push_back(static_cast<int32_t>(t));
+    const std::vector<double> want = read_f64(golden, "logits");
+    const int64_t T = static_cast<int64_t>(tokens.size()), V = model->config().vocab_size;
+    std::unique_ptr<Adapter> adapter, grads;
+    if (!variant.empty()) {
+      adapter = std::make_unique<Adapter>(Adapter::load(dir, model->config()));
+      grads = std::make_unique<Adapter>(*adapter);
+    }
+    ThreadPool pool(2);
+    TrainPass pass(model->config(), pool, train_weights_of(*model), nullptr, adapter.get(), grads.get(), T);
+    pass.keep_logits(true);
+    std::vector<int32_t> targets(T, -1);
+    pass.run(TrainBatch{1, T, tokens.data(), targets.data()}, false, 1.0f);
+    double worst = 0;
+    for (int64_t i = 0; i < T * V; ++i) worst = std::max(worst, std::fabs(pass.logits()[i] - want[i]));
+    EXPECT_LE(worst, 1e-4) << (variant.empty() ? "base" : variant);
+  }
+}
+
+// One golden case of tools/torch_twin.py train-golden: model, batch, loss, gradients.
+struct TwinCase {
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<SafetensorsFile> golden;
+  std::vector<int32_t> tokens, targets;
+  int64_t B = 0, T = 0, count = 0;
+
+  explicit TwinCase(const std::string& name) {
+    model = LlamaModel::load(kFixtures + "/f32");
+    golden = std::make_unique<SafetensorsFile>(kFixtures + "/train/" + name + "/golden.safetensors");
+    const TensorView* tv = golden->find("tokens");
+    if (!tv) throw Error("no tokens in golden");
+    B = tv->shape[0], T = tv->shape[1];
+    const std::vector<int64_t> tok = read_i64(*golden, "tokens"), lab = read_i64(*golden, "labels");
+    // Hugging Face shifts inside the model: position t predicts label t + 1.
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t) {
+        tokens.push_back(static_cast<int32_t>(tok[b * T + t]));
+        const int64_t next = t + 1 < T ? lab[b * T + t + 1] : -100;
+        targets.push_back(next == -100 ? -1 : static_cast<int32_t>(next));
+        count += next != -100;
+      }
+  }
+  TrainBatch batch() const { return TrainBatch{B, T, tokens.data(), targets.data()}; }
+};
+
+// Worst |got - want| / (atol + rtol |want|) over a tensor, atol relative to
+// the tensor's largest |want|: <= 1 passes.
+double worst_ratio(const float* got, const std::vector<double>& want, double atol, double rtol) {
+  double worst = 0, largest = 0;
+  for (double w : want) largest = std::max(largest, std::fabs(w));
+  atol *= largest;
+  for (size_t i = 0; i < want.size(); ++i)
+    worst = std::max(worst, std::fabs(got[i] - want[i]) / (atol + rtol * std::fabs(want[i])));
+  return worst;
+}
+
+// Gradients in f32 against the twin's float64 autograd: the loss is ~9 and
+// gradients up to ~2. The twin run in float32 lands within 1.2e-5 x the
+// tensor's largest |g| (tests/fixtures/README.md), so the tolerance is
+// 5e-5 x max |g| + 1e-4 |g|; the bugs tried there move gradients by far more.
+class TwinGradients : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TwinGradients, AdapterMatchesTwin) {
+  TwinCase c(GetParam());
+  Adapter adapter = Adapter::load(kFixtures + "/adapters/" + GetParam(), c.model->config());
+  Adapter grads = adapter;
+  for (auto& layer : grads.layers)
+    for (auto* mats : {&layer.A, &layer.B, &layer.C})
+      for (auto& m : *mats) std::fill(m.data.begin(), m.data.end(), 0.0f);
+  ThreadPool pool(2);
+  TrainPass pass(c.model->config(), pool, train_weights_of(*c.model), nullptr, &adapter, &grads, c.B * c.T);
+  const double loss = pass.run(c.batch(), true, 1.0f / static_cast<float>(c.count)) / static_cast<double>(c.count);
+  EXPECT_NEAR(loss, read_f64(*c.golden, "loss")[0], 1e-5);
+  int checked = 0;
+  for (size_t l = 0; l < grads.layers.size(); ++l)
+    for (Target t : kAllTargets)
+      for (char which : {'A', 'B', 'C'}) {
+        const AdapterMatrix& g = which == 'A' ? grads.layers[l].A[index(t)]
+                                 : which == 'B' ? grads.layers[l].B[index(t)]
+                                                : grads.layers[l].C[index(t)];
+        if (g.empty()) continue;
+        const std::string name = "grad." + Adapter::tensor_name(adapter.config, l, t, which);
+        ASSERT_NE(c.golden->find(name), nullptr) << name;
+        EXPECT_LE(worst_ratio(g.data.data(), read_f64(*c.golden, name), 5e-5, 1e-4), 1.0) << name;
+        ++checked;
+      }
+  EXPECT_GT(checked, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, TwinGradients, ::testing::ValuesIn(kVariants),
+                         [](const auto& info) { return test_name(info.param); });
+
+TEST(TwinGradients, FullFineTuningMatchesTwin) {
+  TwinCase c("full");
+  DenseWeights weights = DenseWeights::from_model(*c.model);
+  DenseWeights grads = DenseWeights::zeros(c.model->config());
+  TrainGrads g = grads.train_grads();
+  ThreadPool pool(2);
+  TrainPass pass(c.model->config(), pool, weights.train_weights(), &g, nullptr, nullptr, c.B * c.T);
+  const double loss = pass.run(c.batch(), true, 1.0f / static_cast<float>(c.count)) / static_cast<double>(c.count);
+  EXPECT_NEAR(loss, read_f64(*c.golden, "loss")[0], 1e-5);
+  for (size_t i = 0; i < grads.specs.size(); ++i) {
+    const std::string name = "grad." + grads.specs[i].name;
+    ASSERT_NE(c.golden->find(name), nullptr) << name;
+    EXPECT_LE(worst_ratio(grads.data[i].data(), read_f64(*c.golden, name), 5e-5, 1e-4), 1.0) << name;
+  }
+}
+
+// Five AdamW steps and five clipped SGD steps on the twin's batch, through
+// the trainer's optimiser (train/optimizer.h), against the twin's losses and
+// gradient norms (hyper-parameters from the golden file's metadata).
+// Tolerances from tests/fixtures/README.md (the twin run in float32): 1e-4,
+// except LoRA's last AdamW entries where AdamW amplifies f32 rounding.
+class TwinSteps : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TwinSteps, LossesMatchTwin) {
+  const std::string name = GetParam();
+  for (const bool adamw : {true, false}) {
+    TwinCase c(name);
+    const auto& meta = c.golden->metadata();
+    std::unique_ptr<Adapter> adapter, agrads;
+    std::unique_ptr<DenseWeights> dense, dgrads;
+    TrainGrads gview;
+    std::vector<train::ParamSlot> slots;
+    if (name == "full") {
+      dense = std::make_unique<DenseWeights>(DenseWeights::from_model(*c.model));
+      dgrads = std::make_unique<DenseWeights>(DenseWeights::zeros(c.model->config()));
+      gview = dgrads->train_grads();
+      for (size_t i = 0; i < dense->specs.size(); ++i)
+        slots.push_back({dense->specs[i].name, dense->data[i].data(), dgrads->data[i].data(),
+                         static_cast<int64_t>(dense->data[i].size()), dense->specs[i].shape.size() == 2});
+      ASSERT_EQ(meta.at("adamw_decay"), "2d");
+    } else {
+      adapter = std::make_unique<Adapter>(Adapter::load(kFixtures + "/adapters/" + name, c.model->config()));
+      agrads = std::make_unique<Adapter>(*adapter);
+      for (size_t l = 0; l < adapter->layers.size(); ++l)
+        for (Target t : kAllTargets)
+          for (char which : {'A', 'B', 'C'}) {
+            auto pick = [&](LayerAdapter& la) -> AdapterMatrix& {
+              return which == 'A' ? la.A[index(t)] : which == 'B' ? la.B[index(t)] : la.C[index(t)];
+            };
+            AdapterMatrix& v = pick(adapter->layers[l]);
+            if (v.empty()) continue;
+            slots.push_back({Adapter::tensor_name(adapter->config, l, t, which), v.data.data(),
+                             pick(agrads->layers[l]).data.data(), static_cast<int64_t>(v.data.size()), true});
+          }
+      ASSERT_EQ(meta.at("adamw_decay"), "all");
+    }
+    for (auto& sl : slots) std::fill(sl.grad, sl.grad + sl.size, 0.0f);
+    train::OptimizerOptions oo;
+    oo.kind = adamw ? train::OptimizerKind::AdamW : train::OptimizerKind::Sgd;
+    if (adamw) {
+      oo.beta1 = std::stod(meta.at("adamw_beta1"));
+      oo.beta2 = std::stod(meta.at("adamw_beta2"));
+      oo.eps = std::stod(meta.at("adamw_eps"));
+      oo.weight_decay = std::stod(meta.at("adamw_weight_decay"));
+    }
+    const double lr = std::stod(meta.at(adamw ? "adamw_lr" : "sgd_lr"));
+    const double clip = adamw ? 0.0 : std::stod(meta.at("sgd_clip_max_norm"));
+    train::Optimizer opt(oo, slots);
+    ThreadPool pool(2);
+    const TrainWeights w = dense ? dense->train_weights() : train_weights_of(*c.model);
+    TrainPass pass(c.model->config(), pool, w, dense ? &gview : nullptr, adapter.get(), agrads.get(), c.B * c.T);
+    const std::vector<double> want = read_f64(*c.golden, adamw ? "adamw_losses" : "sgd_losses");
+    const std::vector<double> norms = read_f64(*c.golden, "grad_norms");
+    ASSERT_EQ(want.size(), 6u);
+    for (int step = 0; step <= 5; ++step) {
+      const double loss = pass.run(c.batch(), step < 5, 1.0f / static_cast<float>(c.count)) / c.count;
+      const double tol = (adamw && name == "lora" && step >= 3) ? std::vector<double>{1e-3, 3e-3, 3e-2}[step - 3] : 1e-4;
+      EXPECT_NEAR(loss, want[step], tol) << name << (adamw ? " adamw" : " sgd") << " step " << step;
+      if (step == 5) break;
+      const double norm = train::clip_grad_norm(slots, clip);
+      if (!adamw) {
+        EXPECT_NEAR(norm, norms[step], 1e-4 * norms[step]) << name << " grad norm " << step;
+      }
+      opt.step(lr);
+      opt.zero_grads();
+      if (dense) pass.refresh_weights();
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, TwinSteps, ::testing::Values("lora", "ffba", "ffba-aorb", "ffa", "full"),
+                         [](const auto& info) { return test_name(info.param); });
+
+// With dropout on (the twin runs without): the gradient under a fixed mask
+// against the derivative of that same loss along random directions (all A,
+// then all B, then all C matrices), by central differences with Richardson
+// extrapolation, (4 D(h/2) - D(h)) / 3. The fixture adapters are strong
+// (they move logits by ~13), so the loss curves fast: at h = 1e-2 the
+// extrapolation is still off by 50%, at 1e-3 within 0.3%, and below that the
+// f32 rounding of the loss (~1e-6 / h) takes over; tolerance 0.5% + 1e-3.
+TEST(TrainPass, DropoutGradientsMatchFiniteDifferences) {
+  auto model = LlamaModel::load(kFixtures + "/f32");
+  for (const std::string variant : {"lora", "ffba", "ffa"}) {
+    Adapter adapter = Adapter::load(kFixtures + "/adapters/" + variant, model->config());
+    Adapter grads = adapter;
+    for (auto& layer : grads.layers)
+      for (auto* mats : {&layer.A, &layer.B, &layer.C})
+        for (auto& m : *mats) std::fill(m.data.begin(), m.data.end(), 0.0f);
+    std::vector<int32_t> tokens = {379, 12, 200, 31, 7, 99, 150, 3, 379, 45, 46, 47, 48, 49, 50, 51};
+    std::vector<int32_t> targets = {12, 200, 31, 7, 99, 150, 3, -1, -1, 46, 47, 48, 49, 50, 51, -1};
+    ThreadPool pool(2);
+    TrainPass pass(model->config(), pool, train_weights_of(*model), nullptr, &adapter, &grads, 16);
+    const TrainBatch batch{2, 8, tokens.data(), targets.data()};
+    const double plain = pass.run(batch, false, 1.0f);
+    pass.set_dropout(0.3f, 77);
+    EXPECT_GT(std::fabs(pass.run(batch, true, 1.0f / 12) - plain), 1e-3) << "dropout changed nothing";
+    uint64_t rng = 5;
+    for (int which = 0; which < 3; ++which) {
+      std::vector<std::pair<float*, float>> entries;  // (value, direction)
+      double analytic = 0;
+      for (size_t l = 0; l < adapter.layers.size(); ++l)
+        for (Target t : kAllTargets) {
+          auto& la = adapter.layers[l];
+          auto& lg = grads.layers[l];
+          AdapterMatrix& m = which == 0 ? la.A[index(t)] : which == 1 ? la.B[index(t)] : la.C[index(t)];
+          const AdapterMatrix& g = which == 0 ? lg.A[index(t)] : which == 1 ? lg.B[index(t)] : lg.C[index(t)];
+          for (size_t i = 0; i < m.data.size(); ++i) {
+            const float v = static_cast<float>(2 * uniform01(rng) - 1);
+            entries.push_back({&m.data[i], v});
+            analytic += double(g.data[i]) * v;
+          }
+        }
+      if (entries.empty()) continue;
+      auto loss_at = [&](double h) {
+        std::vector<float> keep;
+        for (auto& [p, v] : entries) keep.push_back(*p), *p += static_cast<float>(h * v);
+        const double loss = pass.run(batch, false, 1.0f) / 12;
+        for (size_t i = 0; i < entries.size(); ++i) *entries[i].first = keep[i];
+        return loss;
+      };
+      const double h = 1e-3;
+      const double d1 = (loss_at(h) - loss_at(-h)) / (2 * h), d2 = (loss_at(h / 2) - loss_at(-h / 2)) / h;
+      const double numeric = (4 * d2 - d1) / 3;
+      EXPECT_NEAR(analytic, numeric, 5e-3 * std::fabs(numeric) + 1e-3) << variant << " matrices " << "ABC"[which];
+    }
+  }
+}
+
+// Each value is computed by one thread in a fixed order, so the thread count
+// does not change a single bit (what makes resumed runs repeat exactly).
+TEST(TrainPass, GradientsDoNotDependOnThreads) {
+  auto model = LlamaModel::load(kFixtures + "/f32");
+  std::vector<int32_t> tokens = {379, 12, 200, 31, 7, 99, 150, 3, 379, 45, 46, 47, 48, 49, 50, 51};
+  std::vector<int32_t> targets = {12, 200, 31, 7, 99, 150, 3, -1, -1, 46, 47, 48, 49, 50, 51, -1};
+  std::vector<std::vector<float>> results;
+  for (int threads : {1, 2, 3}) {
+    DenseWeights weights = DenseWeights::from_model(*model);
+    DenseWeights grads = DenseWeights::zeros(model->config());
+    TrainGrads g = grads.train_grads();
+    ThreadPool pool(threads);
+    TrainPass pass(model->config(), pool, weights.train_weights(), &g, nullptr, nullptr, 16);
+    pass.run(TrainBatch{2, 8, tokens.data(), targets.data()}, true, 1.0f / 12);
+    std::vector<float> flat;
+    for (const auto& v : grads.data) flat.insert(flat.end(), v.begin(), v.end());
+    results.push_back(flat);
+  }
+  EXPECT_EQ(0, std::memcmp(results[0].data(), results[1].data(), results[0].size() * 4));
+  EXPECT_EQ(0, std::memcmp(results[0].data(), results[2].data(), results[0].size() * 4));
+}
+
+// Gradients accumulate: two micro-batches equal the batch of both.
+TEST(TrainPass, MicroBatchesAccumulate) {
+  auto model = LlamaModel::load(kFixtures + "/f32");
+  Adapter adapter = Adapter::load(kFixtures + "/adapters/ffba", model->config());
+  std::vector<int32_t> tokens = {379, 12, 200, 31, 7, 99, 150, 3, 379, 45, 46, 47, 48, 49, 50, 51};
+  std::vector<int32_t> targets = {12, 200, 31, 7, 99, 150, 3, -1, -1, 46, 47, 48, 49, 50, 51, -1};
+  auto zero_like = [](const Adapter& a) {
+    Adapter z = a;
+    for (auto& layer : z.layers)
+      for (auto* mats : {&layer.A, &layer.B, &layer.C})
+        for (auto& m : *mats) std::fill(m.data.begin(), m.data.end(), 0.0f);
+    return z;
+  };
+  Adapter whole = zero_like(adapter), parts = zero_like(adapter);
+  ThreadPool pool(2);
+  TrainPass p1(model->config(), pool, train_weights_of(*model), nullptr, &adapter, &whole, 16);
+  const double l1 = p1.run(TrainBatch{2, 8, tokens.data(), targets.data()}, true, 1.0f / 12);
+  TrainPass p2(model->config(), pool, train_weights_of(*model), nullptr, &adapter, &parts, 8);
+  double l2 = p2.run(TrainBatch{1, 8, tokens.data(), targets.data()}, true, 1.0f / 12);
+  l2 += p2.run(TrainBatch{1, 8, tokens.data() + 8, targets.data() + 8}, true, 1.0f / 12);
+  EXPECT_NEAR(l1, l2, 1e-4);
+  double worst = 0, largest = 0;
+  for (size_t l = 0; l < whole.layers.size(); ++l)
+    for (Target t : kAllTargets)
+      for (const auto* pair : {&whole.layers[l].A, &whole.layers[l].B, &whole.layers[l].C}) {
+        const auto& a = (*pair)[index(t)];
+        const auto& b = pair == &whole.layers[l].A   ? parts.layers[l].A[index(t)]
+                        : pair == &whole.layers[l].B ? parts.layers[l].B[index(t)]
+                                                     : parts.layers[l].C[index(t)];
+        for (size_t i = 0; i < a.data.size(); ++i) {
+          worst = std::max(worst, double(std::fabs(a.data[i] - b.data[i])));
+          largest = std::max(largest, double(std::fabs(a.data[i])));
+        }
+      }
+  EXPECT_GT(largest, 1e-3);
+  EXPECT_LE(worst, 1e-5 * largest + 1e-7);
+}
+
+}  // namespace
+}  // namespace flora
