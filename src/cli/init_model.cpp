@@ -32,8 +32,22 @@ std::string find_llama3_tokenizer() {
       fmt::join(candidates, ", "));
 }
 
-void write_tokenizer(const LlamaConfig& config, const std::string& dir) {
+void write_tokenizer(const LlamaConfig& config, const std::string& dir, const std::string& given) {
   const std::string path = dir + "/tokenizer.json";
+  if (!given.empty()) {  // a trained one (flora tokenizer train): its ids must be the config's
+    const Tokenizer tok = Tokenizer::from_file(given);
+    if (tok.vocab_size() != config.vocab_size)
+      fail("--tokenizer {}: has {} tokens, the model's vocab_size is {}", given, tok.vocab_size(), config.vocab_size);
+    if (!tok.bos_id() || *tok.bos_id() != config.bos_token_id ||
+        tok.token_id("<|end_of_text|>") != std::optional<int32_t>(static_cast<int32_t>(config.eos_token_ids[0])))
+      fail("--tokenizer {}: expected bos <|begin_of_text|> = {} and eos <|end_of_text|> = {}", given,
+           config.bos_token_id, config.eos_token_ids[0]);
+    write_file_atomic(path, read_file(given));
+    return;
+  }
+  if (config.vocab_size != 128256 && config.vocab_size != 384)
+    fail("this preset has no tokenizer of its own: give --tokenizer (flora tokenizer train --vocab {})",
+         config.vocab_size);
   if (config.vocab_size == 128256) {
     write_file_atomic(path, read_file(find_llama3_tokenizer()));
     return;
@@ -52,14 +66,16 @@ void write_tokenizer(const LlamaConfig& config, const std::string& dir) {
 void add_init_model(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("init-model", "Write a model directory with random weights of a real model's shapes");
   struct Options {
-    std::string preset, out, dtype = "bf16";
+    std::string preset, out, dtype = "bf16", tokenizer;
     uint64_t seed = 0;
     double max_shard_gb = kDefaultMaxShardBytes / 1e9;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("--preset", o->preset, "tiny, llama-3.2-1b or llama-3.2-3b")
+  cmd->add_option("--preset", o->preset, "tiny, flora-small, llama-3.2-1b or llama-3.2-3b")
       ->required()
-      ->check(CLI::IsMember({"tiny", "llama-3.2-1b", "llama-3.2-3b"}));
+      ->check(CLI::IsMember({"tiny", "flora-small", "llama-3.2-1b", "llama-3.2-3b"}));
+  cmd->add_option("--tokenizer", o->tokenizer,
+                  "tokenizer.json to use (default: the real Llama 3 one, or a trained one for tiny)");
   cmd->add_option("--out", o->out, "Output directory")->required();
   cmd->add_option("--seed", o->seed, "Seed of the random weights")->capture_default_str();
   cmd->add_option("--dtype", o->dtype, "Weight dtype")
@@ -77,7 +93,7 @@ void add_init_model(CLI::App& app, Action& action) {
                    config.parameter_count() / 1e9, o->dtype.c_str(), static_cast<unsigned long long>(o->seed),
                    o->out.c_str());
       write_random_model(config, o->out, o->seed, dtype, static_cast<size_t>(o->max_shard_gb * 1e9));
-      write_tokenizer(config, o->out);
+      write_tokenizer(config, o->out, o->tokenizer);
       std::fprintf(stderr, "init-model: done in %.1f s\n", now_seconds() - t0);
     };
   });

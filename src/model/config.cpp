@@ -172,8 +172,17 @@ LlamaConfig LlamaConfig::preset(const std::string& name) {
     c.vocab_size = 384, c.max_position_embeddings = 2048;
     c.rope_scaling.original_max_position_embeddings = 64;
     c.bos_token_id = 379, c.eos_token_ids = {380};
+  } else if (name == "flora-small") {
+    // The base model flora pretrains itself on `flora data synth`'s corpus
+    // (models/flora-small, docs/results.md): 3.4M parameters, a 1024-token BPE
+    // from `flora tokenizer train` (bos 1019, eos 1020), short contexts.
+    c.hidden_size = 256, c.intermediate_size = 768, c.num_hidden_layers = 4;
+    c.num_attention_heads = 4, c.num_key_value_heads = 2, c.head_dim = 64;
+    c.vocab_size = 1024, c.max_position_embeddings = 1024;
+    c.rope_theta = 10000.0, c.rope_scaling = RopeScaling{};
+    c.bos_token_id = 1019, c.eos_token_ids = {1020};
   } else {
-    fail("unknown preset '{}': expected tiny, llama-3.2-1b or llama-3.2-3b", name);
+    fail("unknown preset '{}': expected tiny, flora-small, llama-3.2-1b or llama-3.2-3b", name);
   }
   return c;
 }
