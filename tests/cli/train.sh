@@ -23,6 +23,13 @@ awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.5) }' && pass \
 check generate-trained "$flora" generate -m "$work/tiny" --adapter "$work/ffba/adapter" -p "What is" -n 4 --temp 0
 [[ $(grep -c '"loss"' "$work/ffba/train_log.jsonl") -eq 12 ]] && pass || fail_check "ffba: expected 12 step lines"
 
+# --adapter-init continues from a trained adapter: its step-0 validation loss is the
+# last one of the run that made it.
+check adapter-init "$flora" train "${common[@]}" --adapter-init "$work/ffba/adapter" --lr 1e-3 --steps 1 --batch 8 \
+  --out "$work/cont"
+[[ $(eval_losses "$work/cont" | head -1) == "$last" ]] && pass \
+  || fail_check "adapter-init: step-0 loss $(eval_losses "$work/cont" | head -1) is not the trained adapter's $last"
+
 # LoRA as PEFT writes it, and full fine-tuning (a model directory that loads).
 check train-lora "$flora" train "${common[@]}" --variant lora --rank 4 --steps 3 --batch 8 --out "$work/lora"
 grep -q '"peft_type": "LORA"' "$work/lora/adapter/adapter_config.json" && pass || fail_check "lora: not a PEFT config"
