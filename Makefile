@@ -13,15 +13,11 @@ build: setup
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# Until the demo issue lands: a small random model, text generated from it with
-# and without a fused adapter, and the variants side by side (tiny shapes:
-# the figures show the mechanics, not the speed; docs/benchmarks.md has those).
+# The main job (scripts/demo.sh): fine-tune lora, ffa, ffba and ffba-aorb from the
+# committed small base model on flora's synthetic task suite, evaluate each on the
+# three test sets, time every variant at the Llama-3.2-1B shape, print the table.
 demo: build
-	./$(BUILD)/flora init-model --preset tiny --seed 1 --out out/demo-tiny
-	./$(BUILD)/flora generate --model out/demo-tiny --prompt "Hello, flora" -n 32 --seed 1
-	./$(BUILD)/flora init-adapter --model out/demo-tiny --variant ffba --rank 8 --init random --out out/demo-ffba
-	./$(BUILD)/flora generate --model out/demo-tiny --adapter out/demo-ffba --prompt "Hello, flora" -n 32 --seed 1
-	./$(BUILD)/flora bench --model out/demo-tiny --variants base,lora,pf-lora,lora-merged,ffa,ffba,ffba-aorb --rank 8 -p 32 -n 16 -r 3
+	FLORA=./$(BUILD)/flora bash scripts/demo.sh
 
 # Regenerates the golden files of the PyTorch twin (needs python3-torch).
 golden:

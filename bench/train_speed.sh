@@ -20,7 +20,7 @@ import json, random
 random.seed(0)
 ids = [128000] + [random.randrange(1000, 120000) for _ in range(511)]
 print(json.dumps({'input_ids': ids}))" >"$out/seq512.jsonl"
-for round in 1 2; do
+for round in $(seq 1 "${ROUNDS:-2}"); do
   for v in lora ffba ffba-aorb; do
     "$flora" train -m "$model" --data "$out/seq512.jsonl" --variant "$v" --rank 32 --steps "$steps" --batch 1 \
       --seq-len 512 --lr 1e-4 -t 2 -q --out "$out/$v-$round" 2>&1 | tail -n 1
@@ -33,7 +33,7 @@ for round in 1 2; do
 done
 # Median tokens/s over the steps after the first of each run (the first touches cold memory).
 for v in lora ffba ffba-aorb; do
-  for round in 1 2; do
+  for round in $(seq 1 "${ROUNDS:-2}"); do
     python3 -c "
 import json, statistics, sys
 steps = [json.loads(l) for l in open('$out/$v-$round/train_log.jsonl') if '\"loss\"' in l]

@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 flora=${FLORA:-./build/flora}
 out=${DEMO_OUT:-out/demo}
 variants=(${DEMO_VARIANTS:-lora ffa ffba ffba-aorb})
-steps=${DEMO_STEPS:-150}
+steps=${DEMO_STEPS:-60}
 rank=${DEMO_RANK:-8}
 limit=${DEMO_EVAL_LIMIT:-200}
 threads=${THREADS:-$(nproc)}
@@ -34,7 +34,7 @@ rm -rf "$out/base" && cp -r "$base" "$out/base"
 say "1/6 task suite: flora data synth --seed 0"
 "$flora" data synth --out "$out/data" --seed 0 >/dev/null
 cat "$out/data/mcq/train.jsonl" "$out/data/math/train.jsonl" "$out/data/summary/train.jsonl" >"$out/train.jsonl"
-cat "$out/data/mcq/valid.jsonl" "$out/data/math/valid.jsonl" | head -n 200 >"$out/valid.jsonl"
+{ head -n 100 "$out/data/mcq/valid.jsonl"; head -n 100 "$out/data/math/valid.jsonl"; } >"$out/valid.jsonl"
 echo "train: $(wc -l <"$out/train.jsonl") records (mcq, math, summary mixed); test: $limit per task"
 
 say "2/6 base model: $base ($(python3 -c "import json;c=json.load(open('$base/config.json'));print(c['hidden_size'],'wide,',c['num_hidden_layers'],'layers')"))"
@@ -53,11 +53,15 @@ say "4/6 evaluation: base and ${variants[*]} on mcq, math, summary ($limit items
 evaluate() {  # evaluate NAME [--adapter DIR]
   local name=$1; shift
   "$flora" eval -m "$out/base" "$@" --task mcq --data "$out/data/mcq/test.jsonl" --limit "$limit" --batch 16 \
-    -t "$threads" --out "$out/eval/$name/mcq" 2>/dev/null | tail -n 1
+    -t "$threads" --out "$out/eval/$name/mcq" >/dev/null 2>&1
   "$flora" eval -m "$out/base" "$@" --task math --data "$out/data/math/test.jsonl" --limit "$limit" --batch 16 \
-    --max-new-tokens 96 -t "$threads" --out "$out/eval/$name/math" 2>/dev/null | tail -n 1
+    --max-new-tokens 96 -t "$threads" --out "$out/eval/$name/math" >/dev/null 2>&1
   "$flora" eval -m "$out/base" "$@" --task rouge --data "$out/data/summary/test.jsonl" --limit "$limit" --batch 16 \
-    --max-new-tokens 64 -t "$threads" --out "$out/eval/$name/rouge" 2>/dev/null | tail -n 1
+    --max-new-tokens 64 -t "$threads" --out "$out/eval/$name/rouge" >/dev/null 2>&1
+  python3 -c "
+import json
+r = {t: json.load(open('$out/eval/$name/%s/results.json' % t))['metrics'] for t in ('mcq', 'math', 'rouge')}
+print('%-10s mcq %5.1f%%   math %5.1f%%   ROUGE-L %5.1f' % ('$name', 100 * r['mcq']['accuracy'], 100 * r['math']['accuracy'], 100 * r['rouge']['rougeL']))"
 }
 evaluate base
 for v in "${variants[@]}"; do evaluate "$v" --adapter "$out/train/$v/adapter"; done
@@ -66,7 +70,7 @@ if [[ ${DEMO_BENCH:-1} != 0 ]]; then
   say "5/6 latency at the Llama-3.2-1B shape: random weights, every variant interleaved, rank 32"
   [[ -f models/llama-3.2-1b/model.safetensors ]] || "$flora" init-model --preset llama-3.2-1b --out models/llama-3.2-1b
   "$flora" bench -m models/llama-3.2-1b --variants base,lora,pf-lora,lora-merged,ffa,ffba,ffba-aorb --rank 32 \
-    -p 0 -n 24 -r 3 -t "$threads" --json-out "$out/bench.json"
+    -p 16 -n 32 -r 5 -t "$threads" --json-out "$out/bench.json"
 fi
 
 say "6/6 report"

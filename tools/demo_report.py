@@ -439,8 +439,11 @@ def bench_is_1b(meta):
     wb = num(meta.get("weight_bytes"))
     if not wb:
         return None, None
-    params = wb / 2.0  # bf16 matrices read per token (embedding rows aside; the LM head counted)
-    return 1.0e9 <= params <= 1.5e9, params
+    # The matrices read per token (embedding rows aside, the LM head counted), in bf16/f16 or f32.
+    for width in (2.0, 4.0):
+        if 1.0e9 <= wb / width <= 1.5e9:
+            return True, wb / width
+    return False, wb / 2.0
 
 
 def shape_words(meta):

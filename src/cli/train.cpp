@@ -13,7 +13,7 @@ void add_train(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("train", "Fine-tune an adapter (or all weights with --full) on JSONL data");
   struct Options {
     train::TrainOptions t;
-    std::string format = "auto", init = "lora", optim = "adamw", schedule = "linear";
+    std::string format = "auto", init = "auto", optim = "adamw", schedule = "linear";
   };
   auto o = std::make_shared<Options>();
   train::TrainOptions& t = o->t;
@@ -38,8 +38,10 @@ void add_train(CLI::App& app, Action& action) {
   cmd->add_option("--rank", t.rank, "Rank R (ffa stores 2R)")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--alpha", t.alpha, "lora_alpha (default 2 x the stored rank: scale 2)")->check(CLI::PositiveNumber);
   cmd->add_option("--targets", t.targets, "LoRA: projections to adapt (default all): q,k,v,o,gate,up,down");
-  cmd->add_option("--init", o->init, "Adapter init: lora (PEFT: A Kaiming-uniform, B = C = 0) or zero (all 0)")
-      ->check(CLI::IsMember({"lora", "zero"}))
+  cmd->add_option("--init", o->init,
+                  "Adapter init: lora (PEFT: A Kaiming-uniform, B = C = 0), zero (all 0), or auto: lora for LoRA, "
+                  "zero for the FLoRA family")
+      ->check(CLI::IsMember({"auto", "lora", "zero"}))
       ->capture_default_str();
   cmd->add_flag("--rslora", t.use_rslora, "Scale by alpha / sqrt(r)");
   cmd->add_option("--nonlinearity", t.nonlinearity, "FLoRA: phi on the low-rank sum: identity, relu, gelu, silu");
@@ -85,7 +87,7 @@ void add_train(CLI::App& app, Action& action) {
     action = [o] {
       train::TrainOptions t = o->t;
       t.format = train::parse_data_format(o->format);
-      t.init = o->init == "zero" ? AdapterInit::Zero : AdapterInit::Lora;
+      if (o->init != "auto") t.init = o->init == "zero" ? AdapterInit::Zero : AdapterInit::Lora;
       t.optim.kind = train::parse_optimizer_kind(o->optim);
       t.schedule = train::parse_lr_schedule(o->schedule);
       // pf-lora and lora-merged are ways to run a LoRA adapter; training makes the adapter.

@@ -51,7 +51,7 @@ Json trajectory_json(const TrainOptions& o) {
     j["rank"] = o.rank;
     j["alpha"] = o.alpha;
     j["targets"] = o.targets;
-    j["init"] = o.init == AdapterInit::Lora ? "lora" : o.init == AdapterInit::Zero ? "zero" : "random";
+    j["init"] = !o.init ? "auto" : *o.init == AdapterInit::Lora ? "lora" : *o.init == AdapterInit::Zero ? "zero" : "random";
     j["rslora"] = o.use_rslora;
     j["nonlinearity"] = o.nonlinearity;
     j["adapter_config"] = o.adapter_config;
@@ -151,7 +151,7 @@ AdapterConfig adapter_config_of(const TrainOptions& o, const LlamaConfig& model)
   }
   if (!o.adapter_config.empty()) {
     AdapterConfig c = AdapterConfig::from_json(parse_json(read_file(o.adapter_config), o.adapter_config), o.adapter_config);
-    c.init = o.init;
+    c.init = o.init.value_or(c.family == AdapterFamily::FLoRA ? AdapterInit::Zero : AdapterInit::Lora);
     return c;
   }
   std::array<bool, kTargets> targets{true, true, true, true, true, true, true};
@@ -164,7 +164,7 @@ AdapterConfig adapter_config_of(const TrainOptions& o, const LlamaConfig& model)
   AdapterConfig c = AdapterConfig::preset(o.variant, o.rank, o.alpha > 0 ? o.alpha : 1.0, targets);
   if (o.alpha <= 0) c.alpha = 2.0 * static_cast<double>(c.rank);
   c.use_rslora = o.use_rslora;
-  c.init = o.init;
+  c.init = o.init.value_or(c.family == AdapterFamily::FLoRA ? AdapterInit::Zero : AdapterInit::Lora);
   if (!o.nonlinearity.empty()) {
     if (c.family != AdapterFamily::FLoRA) fail("--nonlinearity applies to the FLoRA variants only");
     bool found = false;
