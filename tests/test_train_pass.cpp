@@ -14,6 +14,7 @@
 #include "model/dense_weights.h"
 #include "model/train_pass.h"
 #include "train/optimizer.h"
+#include "train/trainer.h"
 #include "util/random.h"
 
 namespace flora {
@@ -68,7 +69,7 @@ TEST(TrainPass, ForwardMatchesTwinLogits) {
     std::unique_ptr<Adapter> adapter, grads;
     if (!variant.empty()) {
       adapter = std::make_unique<Adapter>(Adapter::load(dir, model->config()));
-      grads = std::make_unique<Adapter>(*adapter);
+      grads = std::make_unique<Adapter>(adapter->zeros_like());
     }
     ThreadPool pool(2);
     TrainPass pass(model->config(), pool, train_weights_of(*model), nullptr, adapter.get(), grads.get(), T);
@@ -127,10 +128,7 @@ class TwinGradients : public ::testing::TestWithParam<std::string> {};
 TEST_P(TwinGradients, AdapterMatchesTwin) {
   TwinCase c(GetParam());
   Adapter adapter = Adapter::load(kFixtures + "/adapters/" + GetParam(), c.model->config());
-  Adapter grads = adapter;
-  for (auto& layer : grads.layers)
-    for (auto* mats : {&layer.A, &layer.B, &layer.C})
-      for (auto& m : *mats) std::fill(m.data.begin(), m.data.end(), 0.0f);
+  Adapter grads = adapter.zeros_like();
   ThreadPool pool(2);
   TrainPass pass(c.model->config(), pool, train_weights_of(*c.model), nullptr, &adapter, &grads, c.B * c.T);
   const double loss = pass.run(c.batch(), true, 1.0f / static_cast<float>(c.count)) / static_cast<double>(c.count);
@@ -139,9 +137,7 @@ TEST_P(TwinGradients, AdapterMatchesTwin) {
   for (size_t l = 0; l < grads.layers.size(); ++l)
     for (Target t : kAllTargets)
       for (char which : {'A', 'B', 'C'}) {
-        const AdapterMatrix& g = which == 'A' ? grads.layers[l].A[index(t)]
-                                 : which == 'B' ? grads.layers[l].B[index(t)]
-                                                : grads.layers[l].C[index(t)];
+        const AdapterMatrix& g = grads.layers[l].matrix(t, which);
         if (g.empty()) continue;
         const std::string name = "grad." + Adapter::tensor_name(adapter.config, l, t, which);
         ASSERT_NE(c.golden->find(name), nullptr) << name;
@@ -190,24 +186,12 @@ TEST_P(TwinSteps, LossesMatchTwin) {
       dense = std::make_unique<DenseWeights>(DenseWeights::from_model(*c.model));
       dgrads = std::make_unique<DenseWeights>(DenseWeights::zeros(c.model->config()));
       gview = dgrads->train_grads();
-      for (size_t i = 0; i < dense->specs.size(); ++i)
-        slots.push_back({dense->specs[i].name, dense->data[i].data(), dgrads->data[i].data(),
-                         static_cast<int64_t>(dense->data[i].size()), dense->specs[i].shape.size() == 2});
+      slots = train::dense_slots(*dense, *dgrads);
       ASSERT_EQ(meta.at("adamw_decay"), "2d");
     } else {
       adapter = std::make_unique<Adapter>(Adapter::load(kFixtures + "/adapters/" + name, c.model->config()));
-      agrads = std::make_unique<Adapter>(*adapter);
-      for (size_t l = 0; l < adapter->layers.size(); ++l)
-        for (Target t : kAllTargets)
-          for (char which : {'A', 'B', 'C'}) {
-            auto pick = [&](LayerAdapter& la) -> AdapterMatrix& {
-              return which == 'A' ? la.A[index(t)] : which == 'B' ? la.B[index(t)] : la.C[index(t)];
-            };
-            AdapterMatrix& v = pick(adapter->layers[l]);
-            if (v.empty()) continue;
-            slots.push_back({Adapter::tensor_name(adapter->config, l, t, which), v.data.data(),
-                             pick(agrads->layers[l]).data.data(), static_cast<int64_t>(v.data.size()), true});
-          }
+      agrads = std::make_unique<Adapter>(adapter->zeros_like());
+      slots = train::adapter_slots(*adapter, *agrads);
       ASSERT_EQ(meta.at("adamw_decay"), "all");
     }
     for (auto& sl : slots) std::fill(sl.grad, sl.grad + sl.size, 0.0f);
@@ -258,10 +242,7 @@ TEST(TrainPass, DropoutGradientsMatchFiniteDifferences) {
   auto model = LlamaModel::load(kFixtures + "/f32");
   for (const std::string variant : {"lora", "ffba", "ffa"}) {
     Adapter adapter = Adapter::load(kFixtures + "/adapters/" + variant, model->config());
-    Adapter grads = adapter;
-    for (auto& layer : grads.layers)
-      for (auto* mats : {&layer.A, &layer.B, &layer.C})
-        for (auto& m : *mats) std::fill(m.data.begin(), m.data.end(), 0.0f);
+    Adapter grads = adapter.zeros_like();
     std::vector<int32_t> tokens = {379, 12, 200, 31, 7, 99, 150, 3, 379, 45, 46, 47, 48, 49, 50, 51};
     std::vector<int32_t> targets = {12, 200, 31, 7, 99, 150, 3, -1, -1, 46, 47, 48, 49, 50, 51, -1};
     ThreadPool pool(2);
@@ -278,8 +259,8 @@ TEST(TrainPass, DropoutGradientsMatchFiniteDifferences) {
         for (Target t : kAllTargets) {
           auto& la = adapter.layers[l];
           auto& lg = grads.layers[l];
-          AdapterMatrix& m = which == 0 ? la.A[index(t)] : which == 1 ? la.B[index(t)] : la.C[index(t)];
-          const AdapterMatrix& g = which == 0 ? lg.A[index(t)] : which == 1 ? lg.B[index(t)] : lg.C[index(t)];
+          AdapterMatrix& m = la.matrix(t, "ABC"[which]);
+          const AdapterMatrix& g = lg.matrix(t, "ABC"[which]);
           for (size_t i = 0; i < m.data.size(); ++i) {
             const float v = static_cast<float>(2 * uniform01(rng) - 1);
             entries.push_back({&m.data[i], v});
@@ -330,14 +311,7 @@ TEST(TrainPass, MicroBatchesAccumulate) {
   Adapter adapter = Adapter::load(kFixtures + "/adapters/ffba", model->config());
   std::vector<int32_t> tokens = {379, 12, 200, 31, 7, 99, 150, 3, 379, 45, 46, 47, 48, 49, 50, 51};
   std::vector<int32_t> targets = {12, 200, 31, 7, 99, 150, 3, -1, -1, 46, 47, 48, 49, 50, 51, -1};
-  auto zero_like = [](const Adapter& a) {
-    Adapter z = a;
-    for (auto& layer : z.layers)
-      for (auto* mats : {&layer.A, &layer.B, &layer.C})
-        for (auto& m : *mats) std::fill(m.data.begin(), m.data.end(), 0.0f);
-    return z;
-  };
-  Adapter whole = zero_like(adapter), parts = zero_like(adapter);
+  Adapter whole = adapter.zeros_like(), parts = adapter.zeros_like();
   ThreadPool pool(2);
   TrainPass p1(model->config(), pool, train_weights_of(*model), nullptr, &adapter, &whole, 16);
   const double l1 = p1.run(TrainBatch{2, 8, tokens.data(), targets.data()}, true, 1.0f / 12);

@@ -53,16 +53,27 @@ std::vector<Slot> slots(const AdapterConfig& c, const LlamaConfig& model) {
   return out;
 }
 
-AdapterMatrix& matrix_of(LayerAdapter& la, Target t, char which) {
+}  // namespace
+
+AdapterMatrix& LayerAdapter::matrix(Target t, char which) {
   const int i = static_cast<int>(t);
-  return which == 'A' ? la.A[i] : which == 'B' ? la.B[i] : la.C[i];
+  return which == 'A' ? A[i] : which == 'B' ? B[i] : C[i];
 }
-const AdapterMatrix& matrix_of(const LayerAdapter& la, Target t, char which) {
+const AdapterMatrix& LayerAdapter::matrix(Target t, char which) const {
   const int i = static_cast<int>(t);
-  return which == 'A' ? la.A[i] : which == 'B' ? la.B[i] : la.C[i];
+  return which == 'A' ? A[i] : which == 'B' ? B[i] : C[i];
 }
 
-}  // namespace
+Adapter Adapter::zeros_like() const {
+  Adapter z = *this;
+  for (LayerAdapter& la : z.layers)
+    for (Target t : kAllTargets)
+      for (char which : {'A', 'B', 'C'}) {
+        auto& d = la.matrix(t, which).data;
+        std::fill(d.begin(), d.end(), 0.0f);
+      }
+  return z;
+}
 
 int64_t target_in(const LlamaConfig& c, Target t) {
   switch (t) {
@@ -108,7 +119,7 @@ Adapter Adapter::create(const AdapterConfig& config, const LlamaConfig& model, u
   a.config = config;
   a.layers.resize(static_cast<size_t>(model.num_hidden_layers));
   for (const Slot& s : slots(config, model)) {
-    AdapterMatrix& m = matrix_of(a.layers[s.layer], s.target, s.which);
+    AdapterMatrix& m = a.layers[s.layer].matrix(s.target, s.which);
     m = zeros(s.rows, s.cols);
     const std::string name = tensor_name(config, s.layer, s.target, s.which);
     const double fan_in = static_cast<double>(s.cols);
@@ -152,7 +163,7 @@ Adapter Adapter::load(const std::string& dir, const LlamaConfig& model) {
     if (t->shape != std::vector<int64_t>{s.rows, s.cols})
       fail("{}: tensor '{}': expected shape {}, found {} (r = {} from adapter_config.json)", weights_path, name,
            format_shape({s.rows, s.cols}), format_shape(t->shape), a.config.rank);
-    AdapterMatrix& m = matrix_of(a.layers[s.layer], s.target, s.which);
+    AdapterMatrix& m = a.layers[s.layer].matrix(s.target, s.which);
     m = zeros(s.rows, s.cols);
     const size_t n = m.data.size();
     for (size_t k = 0; k < n; ++k) {
@@ -178,7 +189,7 @@ void Adapter::save(const std::string& dir) const {
   for (size_t l = 0; l < layers.size(); ++l)
     for (Target t : kAllTargets)
       for (char which : {'A', 'B', 'C'}) {
-        const AdapterMatrix& m = matrix_of(layers[l], t, which);
+        const AdapterMatrix& m = layers[l].matrix(t, which);
         if (m.empty()) continue;
         tensors.push_back(
             {tensor_name(config, static_cast<int64_t>(l), t, which), DType::F32, {m.rows, m.cols}, m.data.data()});

@@ -29,6 +29,8 @@ struct LayerAdapter {
   std::array<AdapterMatrix, kTargets> A;  // (r, in_m) where config.forward[m]
   std::array<AdapterMatrix, kTargets> B;  // (out_m, r) where LoRA forward[m] or FLoRA backward[m]
   std::array<AdapterMatrix, kTargets> C;  // (r, r) where FLoRA carry[m]
+  AdapterMatrix& matrix(Target t, char which);  // which: 'A', 'B' or 'C'
+  const AdapterMatrix& matrix(Target t, char which) const;
 };
 
 // in/out sizes of a target's base projection: q (q_dim, d), o (d, q_dim), ...
@@ -53,6 +55,8 @@ class Adapter {
   void save(const std::string& dir) const;
 
   int64_t parameter_count() const;
+  // The same configuration and shapes, every value 0 (gradients, optimiser state).
+  Adapter zeros_like() const;
   size_t bytes() const { return static_cast<size_t>(parameter_count()) * sizeof(float); }
   // PEFT's tensor name for matrix `which` ("A", "B", "C") of target t in layer l.
   static std::string tensor_name(const AdapterConfig& config, int64_t layer, Target t, char which);

@@ -14,13 +14,6 @@ namespace flora::eval {
 
 namespace {
 
-// A JSON value in a message, shortened.
-std::string show(const Json& v) {
-  std::string s = v.dump();
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
-}
-
 std::string number_text(double v) {
   if (std::fabs(v) < 1e15 && v == std::floor(v)) return fmt::format("{}", static_cast<long long>(v));
   return fmt::format("{}", v);
@@ -145,11 +138,11 @@ ScoreResult score_examples(Task task, const std::vector<Example>& examples) {
 }
 
 Example example_from_json(Task task, const Json& rec) {
-  if (!rec.is_object()) fail("expected a JSON object, found {}", show(rec));
+  if (!rec.is_object()) fail("expected a JSON object, found {}", json_preview(rec));
   Example ex;
   auto p = rec.find("prediction");
   if (p == rec.end()) fail("expected key 'prediction' (a string)");
-  if (!p->is_string()) fail("key 'prediction': expected a string, found {}", show(*p));
+  if (!p->is_string()) fail("key 'prediction': expected a string, found {}", json_preview(*p));
   ex.prediction = p->get<std::string>();
   const char* key = rec.contains("reference") ? "reference" : "answer";
   auto r = rec.find(key);
@@ -161,13 +154,13 @@ Example example_from_json(Task task, const Json& rec) {
   } else if (task == Task::Math && r->is_number()) {
     ex.reference = r->dump();
   } else {
-    fail("key '{}': expected a string{}, found {}", key, task == Task::Math ? " or a number" : "", show(*r));
+    fail("key '{}': expected a string{}, found {}", key, task == Task::Math ? " or a number" : "", json_preview(*r));
   }
   if (auto c = rec.find("choices"); c != rec.end() && !c->is_null() && task == Task::Mcq) {
-    if (!c->is_array()) fail("key 'choices': expected a list of strings, found {}", show(*c));
+    if (!c->is_array()) fail("key 'choices': expected a list of strings, found {}", json_preview(*c));
     for (const auto& item : *c) {
       if (!item.is_string())
-        fail("key 'choices': item {}: expected a string, found {}", ex.choices.size() + 1, show(item));
+        fail("key 'choices': item {}: expected a string, found {}", ex.choices.size() + 1, json_preview(item));
       ex.choices.push_back(item.get<std::string>());
     }
   }

@@ -15,13 +15,6 @@ namespace flora::eval {
 
 namespace {
 
-// A JSON value in a message, shortened.
-std::string show(const Json& v) {
-  std::string s = v.dump();
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
-}
-
 std::string trim(const std::string& s) {
   const char* ws = " \t\r\n\f\v";
   const size_t b = s.find_first_not_of(ws);
@@ -51,7 +44,7 @@ std::string get_string(const Json& rec, const char* key, bool required) {
     if (required) fail("expected key '{}' (a string)", key);
     return "";
   }
-  if (!it->is_string()) fail("key '{}': expected a string, found {}", key, show(*it));
+  if (!it->is_string()) fail("key '{}': expected a string, found {}", key, json_preview(*it));
   return it->get<std::string>();
 }
 
@@ -61,7 +54,7 @@ std::string get_answer(const Json& rec, const char* key, bool number_ok) {
   if (it == rec.end()) fail("expected key '{}' (a string{})", key, number_ok ? " or a number" : "");
   if (it->is_string()) return it->get<std::string>();
   if (number_ok && it->is_number()) return it->dump();
-  fail("key '{}': expected a string{}, found {}", key, number_ok ? " or a number" : "", show(*it));
+  fail("key '{}': expected a string{}, found {}", key, number_ok ? " or a number" : "", json_preview(*it));
 }
 
 // Checks a reference as `flora score` will read it (its error names the key).
@@ -129,10 +122,10 @@ void parse_plain_mcq(const Json& rec, EvalRecord& r) {
   auto c = rec.find("choices");
   if (c == rec.end()) fail("expected key 'choices' (a list of at least 2 strings)");
   if (!c->is_array() || c->size() < 2 || c->size() > 26)
-    fail("key 'choices': expected a list of 2 to 26 strings, found {}", show(*c));
+    fail("key 'choices': expected a list of 2 to 26 strings, found {}", json_preview(*c));
   for (const auto& item : *c) {
     if (!item.is_string() || trim(item.get<std::string>()).empty())
-      fail("key 'choices': item {}: expected a non-empty string, found {}", r.choices.size() + 1, show(item));
+      fail("key 'choices': item {}: expected a non-empty string, found {}", r.choices.size() + 1, json_preview(item));
     r.choices.push_back(item.get<std::string>());
   }
   const int n = static_cast<int>(r.choices.size());
@@ -141,7 +134,7 @@ void parse_plain_mcq(const Json& rec, EvalRecord& r) {
   int index = -1;
   if (a->is_number_integer()) {
     const int64_t v = a->get<int64_t>();
-    if (v < 0 || v >= n) fail("key 'answer': expected a choice's index, 0 to {}, found {}", n - 1, show(*a));
+    if (v < 0 || v >= n) fail("key 'answer': expected a choice's index, 0 to {}, found {}", n - 1, json_preview(*a));
     index = static_cast<int>(v);
   } else if (a->is_string()) {
     const std::string text = trim(a->get<std::string>());
@@ -150,12 +143,12 @@ void parse_plain_mcq(const Json& rec, EvalRecord& r) {
     if (index < 0) {
       const auto key = parse_mcq_reference(text, {});
       if (!key)
-        fail("key 'answer': expected a choice's index from 0, its text, a letter or answer1.., found {}", show(*a));
-      if (key->index >= n) fail("key 'answer': {} is beyond the {} choices", show(*a), n);
+        fail("key 'answer': expected a choice's index from 0, its text, a letter or answer1.., found {}", json_preview(*a));
+      if (key->index >= n) fail("key 'answer': {} is beyond the {} choices", json_preview(*a), n);
       index = key->index;
     }
   } else {
-    fail("key 'answer': expected a choice's index from 0, its text, a letter or answer1.., found {}", show(*a));
+    fail("key 'answer': expected a choice's index from 0, its text, a letter or answer1.., found {}", json_preview(*a));
   }
   r.instruction = plain_mcq_instruction(question, r.choices);
   r.reference = mcq_key_text(McqKey{McqForm::Answer, index});
@@ -289,11 +282,11 @@ std::string plain_mcq_instruction(const std::string& question, const std::vector
 }
 
 EvalRecord record_from_json(EvalTask task, const Json& rec) {
-  if (!rec.is_object()) fail("expected a JSON object, found {}", show(rec));
+  if (!rec.is_object()) fail("expected a JSON object, found {}", json_preview(rec));
   EvalRecord r;
   if (auto id = rec.find("id"); id != rec.end()) {
     if (!id->is_string() && !id->is_number_integer() && !id->is_null())
-      fail("key 'id': expected a string or an integer, found {}", show(*id));
+      fail("key 'id': expected a string or an integer, found {}", json_preview(*id));
     r.id = *id;
   }
   std::vector<std::string> keys;

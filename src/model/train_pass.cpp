@@ -486,6 +486,23 @@ struct TrainPass::State {
 
   // ---- layer ---------------------------------------------------------------
 
+  // RoPE on the q and k heads of every row of qkv (N, q_dim + 2 kv_dim), each
+  // row at its position in its sequence; backward: the transposed rotation.
+  void rope_rows(float* qkv, bool backward) {
+    const int64_t half = hd / 2;
+    WorkChunks rows(N, 8);
+    pool.run([&](int, int) {
+      int64_t t0, t1;
+      while (rows.next(t0, t1))
+        for (int64_t t = t0; t < t1; ++t) {
+          const float* cos = rope_cos.data() + (t % T) * half;
+          const float* sin = rope_sin.data() + (t % T) * half;
+          for (int64_t h = 0; h < H + KV; ++h)
+            (backward ? ops::rope_backward : ops::rope_forward)(qkv + t * ld_qkv + h * hd, cos, sin, hd);
+        }
+    });
+  }
+
   void forward_layer(int64_t l, float* x) {
     LayerSaved& S = saved[l];
     const TrainLayer& L = w.layers[l];
@@ -503,18 +520,7 @@ struct TrainPass::State {
     product(qkv + qd + kvd, ld_qkv, S.xn1.data(), d, N, L.v, false);
     if (adapter)
       entry_forward(l, 0, {Target::Q, Target::K, Target::V}, S.xn1.data(), {qkv, qkv + qd, qkv + qd + kvd}, ld_qkv);
-    const int64_t half = hd / 2;
-    WorkChunks rope_rows(N, 8);
-    pool.run([&](int, int) {
-      int64_t t0, t1;
-      while (rope_rows.next(t0, t1))
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t pos = t % T;
-          for (int64_t h = 0; h < H + KV; ++h)
-            ops::rope_forward(qkv + t * ld_qkv + h * hd, rope_cos.data() + pos * half, rope_sin.data() + pos * half,
-                              hd);
-        }
-    });
+    rope_rows(qkv, false);
     WorkChunks heads(B * H, 1);
     const int64_t group = H / KV, scratch = ops::attention_scratch_floats(T, hd);
     attn_scratch.resize(static_cast<size_t>(pool.size() * scratch));
@@ -612,18 +618,7 @@ struct TrainPass::State {
                                     T, hd, attn_scratch.data() + th * scratch);
         }
     });
-    const int64_t half = hd / 2;
-    WorkChunks rope_rows(N, 8);
-    pool.run([&](int, int) {
-      int64_t t0, t1;
-      while (rope_rows.next(t0, t1))
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t pos = t % T;
-          for (int64_t h = 0; h < H + KV; ++h)
-            ops::rope_backward(dqkv.data() + t * ld_qkv + h * hd, rope_cos.data() + pos * half,
-                               rope_sin.data() + pos * half, hd);
-        }
-    });
+    rope_rows(dqkv.data(), true);
     // Attention entry: q|k|v = xn1 [Wq; Wk; Wv]^T (+ adapters).
     const float* dq = dqkv.data();
     const float* dk = dq + qd;

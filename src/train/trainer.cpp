@@ -82,28 +82,7 @@ struct Trainable {
 
   int64_t parameter_count() const { return adapter ? adapter->parameter_count() : dense->size(); }
 
-  void make_slots() {
-    slots.clear();
-    if (adapter) {
-      for (size_t l = 0; l < adapter->layers.size(); ++l)
-        for (Target t : kAllTargets)
-          for (char which : {'A', 'B', 'C'}) {
-            auto pick = [&](LayerAdapter& la) -> AdapterMatrix& {
-              return which == 'A' ? la.A[index(t)] : which == 'B' ? la.B[index(t)] : la.C[index(t)];
-            };
-            AdapterMatrix& v = pick(adapter->layers[l]);
-            if (v.empty()) continue;
-            AdapterMatrix& g = pick(adapter_grads->layers[l]);
-            slots.push_back({Adapter::tensor_name(adapter->config, static_cast<int64_t>(l), t, which), v.data.data(),
-                             g.data.data(), static_cast<int64_t>(v.data.size()), true});
-          }
-    } else {
-      // Weight decay on matrices, not on norm weights (as Hugging Face's Trainer).
-      for (size_t i = 0; i < dense->specs.size(); ++i)
-        slots.push_back({dense->specs[i].name, dense->data[i].data(), dense_grads->data[i].data(),
-                         static_cast<int64_t>(dense->data[i].size()), dense->specs[i].shape.size() == 2});
-    }
-  }
+  void make_slots() { slots = adapter ? adapter_slots(*adapter, *adapter_grads) : dense_slots(*dense, *dense_grads); }
 
   // A checkpoint or the result: the adapter directory, or a model directory.
   void save(const std::string& dir, const std::string& model_dir, bool bf16) const {
@@ -121,16 +100,13 @@ struct Trainable {
     if (adapter) {
       const Adapter saved = Adapter::load(dir, config);
       for (size_t l = 0; l < adapter->layers.size(); ++l)
-        for (Target t : kAllTargets) {
-          auto& dst = adapter->layers[l];
-          const auto& src = saved.layers[l];
-          for (auto [d, s] : {std::pair{&dst.A[index(t)], &src.A[index(t)]}, std::pair{&dst.B[index(t)], &src.B[index(t)]},
-                              std::pair{&dst.C[index(t)], &src.C[index(t)]}}) {
-            if (d->data.size() != s->data.size())
-              fail("{}: checkpoint adapter does not match the run's configuration", dir);
-            std::copy(s->data.begin(), s->data.end(), d->data.begin());
+        for (Target t : kAllTargets)
+          for (char which : {'A', 'B', 'C'}) {
+            auto& d = adapter->layers[l].matrix(t, which).data;
+            const auto& s = saved.layers[l].matrix(t, which).data;
+            if (d.size() != s.size()) fail("{}: checkpoint adapter does not match the run's configuration", dir);
+            std::copy(s.begin(), s.end(), d.begin());
           }
-        }
       return;
     }
     const auto model = LlamaModel::load(dir);
@@ -210,6 +186,27 @@ std::string checkpoint_name(int64_t step) { return fmt::format("checkpoint-{}", 
 
 }  // namespace
 
+std::vector<ParamSlot> adapter_slots(Adapter& values, Adapter& grads) {
+  std::vector<ParamSlot> slots;
+  for (size_t l = 0; l < values.layers.size(); ++l)
+    for (Target t : kAllTargets)
+      for (char which : {'A', 'B', 'C'}) {
+        AdapterMatrix& v = values.layers[l].matrix(t, which);
+        if (v.empty()) continue;
+        slots.push_back({Adapter::tensor_name(values.config, static_cast<int64_t>(l), t, which), v.data.data(),
+                         grads.layers[l].matrix(t, which).data.data(), static_cast<int64_t>(v.data.size()), true});
+      }
+  return slots;
+}
+
+std::vector<ParamSlot> dense_slots(DenseWeights& values, DenseWeights& grads) {
+  std::vector<ParamSlot> slots;
+  for (size_t i = 0; i < values.specs.size(); ++i)
+    slots.push_back({values.specs[i].name, values.data[i].data(), grads.data[i].data(),
+                     static_cast<int64_t>(values.data[i].size()), values.specs[i].shape.size() == 2});
+  return slots;
+}
+
 TrainSummary run_training(const TrainOptions& opts) {
   check_options(opts);
   TrainOptions o = opts;
@@ -245,9 +242,7 @@ TrainSummary run_training(const TrainOptions& opts) {
     const AdapterConfig ac = adapter_config_of(o, cfg);
     tr.adapter = std::make_unique<Adapter>(o.adapter_init.empty() ? Adapter::create(ac, cfg, o.seed)
                                                                   : Adapter::load(o.adapter_init, cfg));
-    AdapterConfig zero = tr.adapter->config;
-    zero.init = AdapterInit::Zero;
-    tr.adapter_grads = std::make_unique<Adapter>(Adapter::create(zero, cfg, 0));
+    tr.adapter_grads = std::make_unique<Adapter>(tr.adapter->zeros_like());
   }
   tr.make_slots();
   Optimizer optimizer(o.optim, tr.slots);

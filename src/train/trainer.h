@@ -27,7 +27,8 @@
 #include <string>
 #include <vector>
 
-#include "adapters/config.h"
+#include "adapters/adapter.h"
+#include "model/dense_weights.h"
 #include "train/data.h"
 #include "train/optimizer.h"
 
@@ -88,5 +89,12 @@ struct TrainSummary {
 };
 
 TrainSummary run_training(const TrainOptions& options);
+
+// The optimiser's slots: every matrix of an adapter (named as in its file,
+// all with weight decay) with its gradient in `grads` (same shapes), or every
+// tensor of a dense model (weight decay on matrices, not on norm weights, as
+// Hugging Face's Trainer). The pointers stay valid while both live unresized.
+std::vector<ParamSlot> adapter_slots(Adapter& values, Adapter& grads);
+std::vector<ParamSlot> dense_slots(DenseWeights& values, DenseWeights& grads);
 
 }  // namespace flora::train

@@ -16,4 +16,10 @@ Json parse_json(const std::string& text, const std::string& origin) {
 
 Json read_json_file(const std::string& path) { return parse_json(read_file(path), path); }
 
+std::string json_preview(const Json& value) {
+  std::string s = value.dump();
+  if (s.size() > 60) s = s.substr(0, 57) + "...";
+  return s;
+}
+
 }  // namespace flora

@@ -17,6 +17,9 @@ using Json = nlohmann::json;
 Json parse_json(const std::string& text, const std::string& origin);
 Json read_json_file(const std::string& path);
 
+// A value as it appears in an error message: its JSON text, cut to 60 characters.
+std::string json_preview(const Json& value);
+
 // The value at `key` of object `obj`, converted to T; `origin` names the file.
 template <typename T>
 T json_get(const Json& obj, const char* key, const std::string& origin) {
