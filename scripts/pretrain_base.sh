@@ -4,7 +4,7 @@
 # it, and a 3.4M-parameter Llama (preset flora-small) pretrained from scratch
 # with `flora train --full` on its corpus. Usage: scripts/pretrain_base.sh [OUT]
 # (default out/pretrain); the model lands in OUT/run/model, the log in
-# OUT/run/train_log.jsonl. Took 26 minutes on 2 cores (docs/results.md).
+# OUT/run/train_log.jsonl. Took 14 minutes on 2 cores (docs/results.md).
 set -euo pipefail
 out=${1:-out/pretrain}
 flora=${FLORA:-./build/flora}
