@@ -5,7 +5,7 @@
 set -uo pipefail
 flora=$1
 source "$(dirname "$0")/lib/harness.sh"
-expect_out() {  # expect_out NAME PATTERN: the last command's stdout matches PATTERN
+expect_last_out() {  # expect_last_out NAME PATTERN: the last command's stdout matches PATTERN
   if grep -qE -- "$2" "$work/out"; then passes=$((passes + 1)); else
     echo "FAIL $1: stdout does not match '$2':"; cat "$work/out"; failures=$((failures + 1)); fi
 }
@@ -14,7 +14,7 @@ check init-tiny "$flora" init-model --preset tiny --seed 3 --out "$work/tiny"
 
 # lora rank 4 on all 7 projections of tiny: 2 x 4 x (128 + 96 + 96 + 128 + 264 + 264 + 264) = 9920.
 check init-lora "$flora" init-adapter -m "$work/tiny" --variant lora --rank 4 --out "$work/lora"
-expect_out lora-count "trainable parameters: 9920 .*39680 bytes"
+expect_last_out lora-count "trainable parameters: 9920 .*39680 bytes"
 [[ -f "$work/lora/adapter_config.json" && -f "$work/lora/adapter_model.safetensors" ]] \
   && passes=$((passes + 1)) || { echo "FAIL lora files: $(ls "$work/lora")"; failures=$((failures + 1)); }
 grep -q '"peft_type": "LORA"' "$work/lora/adapter_config.json" && grep -q '"lora_alpha": 8' "$work/lora/adapter_config.json" \
@@ -72,10 +72,10 @@ for lv in lora pf-lora lora-merged; do
   grep -q "adapter: .*($lv, rank 2" "$work/err" && pass || fail_check "generate-$lv: no adapter line on stderr"
 done
 check bench-variants "$flora" bench -m "$work/tiny" --variants base,lora,ffba --rank 2 -p 4 -n 2 -r 1 -t 1
-expect_out bench-variants-table '^\| tiny \| ffba \| 2 \|'
+expect_last_out bench-variants-table '^\| tiny \| ffba \| 2 \|'
 # --adapter in bench runs a LoRA file unfused unless told otherwise.
 check bench-adapter "$flora" bench -m "$work/tiny" --variants base --adapter "$work/qv" --rank 2 -p 4 -n 2 -r 1 -t 1
-expect_out bench-adapter-table '^\| tiny \| lora \| 2 \|'
+expect_last_out bench-adapter-table '^\| tiny \| lora \| 2 \|'
 expect_error bench-bad-variant "unknown|variant" "$flora" bench -m "$work/tiny" --variants base,nope --rank 2 -p 4 -n 2 -r 1
 
 finish adapters.sh

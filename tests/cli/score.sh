@@ -6,12 +6,6 @@ flora=$1
 src=${FLORA_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 fixtures=$src/tests/fixtures/eval
 source "$(dirname "$0")/lib/harness.sh"
-expect_out() {  # expect_out NAME PATTERN COMMAND...: success and stdout matching PATTERN
-  local name=$1 pattern=$2; shift 2
-  if ! "$@" >"$work/out" 2>"$work/err"; then fail_check "$name: exit $?"; return; fi
-  if ! grep -qE -- "$pattern" "$work/out"; then fail_check "$name: output does not match '$pattern':"; cat "$work/out"; return; fi
-  pass
-}
 
 expect_out mcq '^\| mcq \| 8 \| 0 \| 0\.6250 \| 0\.1250 \|$' "$flora" score --task mcq --predictions "$fixtures/mcq.jsonl"
 expect_out math '^\| math \| 5 \| 0 \| 0\.6000 \| 0\.2000 \|$' "$flora" score --task math --predictions "$fixtures/math.jsonl"

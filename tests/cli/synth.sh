@@ -8,12 +8,6 @@ set -uo pipefail
 flora=$1
 src=${FLORA_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$(dirname "$0")/lib/harness.sh"
-expect_out() {  # expect_out NAME PATTERN COMMAND...: success and stdout matching PATTERN
-  local name=$1 pattern=$2; shift 2
-  if ! "$@" >"$work/out" 2>"$work/err"; then fail_check "$name: exit $?"; return; fi
-  if ! grep -qE -- "$pattern" "$work/out"; then fail_check "$name: output does not match '$pattern':"; cat "$work/out"; return; fi
-  pass
-}
 same() {  # same NAME A B: the two files are byte-identical
   if cmp -s "$2" "$3"; then pass; else fail_check "$1: $2 and $3 differ"; fi
 }

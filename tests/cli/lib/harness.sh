@@ -21,6 +21,12 @@ expect_error() {  # expect_error NAME PATTERN COMMAND...: exit 1 and a message m
   if ! grep -qE -- "$pattern" "$work/err"; then fail_check "$name: message does not match '$pattern':"; return; fi
   pass
 }
+expect_out() {  # expect_out NAME PATTERN COMMAND...: success and stdout matching PATTERN
+  local name=$1 pattern=$2; shift 2
+  if ! "$@" >"$work/out" 2>"$work/err"; then fail_check "$name: exit $?"; return; fi
+  if ! grep -qE -- "$pattern" "$work/out"; then fail_check "$name: output does not match '$pattern':"; cat "$work/out"; return; fi
+  pass
+}
 finish() {
   echo "$1: $passes passed, $failures failed"
   exit $((failures > 0))
