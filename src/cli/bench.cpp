@@ -188,4 +188,18 @@ void add_bench(CLI::App& app, Action& action) {
   });
 }
 
+void add_cpu(CLI::App& app, Action& action) {
+  auto* cmd = app.add_subcommand("cpu",
+                                 "Print the SIMD target the kernels dispatch to (FLORA_CPU=avx512|avx2|sse4|scalar caps it)");
+  auto all = std::make_shared<bool>(false);
+  cmd->add_flag("--all", *all, "Also list every target this binary and CPU support, best first");
+  cmd->callback([&action, all] {
+    action = [all] {
+      std::printf("%s\n", ops::simd_target_name().c_str());
+      if (*all)
+        for (int64_t t : ops::simd_targets_available()) std::printf("  %s\n", ops::simd_target_name(t).c_str());
+    };
+  });
+}
+
 }  // namespace flora::cli

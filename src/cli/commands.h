@@ -19,6 +19,7 @@ void add_generate(CLI::App& app, Action& action);
 void add_logits(CLI::App& app, Action& action);
 void add_tokenize(CLI::App& app, Action& action);
 void add_bench(CLI::App& app, Action& action);
+void add_cpu(CLI::App& app, Action& action);
 void add_score(CLI::App& app, Action& action);
 void add_eval(CLI::App& app, Action& action);
 void add_init_adapter(CLI::App& app, Action& action);

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   flora::cli::add_logits(app, action);
   flora::cli::add_tokenize(app, action);
   flora::cli::add_bench(app, action);
+  flora::cli::add_cpu(app, action);
   flora::cli::add_score(app, action);
   flora::cli::add_eval(app, action);
   flora::cli::add_init_adapter(app, action);

@@ -167,6 +167,7 @@ struct TrainPass::State {
   Scratch dzsum_;                        // (N, r) d loss / d z of the sub-block (FLoRA)
   Scratch xc, lg, dxc;                   // (kHeadRows, d), (kHeadRows, V), (kHeadRows, d): the LM head's rows
   std::vector<double> row_loss;          // (N)
+  std::vector<double> seq_loss;          // (B): row_loss summed over each sequence
 
   State(const LlamaConfig& c, ThreadPool& p, const TrainWeights& weights, const TrainGrads* g, const Adapter* a,
         Adapter* ag, int64_t rows)
@@ -677,8 +678,15 @@ struct TrainPass::State {
         std::copy(dxc.begin() + i * d, dxc.begin() + (i + 1) * d, dxn.begin() + rows[c0 + i] * d);
       if (dE) weight_grad(dE, lg.data(), V, V, xc.data(), d, d, n, 1.0f);
     }
+    // Per sequence, its rows in order (padding adds exact zeros), then the
+    // sequences in order: a caller that adds sequence_loss over micro-batches
+    // in data order gets the same sum however the batch was split.
+    seq_loss.assign(static_cast<size_t>(B), 0.0);
     double loss = 0;
-    for (double v : row_loss) loss += v;
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t t = 0; t < T; ++t) seq_loss[b] += row_loss[b * T + t];
+      loss += seq_loss[b];
+    }
     if (backward) {
       dx.assign(static_cast<size_t>(N * d), 0.0f);
       norm_backward(dx.data(), grads ? grads->final_norm : nullptr, dxn.data(), x_final.data(), w.final_norm,
@@ -751,6 +759,7 @@ double TrainPass::run(const TrainBatch& batch, bool backward, float grad_scale) 
 }
 void TrainPass::keep_logits(bool keep) { s_->keep_logits = keep; }
 const std::vector<float>& TrainPass::logits() const { return s_->logits; }
+const std::vector<double>& TrainPass::sequence_losses() const { return s_->seq_loss; }
 void TrainPass::refresh_weights() { s_->refresh(); }
 
 }  // namespace flora

@@ -88,6 +88,11 @@ class TrainPass {
   // threads share the work (each value is computed by one thread in a fixed
   // order), so a resumed run repeats an uninterrupted one bit for bit.
   double run(const TrainBatch& batch, bool backward, float grad_scale);
+  // (B) each sequence's summed cross-entropy from the last run(), its rows
+  // added in order. A row's loss does not depend on the other rows of the batch
+  // or on the padded length, so adding these in data order gives the same value
+  // however the data was split into micro-batches.
+  const std::vector<double>& sequence_losses() const;
   // With keep_logits, run() also keeps the logits (N, V) of every row.
   void keep_logits(bool keep);
   const std::vector<float>& logits() const;

@@ -8,7 +8,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "ops/ops.h"
 #include "util/dtype.h"
@@ -228,10 +231,59 @@ std::string simd_target_name() {
   return targets.empty() ? "none" : hwy::TargetName(targets.front());
 }
 
+namespace {
+
+// FLORA_CPU caps the dispatch target, so that one host can run (and test) the
+// code paths of lesser CPUs. Highway orders x86 targets best first with the
+// lowest bit, so the targets at or below a cap are the bits >= the cap's bit.
+struct CpuCap {
+  std::string name = "native";
+  int64_t mask = 0;  // the supported targets allowed; 0 = no cap
+};
+
+const CpuCap& cpu_cap() {
+  static const CpuCap cap = [] {
+    CpuCap c;
+    const char* env = std::getenv("FLORA_CPU");
+    if (!env || !*env || std::strcmp(env, "native") == 0) return c;
+    static const std::pair<const char*, int64_t> kNames[] = {
+        {"avx512", HWY_AVX3}, {"avx2", HWY_AVX2}, {"sse4", HWY_SSE4}, {"scalar", HWY_SCALAR}};
+    int64_t bit = 0;
+    for (const auto& [name, b] : kNames)
+      if (std::strcmp(env, name) == 0) bit = b;
+    if (!bit) {
+      // Read before main (the first kernel call may be in a test's set-up), so
+      // it cannot throw flora::Error to a handler: one line and exit.
+      std::fprintf(stderr, "flora: FLORA_CPU='%s': expected native, avx512, avx2, sse4 or scalar\n", env);
+      std::exit(2);
+    }
+    hwy::SetSupportedTargetsForTest(0);
+    c.name = env;
+    c.mask = hwy::SupportedTargets() & HWY_TARGETS & ~(bit - 1);
+    if (c.mask == 0) c.mask = HWY_STATIC_TARGET;
+    return c;
+  }();
+  return cap;
+}
+
+// Applies the cap before any kernel is dispatched (static initialisation of the
+// library that holds every kernel), so binaries and tests honour it alike.
+[[maybe_unused]] const bool kCapApplied = [] {
+  if (cpu_cap().mask) {
+    hwy::SetSupportedTargetsForTest(cpu_cap().mask);
+    hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+  }
+  return true;
+}();
+
+}  // namespace
+
+std::string cpu_cap_name() { return cpu_cap().name; }
+
 std::vector<int64_t> simd_targets_available() { return hwy::SupportedAndGeneratedTargets(); }
 
 void set_simd_target_for_test(int64_t target) {
-  hwy::SetSupportedTargetsForTest(target);
+  hwy::SetSupportedTargetsForTest(target ? target : cpu_cap().mask);
   hwy::GetChosenTarget().Update(hwy::SupportedTargets());
 }
 

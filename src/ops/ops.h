@@ -43,11 +43,15 @@ void axpy(float a, const float* x, float* y, int64_t n);
 void rmsnorm(float* out, const float* x, const float* w, int64_t n, float eps);
 
 // Name of the SIMD target the dispatcher picked on this machine ("AVX3", ...).
+// The environment variable FLORA_CPU=avx512|avx2|sse4|scalar caps it (read once,
+// before main; an unknown value is an error), so an AVX-512 host can run the
+// AVX2 and scalar paths; "native" or unset means the best target of the CPU.
 std::string simd_target_name();
+std::string cpu_cap_name();  // FLORA_CPU as applied: "native" when unset
 // The targets compiled into this binary that this CPU supports; tests force
 // each in turn with set_simd_target_for_test to check every one.
 std::vector<int64_t> simd_targets_available();
-void set_simd_target_for_test(int64_t target);  // 0 = restore normal dispatch
+void set_simd_target_for_test(int64_t target);  // 0 = restore dispatch (under FLORA_CPU's cap)
 std::string simd_target_name(int64_t target);
 
 }  // namespace ops

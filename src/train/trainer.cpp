@@ -168,7 +168,9 @@ void check_options(const TrainOptions& o) {
     fail("--rank must be positive, got {}", o.rank);
 }
 
-// Mean loss over the targets of a dataset, forward only.
+// Mean loss over the targets of a dataset, forward only. Summed sequence by
+// sequence in data order, so it does not depend on --micro-batch: a run that
+// starts from an adapter logs the loss its maker ended with, bit for bit.
 double evaluate(TrainPass& pass, const Dataset& data, int64_t micro_batch, int32_t pad_id) {
   double loss = 0;
   int64_t count = 0;
@@ -176,7 +178,8 @@ double evaluate(TrainPass& pass, const Dataset& data, int64_t micro_batch, int32
     std::vector<size_t> idx;
     for (size_t j = i; j < std::min(data.examples.size(), i + static_cast<size_t>(micro_batch)); ++j) idx.push_back(j);
     const Batch b = make_batch(data.examples, idx, pad_id);
-    loss += pass.run(TrainBatch{b.B, b.T, b.tokens.data(), b.targets.data()}, false, 1.0f);
+    pass.run(TrainBatch{b.B, b.T, b.tokens.data(), b.targets.data()}, false, 1.0f);
+    for (double l : pass.sequence_losses()) loss += l;
     count += b.target_count;
   }
   return count > 0 ? loss / static_cast<double>(count) : 0.0;
@@ -394,8 +397,8 @@ TrainSummary run_training(const TrainOptions& opts) {
                                     order.begin() + static_cast<int64_t>(std::min(b1, m0 + static_cast<size_t>(o.micro_batch))));
       const Batch b = make_batch(data.examples, idx, pad_id);
       pass.set_dropout(o.dropout, o.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(step) * 1024 + micro);
-      loss_sum += pass.run(TrainBatch{b.B, b.T, b.tokens.data(), b.targets.data()}, true,
-                           1.0f / static_cast<float>(step_targets));
+      pass.run(TrainBatch{b.B, b.T, b.tokens.data(), b.targets.data()}, true, 1.0f / static_cast<float>(step_targets));
+      for (double l : pass.sequence_losses()) loss_sum += l;  // data order: --micro-batch does not change it
     }
     const double loss = loss_sum / static_cast<double>(step_targets);
     const double grad_norm = clip_grad_norm(tr.slots, o.clip_norm);

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The test job behind `make test` (the build is done by then). Each step names
+# itself and its time; the first failure stops the run with its status.
+#   1. the whole ctest suite on the best SIMD target of this CPU;
+#   2. the whole suite again with the target capped at AVX2, then at scalar
+#      (FLORA_CPU, see src/ops/ops.h), so an AVX-512 host also proves the paths
+#      of lesser CPUs; a cap at or above the host's best target is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+JOBS=${JOBS:-$(nproc)}
+
+step() {  # step NAME COMMAND...: runs one step, timed
+  local name=$1; shift
+  echo "== test: $name"
+  local t0=$SECONDS
+  "$@"
+  echo "== test: $name: passed in $((SECONDS - t0)) s"
+}
+
+suite() { (cd "$BUILD" && ctest --output-on-failure -j "$JOBS"); }
+
+native=$("$BUILD"/flora cpu)
+step "suite, native target ($native)" suite
+for cap in avx2 scalar; do
+  capped=$(FLORA_CPU=$cap "$BUILD"/flora cpu)
+  if [[ $capped == "$native" ]]; then
+    echo "== test: FLORA_CPU=$cap is this host's best target ($native): covered above"
+    continue
+  fi
+  step "suite, FLORA_CPU=$cap ($capped)" env FLORA_CPU=$cap bash -c "$(declare -f suite); BUILD=$BUILD JOBS=$JOBS suite"
+done
