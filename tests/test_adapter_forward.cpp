@@ -14,6 +14,7 @@
 #include "model/forward.h"
 #include "model/weights.h"
 #include "ops/reference.h"
+#include "compare.h"
 
 namespace flora {
 namespace {
@@ -173,9 +174,9 @@ Mat fused_logits(const LlamaModel& model, const AdapterExec* exec, const std::ve
 }
 
 double max_diff(const Mat& a, const Mat& b) {
+  if (a.size() != b.size()) return INFINITY;
   double m = 0;
-  for (size_t t = 0; t < a.size(); ++t)
-    for (size_t i = 0; i < a[t].size(); ++i) m = std::max(m, std::fabs(a[t][i] - b[t][i]));
+  for (size_t t = 0; t < a.size(); ++t) m = std::max(m, test::max_abs_error(a[t], b[t]));  // inf, never NaN
   return m;
 }
 
@@ -260,10 +261,10 @@ TEST_P(TwinGolden, MatchesTwin) {
     Forward f(*model, pool, 32, &exec);
     double worst = 0;
     const float* out = f.forward(tokens.data(), P, true);
-    for (int64_t i = 0; i < P * V; ++i) worst = std::max(worst, std::fabs(double(out[i]) - want[i]));
+    worst = test::max_abs_error(out, want.data(), static_cast<size_t>(P * V));
     for (int64_t t = P; t < T; ++t) {
       out = f.forward(&tokens[t], 1, false);
-      for (int64_t j = 0; j < V; ++j) worst = std::max(worst, std::fabs(double(out[j]) - want[t * V + j]));
+      worst = std::max(worst, test::max_abs_error(out, want.data() + t * V, static_cast<size_t>(V)));
     }
     EXPECT_LE(worst, 1e-4) << GetParam();
   }

@@ -29,6 +29,7 @@
 #include "ops/backward.h"
 #include "ops/ops.h"
 #include "util/error.h"
+#include "compare.h"
 
 namespace flora {
 namespace {
@@ -75,10 +76,10 @@ class ReportWorst : public ::testing::Environment {
   Worst w;
   int64_t bad = -1;
   for (size_t i = 0; i < want.size(); ++i) {
-    const double err = std::fabs(double(got[i]) - want[i]), tol = tols[i];
+    const double err = test::element_error(got[i], want[i]), tol = tols[i];
     if (!(err <= tol)) {
       if (bad < 0) bad = int64_t(i);
-      w.used = std::isnan(err) ? INFINITY : std::max(w.used, err / tol);
+      w.used = std::max(w.used, std::isnan(tol) ? INFINITY : err / tol);
     } else {
       w.used = std::max(w.used, err / tol);
     }

@@ -18,6 +18,7 @@
 #include "model/weights.h"
 #include "scratch_dir.h"
 #include "util/error.h"
+#include "compare.h"
 
 namespace flora {
 namespace {
@@ -55,9 +56,7 @@ ModelUnderTest make_setup(const std::string& variant) {
 }
 
 double max_diff(const float* a, const float* b, int64_t n) {
-  double worst = 0;
-  for (int64_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(double(a[i]) - double(b[i])));
-  return worst;
+  return test::max_abs_error(a, b, static_cast<size_t>(n));
 }
 
 class Batched : public ::testing::TestWithParam<std::string> {};

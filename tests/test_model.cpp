@@ -12,6 +12,7 @@
 #include "model/forward.h"
 #include "model/weights.h"
 #include "util/error.h"
+#include "compare.h"
 
 namespace flora {
 namespace {
@@ -47,9 +48,7 @@ Golden read_golden(const std::string& path) {
 constexpr double kLogitTolerance = 1e-4;
 
 void expect_row_near(const float* got, const float* want, int64_t V, const std::string& what) {
-  double worst = 0;
-  for (int64_t j = 0; j < V; ++j) worst = std::max(worst, std::fabs(double(got[j]) - double(want[j])));
-  EXPECT_LE(worst, kLogitTolerance) << what;
+  EXPECT_LE(test::max_abs_error(got, want, static_cast<size_t>(V)), kLogitTolerance) << what;
 }
 
 class TinyGolden : public ::testing::TestWithParam<std::tuple<std::string, int>> {};

@@ -16,6 +16,7 @@
 #include "train/optimizer.h"
 #include "train/trainer.h"
 #include "util/random.h"
+#include "compare.h"
 
 namespace flora {
 namespace {
@@ -76,9 +77,7 @@ TEST(TrainPass, ForwardMatchesTwinLogits) {
     pass.keep_logits(true);
     std::vector<int32_t> targets(T, -1);
     pass.run(TrainBatch{1, T, tokens.data(), targets.data()}, false, 1.0f);
-    double worst = 0;
-    for (int64_t i = 0; i < T * V; ++i) worst = std::max(worst, std::fabs(pass.logits()[i] - want[i]));
-    EXPECT_LE(worst, 1e-4) << (variant.empty() ? "base" : variant);
+    EXPECT_LE(test::max_abs_error(pass.logits().data(), want.data(), static_cast<size_t>(T * V)), 1e-4) << (variant.empty() ? "base" : variant);
   }
 }
 
@@ -111,12 +110,8 @@ struct TwinCase {
 // Worst |got - want| / (atol + rtol |want|) over a tensor, atol relative to
 // the tensor's largest |want|: <= 1 passes.
 double worst_ratio(const float* got, const std::vector<double>& want, double atol, double rtol) {
-  double worst = 0, largest = 0;
-  for (double w : want) largest = std::max(largest, std::fabs(w));
-  atol *= largest;
-  for (size_t i = 0; i < want.size(); ++i)
-    worst = std::max(worst, std::fabs(got[i] - want[i]) / (atol + rtol * std::fabs(want[i])));
-  return worst;
+  const double largest = test::max_magnitude(want.data(), want.size());
+  return test::max_error_ratio(got, want.data(), want.size(), atol * largest, rtol);
 }
 
 // Gradients in f32 against the twin's float64 autograd: the loss is ~9 and
@@ -328,7 +323,7 @@ TEST(TrainPass, MicroBatchesAccumulate) {
                         : pair == &whole.layers[l].B ? parts.layers[l].B[index(t)]
                                                      : parts.layers[l].C[index(t)];
         for (size_t i = 0; i < a.data.size(); ++i) {
-          worst = std::max(worst, double(std::fabs(a.data[i] - b.data[i])));
+          worst = std::max(worst, test::element_error(a.data[i], b.data[i]));
           largest = std::max(largest, double(std::fabs(a.data[i])));
         }
       }
