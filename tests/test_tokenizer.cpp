@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <array>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -314,23 +313,18 @@ TEST(Llama3Tokenizer, ContractionCaseFolding) {
   EXPECT_EQ(pieces, (std::vector<std::string_view>{"x", "'\xC5\xBF", " '", "S"}));
 }
 
-TEST(Llama3Tokenizer, EncodesMegabytesInSeconds) {
+// Long runs of one character class stress the regex (PCRE2 JIT stack) and the
+// BPE merge loop; each must come back byte for byte. Speed is measured by
+// bench/bench_tokenizer.cpp, never here.
+TEST(Llama3Tokenizer, LongRunsRoundTrip) {
   const Tokenizer& t = llama3();
-  std::string text;
-  for (int i = 0; text.size() < 3'000'000; ++i) {
-    text += fmt::format("Paragraph {} ({:x}):\n", i, i * 2654435761u);
-    text += tiny_tokenizer_corpus();
-  }
-  // Long runs stress the regex (PCRE2 JIT stack) and the BPE merge loop.
+  std::string text = tiny_tokenizer_corpus();
   text += std::string(200'000, 'a') + std::string(200'000, ' ') + "end" + std::string(100'000, '\n');
   text += std::string(100'000, '!') + std::string(100'000, '7') + " x";
   for (int i = 0; i < 50'000; ++i) text += "\r\n";
   for (int i = 0; i < 50'000; ++i) text += "\xE6\x97\xA5";  // U+65E5, a CJK letter
-  const auto start = std::chrono::steady_clock::now();
   const auto ids = t.encode(text, false);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("encoded %zu bytes into %zu tokens in %.2f s\n", text.size(), ids.size(), seconds);
-  EXPECT_LT(seconds, 30.0);
+  EXPECT_LT(ids.size(), text.size() / 4) << "long runs should merge into long tokens";
   EXPECT_EQ(t.decode(ids), text);
 }
 
