@@ -122,12 +122,21 @@ void attention_forward(float* out, int64_t ld_out, float* P, const float* q, int
       std::fill(row + i + 1, row + T, 0.0f);  // exact zeros: the backward's transposes read them
     }
   }
-  // out = P V as out[i, c] = sum_p P[i, p] V^T[c, p]; row block i0 needs columns p < i0 + tq of V^T.
+  // out = P V as out[i, c] = sum_p P[i, p] V^T[c, p], p <= i. The sum runs over
+  // lengths that depend on i alone, never on T: the keys before the row's block
+  // (i0, one product for the block) plus the row's own part of the diagonal
+  // block (i - i0 + 1). A sum over the block's end i0 + tq would change its
+  // vector grouping with the padded length T (the zeros past i are exact, the
+  // grouping is not), so a sequence's loss would depend on the batch it is in.
   float* vT = scratch;  // (hd, T)
   transpose(vT, v, T, hd, ld_kv);
   for (int64_t i0 = 0; i0 < T; i0 += kCausalBlock) {
-    const int64_t tq = std::min(kCausalBlock, T - i0), n = i0 + tq;
-    matmul_rows(out + i0 * ld_out, ld_out, P + i0 * T, T, tq, f32_matrix(vT, hd, n, T), 0, hd, false);
+    const int64_t tq = std::min(kCausalBlock, T - i0);
+    if (i0 > 0)
+      matmul_rows(out + i0 * ld_out, ld_out, P + i0 * T, T, tq, f32_matrix(vT, hd, i0, T), 0, hd, false);
+    for (int64_t i = i0; i < i0 + tq; ++i)
+      matmul_rows(out + i * ld_out, ld_out, P + i * T + i0, T, 1, f32_matrix(vT + i0, hd, i - i0 + 1, T), 0, hd,
+                  i0 > 0);
   }
 }
 
