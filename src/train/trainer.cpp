@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -30,6 +32,54 @@ namespace {
 // Checkpoints kept on disk: the newest and the one before (in case the newest
 // is being replaced when the process dies).
 constexpr int kCheckpointsKept = 2;
+
+// The test hooks of trainer.h: the value of the environment variable, or -1.
+int64_t test_hook(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return -1;
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  if (*end != '\0' || n < 0) fail("{}: expected an integer >= 0, found '{}'", name, v);
+  return n;
+}
+
+// The hook fires: the process ends as `kill -9` ends it, with no destructor,
+// flush or cleanup, in the middle of the write the hook names.
+void die_for_test(const char* name, const std::string& where) {
+  std::fprintf(stderr, "train: %s: killing this process while writing %s\n", name, where.c_str());
+  std::raise(SIGKILL);
+}
+
+// Values read back from a checkpoint or --adapter-init must be finite: a NaN
+// would not fail at load but turn every later loss into NaN, many steps on.
+void check_finite(const std::string& file, const std::string& tensor, const float* p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i]))
+      fail("{}: tensor '{}': expected finite values, found {} at element {}", file, tensor, p[i], i);
+}
+
+void check_finite(const std::string& file, const Adapter& a) {
+  for (size_t l = 0; l < a.layers.size(); ++l)
+    for (Target t : kAllTargets)
+      for (char which : {'A', 'B', 'C'}) {
+        const AdapterMatrix& m = a.layers[l].matrix(t, which);
+        if (!m.empty())
+          check_finite(file, Adapter::tensor_name(a.config, static_cast<int64_t>(l), t, which), m.data.data(),
+                       m.data.size());
+      }
+}
+
+// checkpoint-<step> exactly (no staging or leftover suffix): the step, or -1.
+int64_t checkpoint_step(const std::string& name) {
+  if (name.rfind("checkpoint-", 0) != 0 || name.size() == 11) return -1;
+  for (size_t i = 11; i < name.size(); ++i)
+    if (!std::isdigit(static_cast<unsigned char>(name[i]))) return -1;
+  try {
+    return std::stoll(name.substr(11));
+  } catch (...) {
+    return -1;
+  }
+}
 
 int64_t peak_rss_bytes() {
   std::ifstream in("/proc/self/status");
@@ -99,6 +149,7 @@ struct Trainable {
   void load(const std::string& dir, const LlamaConfig& config) {
     if (adapter) {
       const Adapter saved = Adapter::load(dir, config);
+      check_finite(dir + "/adapter_model.safetensors", saved);
       for (size_t l = 0; l < adapter->layers.size(); ++l)
         for (Target t : kAllTargets)
           for (char which : {'A', 'B', 'C'}) {
@@ -112,6 +163,8 @@ struct Trainable {
     const auto model = LlamaModel::load(dir);
     const DenseWeights saved = DenseWeights::from_model(*model);
     if (saved.size() != dense->size()) fail("{}: checkpoint model does not match the run's model", dir);
+    for (size_t i = 0; i < saved.specs.size(); ++i)
+      check_finite(dir, saved.specs[i].name, saved.data[i].data(), saved.data[i].size());
     dense->data = saved.data;
   }
 
@@ -172,6 +225,10 @@ void check_options(const TrainOptions& o) {
 // sequence in data order, so it does not depend on --micro-batch: a run that
 // starts from an adapter logs the loss its maker ended with, bit for bit.
 double evaluate(TrainPass& pass, const Dataset& data, int64_t micro_batch, int32_t pad_id) {
+  // Without dropout (as PEFT's eval mode): the training steps set it anew for
+  // each micro-batch, and a validation must not depend on the masks of the step
+  // before it (a run resumed at its last step has drawn none).
+  pass.set_dropout(0, 0);
   double loss = 0;
   int64_t count = 0;
   for (size_t i = 0; i < data.examples.size(); i += static_cast<size_t>(micro_batch)) {
@@ -245,6 +302,7 @@ TrainSummary run_training(const TrainOptions& opts) {
     const AdapterConfig ac = adapter_config_of(o, cfg);
     tr.adapter = std::make_unique<Adapter>(o.adapter_init.empty() ? Adapter::create(ac, cfg, o.seed)
                                                                   : Adapter::load(o.adapter_init, cfg));
+    if (!o.adapter_init.empty()) check_finite(o.adapter_init + "/adapter_model.safetensors", *tr.adapter);
     tr.adapter_grads = std::make_unique<Adapter>(tr.adapter->zeros_like());
   }
   tr.make_slots();
@@ -270,6 +328,8 @@ TrainSummary run_training(const TrainOptions& opts) {
   const std::string log_path = o.out_dir + "/train_log.jsonl";
   const Json trajectory = trajectory_json(o);
   int64_t step = 0;
+  std::string resumed_dir;  // the checkpoint this run started from
+  double resumed_loss = 0;  // the loss logged at its step (the summary of a run with no step left)
   if (o.resume) {
     const std::string latest_path = o.out_dir + "/latest";
     if (!fs::exists(latest_path)) fail("--resume: {} has no checkpoint ({} is missing)", o.out_dir, latest_path);
@@ -278,16 +338,37 @@ TrainSummary run_training(const TrainOptions& opts) {
     const std::string dir = o.out_dir + "/" + name;
     const std::string state_path = dir + "/trainer_state.json";
     const Json state = parse_json(read_file(state_path), state_path);
+    if (!state.is_object() || !state.contains("trajectory") || !state.at("trajectory").is_object())
+      fail("{}: expected an object with 'trajectory' (a trainer state)", state_path);
     const Json& saved = state.at("trajectory");
     for (auto it = trajectory.begin(); it != trajectory.end(); ++it)
       if (!saved.contains(it.key()) || saved.at(it.key()) != it.value())
         fail("--resume: {} was written with {} = {}, this run has {}", state_path, it.key(),
              saved.contains(it.key()) ? saved.at(it.key()).dump() : "(none)", it.value().dump());
     step = json_get<int64_t>(state, "step", state_path);
+    if (step < 0 || step > total_steps)
+      fail("{}: 'step': expected 0 to {} (the run's steps), found {}", state_path, total_steps, step);
     tr.load(dir, cfg);
-    optimizer.load_state(dir + "/optimizer.safetensors");
+    const std::string optimizer_path = dir + "/optimizer.safetensors";
+    optimizer.load_state(optimizer_path);
+    if (optimizer.step_count() != step)
+      fail("{}: __metadata__ 'step': expected {} (the step of {}), found {}", optimizer_path, step, state_path,
+           optimizer.step_count());
+    // A NaN moment would survive the update as a NaN weight; v < 0 is a NaN at sqrt(v).
+    for (size_t i = 0; i < optimizer.slots().size() && o.optim.kind == OptimizerKind::AdamW; ++i) {
+      const std::string& name = optimizer.slots()[i].name;
+      check_finite(optimizer_path, "m." + name, optimizer.m(i).data(), optimizer.m(i).size());
+      check_finite(optimizer_path, "v." + name, optimizer.v(i).data(), optimizer.v(i).size());
+      for (size_t k = 0; k < optimizer.v(i).size(); ++k)
+        if (optimizer.v(i)[k] < 0)
+          fail("{}: tensor 'v.{}': expected values >= 0 (squared gradients), found {} at element {}", optimizer_path,
+               name, optimizer.v(i)[k], k);
+    }
     if (o.full) pass.refresh_weights();
-    // Log lines written after the checkpoint belong to the lost steps.
+    resumed_dir = dir;
+    // Log lines written after the checkpoint belong to the lost steps. A run
+    // resumed at its last step validates again (the result was not complete):
+    // its validation line is dropped here and written anew, to the same value.
     std::string kept;
     if (fs::exists(log_path)) {
       std::istringstream in(read_file(log_path));
@@ -295,18 +376,25 @@ TrainSummary run_training(const TrainOptions& opts) {
       while (std::getline(in, line)) {
         if (line.empty()) continue;
         const Json j = Json::parse(line, nullptr, false);
-        if (!j.is_discarded() && j.contains("step") && j["step"].get<int64_t>() <= step) kept += line + "\n";
+        if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) continue;
+        const int64_t at = j["step"].get<int64_t>();
+        if (at == step && j.contains("loss") && j["loss"].is_number()) resumed_loss = j["loss"].get<double>();
+        if (at < step || (at == step && !(step == total_steps && j.contains("eval_loss")))) kept += line + "\n";
       }
     }
     write_file_atomic(log_path, kept);
     std::fprintf(stderr, "train: resuming from %s (step %lld of %lld)\n", dir.c_str(), static_cast<long long>(step),
                  static_cast<long long>(total_steps));
   } else {
-    write_file_atomic(log_path, "");
+    // A fresh run: `latest` goes first, so that a resume never finds it naming
+    // a checkpoint that is half deleted.
+    fs::remove(o.out_dir + "/latest");
+    sync_directory(o.out_dir);
     for (const auto& entry : fs::directory_iterator(o.out_dir))
       if (entry.path().filename().string().rfind("checkpoint-", 0) == 0) fs::remove_all(entry.path());
-    fs::remove(o.out_dir + "/latest");
+    write_file_atomic(log_path, "");
   }
+  const int64_t first_step = step;
   Json config_json = trajectory;
   config_json["eval_data"] = o.eval_data_path;
   config_json["threads"] = threads;
@@ -314,12 +402,12 @@ TrainSummary run_training(const TrainOptions& opts) {
   config_json["total_steps"] = total_steps;
   write_file_atomic(o.out_dir + "/train_config.json", config_json.dump(2) + "\n");
 
-  const std::unique_ptr<std::FILE, int (*)(std::FILE*)> log(std::fopen(log_path.c_str(), "a"), &std::fclose);
-  if (!log) fail("cannot open {} for appending", log_path);
-  auto log_line = [&](const Json& j) {
-    std::fprintf(log.get(), "%s\n", j.dump().c_str());
-    std::fflush(log.get());
-  };
+  // Every line is checked as it is written (a full disk ends the run here,
+  // naming the log); a line cut short by a crash is dropped at --resume.
+  AppendFile log(log_path);
+  auto log_line = [&](const Json& j) { log.write(j.dump() + "\n"); };
+  const int64_t die_in_checkpoint = test_hook("FLORA_TEST_DIE_IN_CHECKPOINT");
+  const bool die_in_result = test_hook("FLORA_TEST_DIE_IN_RESULT") > 0;
 
   std::fprintf(stderr, "train: %s, %lld trainable parameters (%.3f%% of %lld), %lld examples, %lld steps of %lld "
                "sequences (micro-batch %lld), %d threads\n",
@@ -345,28 +433,40 @@ TrainSummary run_training(const TrainOptions& opts) {
     std::fprintf(stderr, "%svalidation at step %lld: loss %.4f, perplexity %.2f\n", tty ? "\r\033[K" : "",
                  static_cast<long long>(at_step), loss, std::exp(loss));
   };
+  // A checkpoint is written whole under checkpoint-<step>.tmp, then renamed
+  // in, and only then does `latest` name it; the directory is synced after
+  // each rename. The checkpoint `latest` names is never written over: a run
+  // resumed at its last step has it already and writes no new one.
   auto checkpoint = [&](int64_t at_step) {
     const std::string name = checkpoint_name(at_step);
     const std::string dir = o.out_dir + "/" + name;
-    fs::remove_all(dir);
-    tr.save(dir, o.model_dir, false);
-    optimizer.save_state(dir + "/optimizer.safetensors");
+    if (dir == resumed_dir && at_step == first_step) return;
+    const std::string staged = dir + ".tmp";
+    fs::remove_all(staged);  // a leftover of a run killed while writing it
+    tr.save(staged, o.model_dir, false);
+    if (at_step == die_in_checkpoint) die_for_test("FLORA_TEST_DIE_IN_CHECKPOINT", staged);
+    optimizer.save_state(staged + "/optimizer.safetensors");
     Json state;
     state["step"] = at_step;
     state["total_steps"] = total_steps;
     state["trajectory"] = trajectory;
-    write_file_atomic(dir + "/trainer_state.json", state.dump(2) + "\n");
+    write_file_atomic(staged + "/trainer_state.json", state.dump(2) + "\n");
+    // The log lines up to this step are durable before the checkpoint is: a
+    // resume from it finds them all.
+    log.sync();
+    replace_directory(staged, dir);
     write_file_atomic(o.out_dir + "/latest", name + "\n");
-    // Older checkpoints beyond the kept number go.
+    // Older checkpoints beyond the kept number go, and so do newer ones (left
+    // by a run killed before it updated `latest`: they belong to lost steps)
+    // and leftovers of staging.
     std::vector<int64_t> steps;
     for (const auto& entry : fs::directory_iterator(o.out_dir)) {
       const std::string f = entry.path().filename().string();
-      if (f.rfind("checkpoint-", 0) == 0 && entry.is_directory()) {
-        try {
-          steps.push_back(std::stoll(f.substr(11)));
-        } catch (...) {
-        }
-      }
+      if (f.rfind("checkpoint-", 0) != 0) continue;
+      const int64_t s = checkpoint_step(f);
+      if (s < 0 && (f.ends_with(".tmp") || f.ends_with(".old"))) fs::remove_all(entry.path());
+      else if (s > at_step) fs::remove_all(entry.path());
+      else if (s >= 0 && entry.is_directory()) steps.push_back(s);
     }
     std::sort(steps.rbegin(), steps.rend());
     for (size_t i = kCheckpointsKept; i < steps.size(); ++i) fs::remove_all(o.out_dir + "/" + checkpoint_name(steps[i]));
@@ -378,7 +478,6 @@ TrainSummary run_training(const TrainOptions& opts) {
   const double t_loop = now_seconds();
   std::vector<size_t> order;
   int64_t order_epoch = -1;
-  const int64_t first_step = step;
   while (step < total_steps) {
     const int64_t epoch = step / steps_per_epoch, k = step % steps_per_epoch;
     if (epoch != order_epoch) order = epoch_order(static_cast<size_t>(n), o.seed, static_cast<uint64_t>(epoch)),
@@ -430,15 +529,18 @@ TrainSummary run_training(const TrainOptions& opts) {
     if (o.eval_every > 0 && step % o.eval_every == 0 && step < total_steps) validate(step);
     if (o.save_every > 0 && step % o.save_every == 0 && step < total_steps) checkpoint(step);
   }
+  if (step == first_step) summary.first_loss = summary.last_loss = resumed_loss;
   if (!o.quiet) progress.finish(fmt::format("loss {:.4f}", summary.last_loss));
   validate(step);
   checkpoint(step);
+  // The result, like a checkpoint, is written whole beside the old one and
+  // exchanged with it: until then the old result and the last checkpoint stand.
   const std::string result = o.out_dir + (o.full ? "/model" : "/adapter");
-  const std::string tmp = result + ".tmp";
-  fs::remove_all(tmp);
-  tr.save(tmp, o.model_dir, o.save_bf16);
-  fs::remove_all(result);
-  fs::rename(tmp, result);
+  const std::string staged = result + ".tmp";
+  fs::remove_all(staged);
+  tr.save(staged, o.model_dir, o.save_bf16);
+  if (die_in_result) die_for_test("FLORA_TEST_DIE_IN_RESULT", staged);
+  replace_directory(staged, result);
 
   summary.steps = step;
   summary.seconds = now_seconds() - t_start;

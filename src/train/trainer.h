@@ -14,8 +14,25 @@
 //                                and per validation {"step", "eval_loss", ...}
 //   DIR/train_config.json        the options of the run
 // Every file is written under a temporary name and renamed when complete, and
-// `latest` changes only after its checkpoint is complete, so a run killed at
-// any moment leaves the previous checkpoint usable.
+// the directory holding it synced after the rename. A checkpoint or the result
+// is written whole under <name>.tmp and then renamed in (exchanged with the old
+// version when one exists); `latest` changes only after its checkpoint is
+// complete and the log lines up to it are synced, and the checkpoint it names is
+// never written over. So a run killed at any moment, or cut by a power loss,
+// leaves a complete checkpoint that `latest` names, and --resume continues from
+// it. A failed write (a full disk) ends the run with an error naming the file,
+// with the last checkpoint intact. Values loaded at --resume (the trained
+// tensors, the optimiser's moments) and from --adapter-init must be finite:
+// a NaN or Inf is refused, naming the file and the tensor.
+//
+// Test hooks (environment variables, for tests/cli/train.sh only): the process
+// raises SIGKILL on itself in the middle of a write, as a crash would end it.
+//   FLORA_TEST_DIE_IN_CHECKPOINT=<step>  while writing the checkpoint of that
+//                                        step: after the trained tensors, before
+//                                        the optimiser state and trainer_state.json
+//   FLORA_TEST_DIE_IN_RESULT=1           while writing the result: after it is
+//                                        written under DIR/adapter.tmp (or
+//                                        model.tmp), before it replaces DIR/adapter
 //
 // Determinism: the data order depends on (seed, epoch), dropout masks on
 // (seed, step, micro-batch), and the training pass does not depend on the

@@ -1,5 +1,6 @@
 // Files: read-only memory maps for weights, whole-file reads for small text
-// files, and atomic writes (temporary name, then rename) for every output.
+// files, atomic writes (temporary name, then rename) for every output, and the
+// directory syncs and replacements that make a rename survive a crash.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -35,11 +36,46 @@ bool file_exists(const std::string& path);
 
 // Writes `path` through `path.tmp.PID`: write_body receives the open FILE*,
 // and the rename happens only after it returns and the data is flushed and
-// synced. On any error the temporary file is removed and `path` is untouched.
+// synced; the directory holding `path` is synced after the rename. On any
+// error the temporary file is removed and `path` is untouched.
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& write_body);
 void write_file_atomic(const std::string& path, std::string_view contents);
 
 // mkdir -p
 void make_directories(const std::string& path);
+
+// fsync of a directory: a rename or creation inside it is durable only once its
+// directory is synced (fsync of the file alone leaves the new name in the page
+// cache, and a power cut can bring back the old one). Fails naming the directory.
+void sync_directory(const std::string& dir);
+
+// Makes the complete directory `staged` (beside `dir`, on the same file system)
+// the new `dir`, so that at every instant `dir` is the whole old version or the
+// whole new one: an atomic exchange of the two names (renameat2 RENAME_EXCHANGE)
+// when `dir` exists, then the old version, now under `staged`, is removed; a plain
+// rename when it does not. Where the file system has no exchange, the old version
+// is renamed aside to `dir.old` first, so for a moment only `dir.old` exists.
+// The parent directory is synced before the old version is deleted.
+void replace_directory(const std::string& staged, const std::string& dir);
+
+// A file that lines are appended to (a training log). Every write goes straight
+// to the kernel and is checked, so a full disk or an I/O error ends the caller
+// at the line that did not fit, with the file named, instead of a log that
+// silently stops. sync() makes what was written durable.
+class AppendFile {
+ public:
+  explicit AppendFile(const std::string& path);  // created if missing
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+  ~AppendFile();
+
+  void write(std::string_view text);
+  void sync();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
 
 }  // namespace flora
