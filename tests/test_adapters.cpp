@@ -4,18 +4,22 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "adapters/adapter.h"
 #include "adapters/config.h"
+#include "adapters/exec.h"
 #include "adapters/merge.h"
 #include "io/safetensors.h"
 #include "io/tensor_store.h"
 #include "model/config.h"
 #include "model/init.h"
+#include "model/weights.h"
 #include "scratch_dir.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -624,4 +628,104 @@ TEST_F(Adapters, MergeLoraBf16AndFfa) {
   const std::string msg = error_of([&] { merge_lora_into_model(base, ffba, path("nope")); });
   EXPECT_HAS(msg, "cannot be merged");
   EXPECT_FALSE(fs::exists(path("nope")));
+}
+
+// ---------------------------------------------------------------------------
+// Bad values and shapes
+
+TEST_F(Adapters, LoadRefusesNanAndInfNamingTheElement) {
+  AdapterConfig c = AdapterConfig::preset("ffba", 4, 8);
+  c.init = AdapterInit::Random;
+  const Adapter a = Adapter::create(c, tiny, 6);
+  const std::string dir = path("nonfinite");
+  a.save(dir);
+  const std::string st = dir + "/adapter_model.safetensors";
+  const std::string victim = Adapter::tensor_name(c, 1, Target::Down, 'A');
+  const float kInf = std::numeric_limits<float>::infinity();
+  for (DType dtype : {DType::F32, DType::BF16, DType::F16})
+    for (auto [bad, what] : {std::pair{std::numeric_limits<float>::quiet_NaN(), "NaN"}, std::pair{kInf, "+Inf"},
+                             std::pair{-kInf, "-Inf"}}) {
+      std::vector<TensorToWrite> ts = tensors_of(a);
+      std::vector<std::vector<uint8_t>> store;
+      for (auto& t : ts) {
+        const float* src = static_cast<const float*>(t.data);
+        const size_t n = static_cast<size_t>(t.shape[0] * t.shape[1]);
+        std::vector<float> f(src, src + n);
+        if (t.name == victim) f[2 * t.shape[1] + 3] = bad;  // row 2, column 3
+        std::vector<uint8_t>& bytes = store.emplace_back(n * dtype_size(dtype));
+        for (size_t k = 0; k < n; ++k) {
+          if (dtype == DType::F32) {
+            std::memcpy(bytes.data() + 4 * k, &f[k], 4);
+          } else {
+            const uint16_t h = dtype == DType::BF16 ? f32_to_bf16(f[k]) : f32_to_f16(f[k]);
+            std::memcpy(bytes.data() + 2 * k, &h, 2);
+          }
+        }
+        t.dtype = dtype;
+        t.data = bytes.data();
+      }
+      write_tensors(dir, ts);
+      const std::string msg = error_of([&] { Adapter::load(dir, tiny); });
+      const int64_t cols = target_in(tiny, Target::Down);
+      EXPECT_HAS(msg, st);
+      EXPECT_HAS(msg, "'" + victim + "'");
+      EXPECT_HAS(msg, fmt::format("element {} (row 2, column 3) is {}", 2 * cols + 3, what));
+    }
+}
+
+TEST_F(Adapters, ShapesAreCheckedByOneCheckEverywhere) {
+  const std::string base = path("base");
+  write_random_model(tiny, base, 4, DType::BF16);
+  const auto model = LlamaModel::load(base);
+  AdapterConfig c = AdapterConfig::preset("lora", 4, 8);
+  c.init = AdapterInit::Random;
+  const Adapter good = Adapter::create(c, tiny, 2);
+  check_adapter_fits(good, tiny, base);
+  // Every way to apply a LoRA: merged into a directory, merged in memory,
+  // attached unfused. Each gives the one message of check_adapter_fits.
+  auto errors = [&](const Adapter& bad) {
+    std::vector<std::string> out;
+    out.push_back(error_of([&] { merge_lora_into_model(base, bad, path("merged")); }));
+    out.push_back(error_of([&] { merge_lora_layers(*model, bad); }));
+    out.push_back(error_of([&] { AttachedAdapter attached(*model, bad, LoraExecution::Merged); }));
+    out.push_back(error_of([&] { AttachedAdapter attached(*model, bad, LoraExecution::Unfused); }));
+    for (size_t i = 1; i < out.size(); ++i) EXPECT_EQ(out[i], out[0]);
+    EXPECT_FALSE(fs::exists(path("merged")));
+    return out[0];
+  };
+
+  Adapter fewer = good;
+  fewer.layers.pop_back();
+  std::string msg = errors(fewer);
+  EXPECT_HAS(msg, "adapter 'lora'");
+  EXPECT_HAS(msg, "expected 2 layers");
+  EXPECT_HAS(msg, base);
+  EXPECT_HAS(msg, "found 1");
+
+  Adapter wide = good;  // B of layer 1's v_proj: (kv_dim, r) expected, r + 1 columns found
+  AdapterMatrix& B = wide.layers[1].B[static_cast<int>(Target::V)];
+  B.cols += 1;
+  B.data.resize(static_cast<size_t>(B.rows * B.cols));
+  msg = errors(wide);
+  EXPECT_HAS(msg, "layer 1 v_proj lora_B");
+  EXPECT_HAS(msg, fmt::format("expected {}", format_shape({tiny.kv_dim(), 4})));
+  EXPECT_HAS(msg, fmt::format("found {}", format_shape({tiny.kv_dim(), 5})));
+
+  Adapter missing = good;  // no A on layer 0's gate_proj
+  missing.layers[0].A[static_cast<int>(Target::Gate)] = AdapterMatrix{};
+  msg = errors(missing);
+  EXPECT_HAS(msg, "layer 0 gate_proj lora_A");
+  EXPECT_HAS(msg, "found no matrix");
+
+  Adapter short_data = good;  // the shape is right, the values are too few
+  short_data.layers[0].A[static_cast<int>(Target::Q)].data.pop_back();
+  msg = errors(short_data);
+  EXPECT_HAS(msg, "layer 0 q_proj lora_A");
+  EXPECT_HAS(msg, "values");
+
+  // A loaded adapter is named by its directory.
+  good.save(path("saved"));
+  Adapter loaded = Adapter::load(path("saved"), tiny);
+  loaded.layers.pop_back();
+  EXPECT_HAS(errors(loaded), "adapter " + path("saved"));
 }

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "io/safetensors.h"
+#include "io/tensor_store.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/random.h"
@@ -113,6 +114,34 @@ std::string Adapter::tensor_name(const AdapterConfig& config, int64_t layer, Tar
                      config.family == AdapterFamily::LoRA ? "lora" : "flora", which);
 }
 
+void check_adapter_fits(const Adapter& adapter, const LlamaConfig& model, const std::string& model_name) {
+  const AdapterConfig& c = adapter.config;
+  const std::string name =
+      adapter.origin.empty() ? fmt::format("adapter '{}'", c.variant) : fmt::format("adapter {}", adapter.origin);
+  if (static_cast<int64_t>(adapter.layers.size()) != model.num_hidden_layers)
+    fail("{}: expected {} layers, as the model {} has, found {}", name, model.num_hidden_layers, model_name,
+         adapter.layers.size());
+  // Expected shape of every (layer, target, matrix); {0, 0} where there is none.
+  std::vector<std::array<std::array<std::array<int64_t, 2>, 3>, kTargets>> want(adapter.layers.size());
+  for (const Slot& s : slots(c, model))
+    want[s.layer][static_cast<int>(s.target)][s.which - 'A'] = {s.rows, s.cols};
+  for (size_t l = 0; l < adapter.layers.size(); ++l)
+    for (Target t : kAllTargets)
+      for (char which : {'A', 'B', 'C'}) {
+        const AdapterMatrix& m = adapter.layers[l].matrix(t, which);
+        const auto& w = want[l][static_cast<int>(t)][which - 'A'];
+        const bool sized = static_cast<int64_t>(m.data.size()) == m.rows * m.cols;
+        if (m.rows == w[0] && m.cols == w[1] && sized) continue;
+        const std::string found = !sized   ? fmt::format("{} with {} values", format_shape({m.rows, m.cols}),
+                                                                 m.data.size())
+                                  : m.empty() ? std::string("no matrix")
+                                              : format_shape({m.rows, m.cols});
+        fail("{}: layer {} {} {}: expected {} for the model {} (r = {}), found {}", name, l, target_module(t),
+             c.family == AdapterFamily::LoRA ? fmt::format("lora_{}", which) : fmt::format("flora_{}", which),
+             w[0] == 0 ? std::string("no matrix") : format_shape({w[0], w[1]}), model_name, c.rank, found);
+      }
+}
+
 Adapter Adapter::create(const AdapterConfig& config, const LlamaConfig& model, uint64_t seed) {
   config.validate("adapter configuration");
   Adapter a;
@@ -145,6 +174,7 @@ Adapter Adapter::load(const std::string& dir, const LlamaConfig& model) {
   if (!file_exists(config_path))
     fail("{}: not found (an adapter directory holds adapter_config.json and adapter_model.safetensors)", config_path);
   Adapter a;
+  a.origin = dir;
   a.config = AdapterConfig::from_json(read_json_file(config_path), config_path);
   if (!file_exists(weights_path))
     fail("{}: not found (an adapter directory holds adapter_config.json and adapter_model.safetensors)", weights_path);
@@ -163,6 +193,11 @@ Adapter Adapter::load(const std::string& dir, const LlamaConfig& model) {
     if (t->shape != std::vector<int64_t>{s.rows, s.cols})
       fail("{}: tensor '{}': expected shape {}, found {} (r = {} from adapter_config.json)", weights_path, name,
            format_shape({s.rows, s.cols}), format_shape(t->shape), a.config.rank);
+    // An adapter is small (a few percent of the model), and a NaN in it turns
+    // every output NaN, so it is refused here with the place of the first one.
+    if (const int64_t k = first_nonfinite(*t); k >= 0)
+      fail("{}: tensor '{}': element {} (row {}, column {}) is {}; expected finite values", weights_path, name, k,
+           k / s.cols, k % s.cols, nonfinite_name(t->data, t->dtype, k));
     AdapterMatrix& m = a.layers[s.layer].matrix(s.target, s.which);
     m = zeros(s.rows, s.cols);
     const size_t n = m.data.size();

@@ -41,6 +41,7 @@ class Adapter {
  public:
   AdapterConfig config;
   std::vector<LayerAdapter> layers;  // one per model layer
+  std::string origin;                // the directory load() read, empty when made in memory
 
   // Matrices shaped for `model` and filled per config.init: lora (A Kaiming-
   // uniform a = sqrt(5) as PEFT, B = C = 0), zero (all 0), random (every matrix
@@ -48,8 +49,8 @@ class Adapter {
   static Adapter create(const AdapterConfig& config, const LlamaConfig& model, uint64_t seed);
   // Reads DIR/adapter_config.json and DIR/adapter_model.safetensors (F32, BF16
   // or F16 tensors) and checks every tensor against the model's shapes: a
-  // missing or unexpected tensor, a wrong shape or dtype, an unknown module is
-  // one clear error naming the file and the tensor.
+  // missing or unexpected tensor, a wrong shape or dtype, an unknown module, a
+  // NaN or Inf value is one clear error naming the file and the tensor.
   static Adapter load(const std::string& dir, const LlamaConfig& model);
   // Writes DIR/adapter_config.json and DIR/adapter_model.safetensors (F32), atomically.
   void save(const std::string& dir) const;
@@ -61,5 +62,14 @@ class Adapter {
   // PEFT's tensor name for matrix `which` ("A", "B", "C") of target t in layer l.
   static std::string tensor_name(const AdapterConfig& config, int64_t layer, Target t, char which);
 };
+
+// Checks that `adapter` fits the model `model_name` (its directory, for the
+// message) of configuration `model`: one LayerAdapter per model layer, every
+// matrix the adapter's configuration asks for present with the shape the model
+// gives it, and none it does not ask for. The one check that merging and
+// attaching share: an adapter made for another model (or edited in memory)
+// would otherwise be read out of bounds. Fails naming the adapter, the layer,
+// the projection, the expected and the found shape.
+void check_adapter_fits(const Adapter& adapter, const LlamaConfig& model, const std::string& model_name);
 
 }  // namespace flora

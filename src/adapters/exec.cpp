@@ -42,6 +42,8 @@ AdapterExec make_adapter_exec(const Adapter& adapter, LoraExecution execution) {
 MergedLayers merge_lora_layers(const LlamaModel& model, const Adapter& lora) {
   if (lora.config.family != AdapterFamily::LoRA)
     fail("only LoRA adapters can be merged into the base weights (this one is {})", lora.config.variant);
+  // The products below index A, B and W by the model's shapes.
+  check_adapter_fits(lora, model.config(), model.dir());
   MergedLayers merged;
   merged.layers = model.layers();
   const float s = static_cast<float>(lora.config.scale());
@@ -99,6 +101,9 @@ namespace flora {
 
 AttachedAdapter::AttachedAdapter(const LlamaModel& model, Adapter adapter, LoraExecution execution, DType dtype)
     : adapter_(std::move(adapter)), execution_(execution) {
+  // The forward pass reads the matrices at the model's shapes: one that does
+  // not fit would be read out of bounds, so it is refused here whatever the mode.
+  check_adapter_fits(adapter_, model.config(), model.dir());
   merged_ = adapter_.config.family == AdapterFamily::LoRA && execution == LoraExecution::Merged;
   if (merged_) {
     merged_layers_ = merge_lora_layers(model, adapter_);

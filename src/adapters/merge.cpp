@@ -90,9 +90,7 @@ void merge_lora_into_model(const std::string& model_dir, const Adapter& lora, co
   }
   const std::string config_path = model_dir + "/config.json";
   const LlamaConfig config = LlamaConfig::from_file(config_path);
-  if (static_cast<int64_t>(lora.layers.size()) != config.num_hidden_layers)
-    fail("merge: the adapter has {} layers, the model {} has {}", lora.layers.size(), model_dir,
-         config.num_hidden_layers);
+  check_adapter_fits(lora, config, model_dir);  // the layer count and every matrix's shape
   std::error_code ec;
   if (std::filesystem::exists(out_dir) && std::filesystem::equivalent(model_dir, out_dir, ec))
     fail("merge: --out {} is the model directory itself; write the merged model to a new directory", out_dir);
@@ -131,12 +129,8 @@ void merge_lora_into_model(const std::string& model_dir, const Adapter& lora, co
     store.get(name, shape);  // checks the shape
     if (t.dtype != DType::F32 && t.dtype != DType::BF16 && t.dtype != DType::F16)
       fail("{}: tensor '{}': expected dtype BF16, F16 or F32, found {}", t.file, name, dtype_name(t.dtype));
-    const AdapterMatrix& A = lora.layers[l].A[i];
+    const AdapterMatrix& A = lora.layers[l].A[i];  // shapes checked by check_adapter_fits
     const AdapterMatrix& B = lora.layers[l].B[i];
-    if (A.rows != ac.rank || A.cols != shape[1] ||
-        (ac.family == AdapterFamily::LoRA && (B.rows != shape[0] || B.cols != ac.rank)))
-      fail("merge: the adapter's matrices for layer {} {} do not fit the model {} ({} of shape {})", l,
-           target_module(target), model_dir, name, format_shape(shape));
     merged.push_back(merged_weight(t, ac, A, B));
     tensors.push_back({name, t.dtype, t.shape, merged.back().data()});
   }

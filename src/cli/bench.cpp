@@ -18,7 +18,8 @@ namespace {
 
 struct Options {
   std::string model, json_out;
-  bool json = false, mmap = false;
+  bool json = false;
+  ModelLoadOptions load;
   std::string variants, adapter, lora_variant = "lora", adapter_dtype = "f32";
   int64_t rank = 32;
   double alpha = 0;
@@ -112,17 +113,17 @@ void add_bench(CLI::App& app, Action& action) {
   o->threads = default_thread_count();
   cmd->add_option("-m,--model", o->model, "Model directory")->required();
   cmd->add_option("-p,--n-prompt", o->bench.n_prompt, "Prompt tokens of the pp test (0: skip)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(token_count_check())
       ->capture_default_str();
   cmd->add_option("-n,--n-gen", o->bench.n_gen, "Generated tokens of the tg test (0: skip)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(token_count_check())
       ->capture_default_str();
   cmd->add_option("-r,--repetitions", o->bench.repetitions, "Repetitions; every figure is their median")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "Threads")->check(CLI::Range(1, 1024))->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the results as JSON (one object per test) instead of a table");
-  add_mmap_option(cmd, o->mmap);
+  add_model_load_options(cmd, o->load);
   cmd->add_option("--variants", o->variants,
                   "Compare adapter variants, e.g. base,lora,pf-lora,lora-merged,ffa,ffba,ffba-aorb,ffba-qg,ffba-relu "
                   "(random adapters of --rank made on the fly; TTFT of -p tokens, TPOT of -n)");
@@ -138,7 +139,11 @@ void add_bench(CLI::App& app, Action& action) {
   cmd->add_option("--json-out", o->json_out, "Also write the JSON to this file");
   cmd->callback([&action, o] {
     action = [o] {
-      auto model = LlamaModel::load(o->model, o->mmap);
+      auto model = load_model(o->model, o->load);
+      check_fits_context(*model, "-p", o->bench.n_prompt);
+      check_fits_context(*model, "-n", o->bench.n_gen);
+      // --variants decodes -n tokens after the -p of the prompt in one context.
+      if (!o->variants.empty()) check_fits_context(*model, "-p + -n", o->bench.n_prompt + o->bench.n_gen);
       ThreadPool pool(o->threads);
       const bool tty = ::isatty(2);
       const LlamaConfig& cfg = model->config();
@@ -161,7 +166,7 @@ void add_bench(CLI::App& app, Action& action) {
         j["threads"] = o->threads;
         j["simd"] = ops::simd_target_name();
         j["repetitions"] = o->bench.repetitions;
-        j["weights"] = o->mmap ? "mmap" : "huge-page copy";
+        j["weights"] = o->load.mmap ? "mmap" : "huge-page copy";
         all.push_back(j);
       }
       if (!o->json_out.empty()) write_file_atomic(o->json_out, all.dump(2) + "\n");
@@ -182,7 +187,7 @@ void add_bench(CLI::App& app, Action& action) {
           "\nweights: %s; medians of %d interleaved repetitions; bandwidth: a %zu MiB read loop beside each test; "
           "limit: %.2f GB of "
           "weights read per forward call / bandwidth, per token; x limit: median of per-repetition ratios.\n",
-          o->mmap ? "memory-mapped (--mmap)" : "copied into huge pages", o->bench.repetitions,
+          o->load.mmap ? "memory-mapped (--mmap)" : "copied into huge pages", o->bench.repetitions,
           o->bench.bandwidth_bytes >> 20, model->decode_weight_bytes() / 1e9);
     };
   });

@@ -5,6 +5,8 @@
 // instead.
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -22,7 +24,8 @@ namespace {
 struct EvalOptions {
   std::string model, adapter, lora_variant, task, data, out, mcq_mode = "generate", bench_batch;
   size_t limit = 0;
-  bool skip_bad = false, mmap = false;
+  bool skip_bad = false;
+  ModelLoadOptions load;
   int threads = 1, bench_reps = 3;
   int64_t bench_prompt = 64, bench_gen = 32;
   eval::EvalSettings settings;
@@ -50,6 +53,10 @@ std::string model_name(const std::string& dir) {
 }
 
 void run_bench(const EvalOptions& o, const eval::EvalModel& m) {
+  // Each alone first, so that their sum cannot overflow.
+  check_fits_context(*m.model, "--bench-prompt", o.bench_prompt);
+  check_fits_context(*m.model, "--bench-gen", o.bench_gen);
+  check_fits_context(*m.model, "--bench-prompt + --bench-gen", o.bench_prompt + o.bench_gen);
   const bool tty = ::isatty(2);
   const auto results = eval::bench_batched_generation(
       m, parse_batch_list(o.bench_batch), o.bench_prompt, o.bench_gen, o.bench_reps, [tty](const std::string& what) {
@@ -88,7 +95,11 @@ void run_eval(const EvalOptions& o) {
   // The data first: a bad record fails before the model loads.
   const RecordSet data = read_records(o.data, settings.task, o.skip_bad, o.limit);
   for (const auto& msg : data.skip_messages) std::fprintf(stderr, "flora eval: skipped %s\n", msg.c_str());
-  auto model = LlamaModel::load(o.model, o.mmap);
+  auto model = load_model(o.model, o.load);
+  // No sequence grows past the context, so a larger --max-new-tokens means the
+  // same as the context and is clipped to it: evaluate() adds it to prompt
+  // lengths, which must not overflow.
+  settings.max_new_tokens = std::min(settings.max_new_tokens, model->config().max_position_embeddings);
   const Tokenizer tok = Tokenizer::from_file(o.model + "/tokenizer.json");
   ThreadPool pool(o.threads);
   const auto adapter = attach_adapter(*model, o.adapter, o.lora_variant);
@@ -139,7 +150,7 @@ void add_eval(CLI::App& app, Action& action) {
       ->capture_default_str();
   cmd->add_option("--max-new-tokens", o->settings.max_new_tokens,
                   "Most tokens generated per example (default: mcq 32, math 256, rouge 128)")
-      ->check(CLI::PositiveNumber);
+      ->check(token_count_check() & CLI::PositiveNumber);
   cmd->add_option("--batch", o->settings.batch, "Sequences generated together")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
@@ -162,15 +173,15 @@ void add_eval(CLI::App& app, Action& action) {
   cmd->add_option("-t,--threads", o->threads, "Threads (default: the machine's cores)")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  add_mmap_option(cmd, o->mmap);
+  add_model_load_options(cmd, o->load);
   cmd->add_option("--bench-batch", o->bench_batch,
                   "Instead of evaluating: measure batched generation at these batch sizes, e.g. 1,4,16 (random "
                   "prompts; no --task or --data)");
   cmd->add_option("--bench-prompt", o->bench_prompt, "--bench-batch: prompt tokens per sequence")
-      ->check(CLI::PositiveNumber)
+      ->check(token_count_check() & CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--bench-gen", o->bench_gen, "--bench-batch: decode steps timed per repetition")
-      ->check(CLI::PositiveNumber)
+      ->check(token_count_check() & CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--bench-reps", o->bench_reps, "--bench-batch: repetitions (medians)")
       ->check(CLI::PositiveNumber)
@@ -185,7 +196,7 @@ void add_eval(CLI::App& app, Action& action) {
         run_eval(*o);
         return;
       }
-      auto model = LlamaModel::load(o->model, o->mmap);
+      auto model = load_model(o->model, o->load);
       ThreadPool pool(o->threads);
       const auto adapter = attach_adapter(*model, o->adapter, o->lora_variant);
       const eval::EvalModel m{model.get(), nullptr, &pool, adapter ? adapter->exec() : nullptr,

@@ -1,5 +1,7 @@
 // flora generate, flora logits, flora tokenize: running a model directory.
 #include <algorithm>
+#include <charconv>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 
@@ -39,6 +41,28 @@ std::vector<int32_t> parse_token_list(const std::string& text, const char* flag)
   return ids;
 }
 
+CLI::Validator token_count_check() {
+  return CLI::Validator(
+      [](const std::string& text) -> std::string {
+        int64_t v = 0;
+        const char* end = text.data() + text.size();
+        const auto [ptr, ec] = std::from_chars(text.data(), end, v);
+        if (ec == std::errc::result_out_of_range)
+          return fmt::format("{} is more than the largest token count, {}", text, INT64_MAX);
+        if (ec != std::errc() || ptr != end || v < 0)
+          return fmt::format("expected a non-negative integer, found '{}'", text);
+        return "";
+      },
+      "NONNEGATIVE INT64");
+}
+
+void check_fits_context(const LlamaModel& model, const std::string& what, int64_t tokens) {
+  const int64_t context = model.config().max_position_embeddings;
+  if (tokens > context)
+    fail("{} is {} tokens: expected at most the model's context, {} (max_position_embeddings in {}/config.json)",
+         what, tokens, context, model.dir());
+}
+
 namespace {
 
 // fwrite, not fputs: decoded text may hold NUL bytes.
@@ -49,10 +73,19 @@ void print(const std::string& text) {
 
 }  // namespace
 
-void add_mmap_option(CLI::App* cmd, bool& mmap) {
-  cmd->add_flag("--mmap", mmap,
+void add_model_load_options(CLI::App* cmd, ModelLoadOptions& options) {
+  cmd->add_flag("--mmap", options.mmap,
                 "Read the weights in place from the memory-mapped files instead of copying them into "
                 "huge-page memory (instant load; decode stalls more often)");
+  cmd->add_flag("--allow-nonfinite", options.allow_nonfinite,
+                "Load a model whose weights hold NaN or Inf (refused by default: its logits are NaN) and report "
+                "the first one");
+}
+
+std::unique_ptr<LlamaModel> load_model(const std::string& dir, const ModelLoadOptions& options) {
+  auto model = LlamaModel::load(dir, options);
+  if (!model->nonfinite_report().empty()) std::fprintf(stderr, "flora: warning: %s\n", model->nonfinite_report().c_str());
+  return model;
 }
 
 void add_adapter_options(CLI::App* cmd, std::string& adapter_dir, std::string& lora_variant) {
@@ -99,7 +132,8 @@ void add_generate(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt, streaming tokens as they come");
   struct Options {
     std::string model, prompt, prompt_file, adapter, lora_variant;
-    bool chat = false, ignore_eos = false, mmap = false;
+    bool chat = false, ignore_eos = false;
+    ModelLoadOptions load;
     int64_t n = 128;
     int threads = 1;
     SamplerParams sampling;
@@ -110,8 +144,8 @@ void add_generate(CLI::App& app, Action& action) {
   auto* pf = cmd->add_option("-f,--prompt-file", o->prompt_file, "File holding the prompt")->check(CLI::ExistingFile);
   p->excludes(pf);
   cmd->add_flag("--chat", o->chat, "Wrap the prompt as a user message in the Llama 3 chat template");
-  cmd->add_option("-n,--n-predict", o->n, "Most tokens to generate")
-      ->check(CLI::NonNegativeNumber)
+  cmd->add_option("-n,--n-predict", o->n, "Most tokens to generate (clipped to the room the context leaves)")
+      ->check(token_count_check())
       ->capture_default_str();
   cmd->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")
       ->check(CLI::NonNegativeNumber)
@@ -124,13 +158,13 @@ void add_generate(CLI::App& app, Action& action) {
       ->capture_default_str();
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at end-of-sequence tokens");
-  add_mmap_option(cmd, o->mmap);
+  add_model_load_options(cmd, o->load);
   add_adapter_options(cmd, o->adapter, o->lora_variant);
   add_threads_option(cmd, o->threads);
   cmd->callback([&action, o, p, pf] {
     if (!*p && !*pf) throw CLI::RequiredError("--prompt or --prompt-file");
     action = [o] {
-      auto model = LlamaModel::load(o->model, o->mmap);
+      auto model = load_model(o->model, o->load);
       const Tokenizer tok = Tokenizer::from_file(o->model + "/tokenizer.json");
       std::string text = read_prompt(o->prompt, o->prompt_file);
       std::vector<int32_t> prompt;
@@ -139,10 +173,21 @@ void add_generate(CLI::App& app, Action& action) {
       else
         prompt = tok.encode(text, tok.bos_id().has_value(), true);
       const LlamaConfig& cfg = model->config();
-      const int64_t context =
-          std::min<int64_t>(cfg.max_position_embeddings, static_cast<int64_t>(prompt.size()) + o->n);
-      if (static_cast<int64_t>(prompt.size()) >= cfg.max_position_embeddings)
-        fail("the prompt has {} tokens; the model's context is {}", prompt.size(), cfg.max_position_embeddings);
+      const int64_t prompt_tokens = static_cast<int64_t>(prompt.size());
+      if (prompt.empty()) fail("the prompt has no tokens (empty text, and the tokenizer has no begin-of-text token)");
+      if (prompt_tokens >= cfg.max_position_embeddings)
+        fail("the prompt has {} tokens; the model's context is {} (no room for a generated token)", prompt.size(),
+             cfg.max_position_embeddings);
+      // -n may be anything up to INT64_MAX: it is clipped to the room the
+      // context leaves, never added to the prompt's length unclipped.
+      const int64_t room = cfg.max_position_embeddings - prompt_tokens;
+      const int64_t n = std::min(o->n, room);
+      if (n < o->n)
+        std::fprintf(stderr, "flora generate: -n %lld: the context (%lld) leaves room for %lld tokens after the "
+                     "prompt's %lld; generating at most %lld\n", static_cast<long long>(o->n),
+                     static_cast<long long>(cfg.max_position_embeddings), static_cast<long long>(room),
+                     static_cast<long long>(prompt_tokens), static_cast<long long>(n));
+      const int64_t context = prompt_tokens + n;
       ThreadPool pool(o->threads);
       const auto adapter = attach_adapter(*model, o->adapter, o->lora_variant);
       Forward forward(*model, pool, context, adapter ? adapter->exec() : nullptr,
@@ -151,7 +196,7 @@ void add_generate(CLI::App& app, Action& action) {
       StreamDecoder decoder(tok, /*skip_special=*/false);
       print(text);
       const GenerationStats s =
-          generate(forward, prompt, o->n, sampler, o->ignore_eos ? std::vector<int32_t>{} : stop_token_ids(cfg, tok),
+          generate(forward, prompt, n, sampler, o->ignore_eos ? std::vector<int32_t>{} : stop_token_ids(cfg, tok),
                    [&](int32_t id) { print(decoder.push(id)); });
       print(decoder.flush() + "\n");
       std::fprintf(stderr,
@@ -169,6 +214,7 @@ void add_logits(CLI::App& app, Action& action) {
   struct Options {
     std::string model, tokens, out, adapter, lora_variant;
     int threads = 1;
+    ModelLoadOptions load;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("-m,--model", o->model, "Model directory")->required();
@@ -176,10 +222,12 @@ void add_logits(CLI::App& app, Action& action) {
   cmd->add_option("--tokens", o->tokens, "Token ids, comma-separated: 128000,9906,1917")->required();
   cmd->add_option("-o,--out", o->out, "Output .safetensors: one F32 tensor 'logits' (tokens, vocab)")->required();
   add_threads_option(cmd, o->threads);
+  add_model_load_options(cmd, o->load);
   cmd->callback([&action, o] {
     action = [o] {
       const auto ids = parse_token_list(o->tokens, "--tokens");
-      auto model = LlamaModel::load(o->model);
+      auto model = load_model(o->model, o->load);
+      check_fits_context(*model, "--tokens", static_cast<int64_t>(ids.size()));
       ThreadPool pool(o->threads);
       const int64_t T = static_cast<int64_t>(ids.size()), V = model->config().vocab_size;
       const auto adapter = attach_adapter(*model, o->adapter, o->lora_variant);

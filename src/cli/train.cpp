@@ -63,13 +63,18 @@ void add_train(CLI::App& app, Action& action) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--dropout", t.dropout, "Adapter dropout on the inputs of A (0 = off)")->capture_default_str();
-  auto* epochs = cmd->add_option("--epochs", t.epochs, "Passes over the data")->check(CLI::PositiveNumber);
+  // Upper bounds far above any real run keep the trainer's products of these
+  // (steps x batch, batch x seq-len) inside int64.
+  constexpr int64_t kMost = int64_t{1} << 20;
+  auto* epochs = cmd->add_option("--epochs", t.epochs, "Passes over the data")->check(CLI::Range(int64_t{1}, kMost));
   cmd->add_option("--steps", t.max_steps, "Optimiser steps (instead of --epochs; the data repeats as needed)")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40))
       ->excludes(epochs);
-  cmd->add_option("--batch", t.batch, "Sequences per optimiser step")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--batch", t.batch, "Sequences per optimiser step")
+      ->check(CLI::Range(int64_t{1}, kMost))
+      ->capture_default_str();
   cmd->add_option("--micro-batch", t.micro_batch, "Sequences per pass (default --batch); gradients accumulate")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(int64_t{1}, kMost));
   cmd->add_option("--seq-len", t.seq_len, "Longest sequence; longer records are truncated (counted)")
       ->check(CLI::Range(int64_t{2}, int64_t{1} << 20))
       ->capture_default_str();

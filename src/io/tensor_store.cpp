@@ -1,5 +1,6 @@
 #include "io/tensor_store.h"
 
+#include <cstring>
 #include <filesystem>
 
 #include "util/error.h"
@@ -9,6 +10,71 @@
 namespace flora {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// Elements per block: a constant trip count lets -O2's cheap vectoriser turn
+// the loop into a compare-and-or on whole registers with no remainder loop;
+// the exact index is looked for only in a block that has a bad value.
+constexpr int64_t kScanBlock = 1024;
+
+// Any element of the block whose exponent bits (`exp`) are all ones?
+template <typename U, U exp>
+bool block_has_nonfinite(const uint8_t* p, int64_t n) {
+  U bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    U x;
+    std::memcpy(&x, p + i * static_cast<int64_t>(sizeof(U)), sizeof(U));  // unaligned in safetensors
+    bad |= static_cast<U>((x & exp) == exp);
+  }
+  return bad != 0;
+}
+
+template <typename U, U exp>
+int64_t first_nonfinite_bits(const uint8_t* p, int64_t n) {
+  constexpr int64_t size = sizeof(U);
+  int64_t start = 0;
+  for (; start + kScanBlock <= n; start += kScanBlock)
+    if (block_has_nonfinite<U, exp>(p + start * size, kScanBlock)) [[unlikely]]
+      break;
+  for (int64_t i = start; i < n; ++i) {
+    U x;
+    std::memcpy(&x, p + i * size, sizeof(U));
+    if ((x & exp) == exp) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
+int64_t first_nonfinite(const void* data, DType dtype, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  switch (dtype) {
+    case DType::F32:
+      return first_nonfinite_bits<uint32_t, 0x7f800000u>(p, n);
+    case DType::BF16:
+      return first_nonfinite_bits<uint16_t, 0x7f80>(p, n);
+    case DType::F16:
+      return first_nonfinite_bits<uint16_t, 0x7c00>(p, n);
+    default:
+      return -1;
+  }
+}
+
+std::string nonfinite_name(const void* data, DType dtype, int64_t k) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  bool negative = false, nan = false;
+  if (dtype == DType::F32) {
+    uint32_t x;
+    std::memcpy(&x, p + 4 * k, 4);
+    negative = x >> 31, nan = (x & 0x7fffffu) != 0;
+  } else {
+    uint16_t x;
+    std::memcpy(&x, p + 2 * k, 2);
+    negative = x >> 15, nan = (x & (dtype == DType::BF16 ? 0x7f : 0x3ff)) != 0;
+  }
+  return nan ? "NaN" : negative ? "-Inf" : "+Inf";
+}
 
 void TensorStore::add_file_tensors(const SafetensorsFile& file, const std::string& origin) {
   for (const TensorView& t : file.tensors()) {

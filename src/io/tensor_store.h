@@ -14,6 +14,15 @@
 
 namespace flora {
 
+// Index of the first NaN or +-Inf among the n elements at data (F32, BF16 or
+// F16; other dtypes have none), or -1. One branch-light pass on the raw bits
+// (the exponent all ones), no conversion: cheap enough to run over every
+// weight at load (see LlamaModel::load).
+int64_t first_nonfinite(const void* data, DType dtype, int64_t n);
+inline int64_t first_nonfinite(const TensorView& t) { return first_nonfinite(t.data, t.dtype, t.numel()); }
+// "NaN", "+Inf" or "-Inf": what element k of data is, for messages.
+std::string nonfinite_name(const void* data, DType dtype, int64_t k);
+
 class TensorStore {
  public:
   // When both model.safetensors.index.json and model.safetensors exist the index

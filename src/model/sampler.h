@@ -1,5 +1,10 @@
 // Choosing the next token from logits: greedy, or temperature with top-k and
 // top-p (nucleus) filtering, seeded so that a run can be repeated.
+// Defined for every float: a NaN logit is a flora::Error (sorting an unordered
+// range is undefined behaviour, and a NaN means the forward pass computed
+// nonsense), +Inf logits take all the probability (the first +Inf when greedy,
+// one of them uniformly when sampling), -Inf logits none, and logits that are
+// all -Inf are an error (no token can be chosen).
 #pragma once
 #include <cstdint>
 #include <random>
@@ -25,6 +30,7 @@ class Sampler {
   std::vector<std::pair<float, int32_t>> candidates_;
 };
 
+// The first index of the largest logit; fails on NaN, on all -Inf and on n < 1.
 int32_t argmax(const float* logits, int64_t n);
 
 }  // namespace flora

@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "util/error.h"
@@ -27,6 +28,16 @@ std::vector<TensorSpec> llama_tensor_specs(const LlamaConfig& c) {
   return specs;
 }
 
+void LlamaModel::nonfinite_found(const TensorView& t, int64_t k) {
+  const std::string what =
+      fmt::format("{}: tensor '{}': element {} is {}", t.file, t.name, k, nonfinite_name(t.data, t.dtype, k));
+  if (!allow_nonfinite_)
+    fail("{} (expected finite weights: NaN or Inf in a weight makes the logits NaN, so the checkpoint is likely "
+         "broken; generate, logits, bench and eval load it anyway with --allow-nonfinite)",
+         what);
+  if (nonfinite_tensors_++ == 0) first_nonfinite_ = what;
+}
+
 MatrixRef LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols) {
   const TensorView& t = store_->get(name, {rows, cols});
   if (t.dtype != DType::F32 && t.dtype != DType::BF16 && t.dtype != DType::F16)
@@ -34,11 +45,23 @@ MatrixRef LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols
   const void* data = t.data;
   if (arena_.data()) {  // copy into the huge-page arena, 64-byte aligned
     FLORA_ASSERT(arena_used_ + t.nbytes <= arena_.size());
-    std::memcpy(arena_.data() + arena_used_, t.data, t.nbytes);
-    data = arena_.data() + arena_used_;
+    uint8_t* dst = arena_.data() + arena_used_;
+    // The scan reads each piece just copied while it is still in L1/L2, so
+    // checking costs no second trip to memory.
+    const size_t es = dtype_size(t.dtype), piece = size_t{32} << 10;  // bytes, a multiple of es
+    bool bad = false;
+    for (size_t at = 0; at < t.nbytes; at += piece) {
+      const size_t len = std::min(piece, t.nbytes - at);
+      std::memcpy(dst + at, t.data + at, len);
+      if (first_nonfinite(dst + at, t.dtype, static_cast<int64_t>(len / es)) >= 0) [[unlikely]]
+        bad = true;
+    }
+    if (bad) nonfinite_found(t, first_nonfinite(t));
+    data = dst;
     arena_used_ += (t.nbytes + 63) & ~size_t{63};
     return MatrixRef{data, t.dtype, rows, cols, 0};
   }
+  if (const int64_t k = first_nonfinite(t); k >= 0) nonfinite_found(t, k);
   // safetensors does not promise alignment; kernels load unaligned, but a
   // scalar float read through a misaligned pointer is undefined behaviour.
   if (reinterpret_cast<uintptr_t>(data) % dtype_size(t.dtype) != 0) {
@@ -48,8 +71,9 @@ MatrixRef LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols
   return MatrixRef{data, t.dtype, rows, cols, 0};
 }
 
-std::vector<float> LlamaModel::vector_f32(const std::string& name, int64_t n) const {
+std::vector<float> LlamaModel::vector_f32(const std::string& name, int64_t n) {
   const TensorView& t = store_->get(name, {n});
+  if (const int64_t k = first_nonfinite(t); k >= 0) nonfinite_found(t, k);
   std::vector<float> out(n);
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* p = t.data + i * dtype_size(t.dtype);
@@ -73,9 +97,11 @@ std::vector<float> LlamaModel::vector_f32(const std::string& name, int64_t n) co
   return out;
 }
 
-std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, bool use_mmap) {
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, const ModelLoadOptions& options) {
+  const bool use_mmap = options.mmap;
   auto m = std::unique_ptr<LlamaModel>(new LlamaModel());
   m->dir_ = dir;
+  m->allow_nonfinite_ = options.allow_nonfinite;
   m->config_ = LlamaConfig::from_file(dir + "/config.json");
   m->store_ = std::make_unique<TensorStore>(dir);
   const LlamaConfig& c = m->config_;
@@ -107,6 +133,9 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, bool use_mm
     w.up = m->matrix(p + "mlp.up_proj.weight", f, d);
     w.down = m->matrix(p + "mlp.down_proj.weight", d, f);
   }
+  if (m->nonfinite_tensors_ > 0)
+    m->nonfinite_report_ = fmt::format("{}; {} of the model's tensors hold NaN or Inf (loaded: --allow-nonfinite)",
+                                       m->first_nonfinite_, m->nonfinite_tensors_);
   return m;
 }
 

@@ -28,6 +28,15 @@ struct TensorSpec {
 };
 std::vector<TensorSpec> llama_tensor_specs(const LlamaConfig& config);
 
+struct ModelLoadOptions {
+  // Read the weights in place from the mapped files instead of copying them.
+  bool mmap = false;
+  // Load weights that hold NaN or +-Inf (reported in nonfinite_report())
+  // instead of refusing them: such a model computes NaN logits, so it is
+  // almost always a broken export, but a user may want to look at it anyway.
+  bool allow_nonfinite = false;
+};
+
 class LlamaModel {
  public:
   // Reads DIR/config.json and the weights (model.safetensors, or the shards of
@@ -37,7 +46,17 @@ class LlamaModel {
   // the page cache's 4 KiB pages stalls every few steps (tg128 of the 1B shape:
   // 144 ms/token mapped against 55 copied, docs/benchmarks.md). use_mmap reads
   // them in place from the mapped files instead: instant load, shared memory.
-  static std::unique_ptr<LlamaModel> load(const std::string& dir, bool use_mmap = false);
+  // Every weight is scanned once for NaN and +-Inf as it is loaded (fused with
+  // the copy; one pass over the mapping with mmap); the first one found fails
+  // naming the file, the tensor and the element, unless allow_nonfinite.
+  static std::unique_ptr<LlamaModel> load(const std::string& dir, const ModelLoadOptions& options);
+  static std::unique_ptr<LlamaModel> load(const std::string& dir, bool use_mmap = false) {
+    return load(dir, ModelLoadOptions{use_mmap, false});
+  }
+
+  // With allow_nonfinite: one line naming the first tensor with a NaN or Inf
+  // and how many tensors have any; empty when every weight is finite.
+  const std::string& nonfinite_report() const { return nonfinite_report_; }
 
   const std::string& dir() const { return dir_; }
   const LlamaConfig& config() const { return config_; }
@@ -51,7 +70,9 @@ class LlamaModel {
 
  private:
   MatrixRef matrix(const std::string& name, int64_t rows, int64_t cols);
-  std::vector<float> vector_f32(const std::string& name, int64_t n) const;
+  std::vector<float> vector_f32(const std::string& name, int64_t n);
+  // Records (or, unless allowed, refuses) element k of t, the first non-finite one.
+  void nonfinite_found(const TensorView& t, int64_t k);
 
   std::string dir_;
   LlamaConfig config_;
@@ -62,6 +83,10 @@ class LlamaModel {
   MatrixRef embed_, lm_head_;
   std::vector<float> final_norm_;
   std::vector<LayerWeights> layers_;
+  bool allow_nonfinite_ = false;
+  int64_t nonfinite_tensors_ = 0;
+  std::string first_nonfinite_;  // "FILE: tensor 'NAME': element K is NaN"
+  std::string nonfinite_report_;
 };
 
 // Row `id` of the embedding, widened to f32. out: (d)

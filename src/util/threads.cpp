@@ -58,8 +58,18 @@ void ThreadPool::worker_loop(int index) {
     }
     seen = g;
     if (stop_.load()) return;
-    (*task_)(index, n_threads_);
+    run_task(*task_, index);
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+  }
+}
+
+void ThreadPool::run_task(const std::function<void(int, int)>& task, int index) noexcept {
+  // try costs nothing until something throws (table-based unwinding), so the
+  // path without exceptions is as before.
+  try {
+    task(index, n_threads_);
+  } catch (...) {
+    if (!failed_.exchange(true, std::memory_order_relaxed)) error_ = std::current_exception();
   }
 }
 
@@ -73,12 +83,20 @@ void ThreadPool::run(const std::function<void(int, int)>& task) {
   pending_.store(n_threads_ - 1, std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
-  task(0, n_threads_);
+  run_task(task, 0);
   wait_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
   int left = pending_.load(std::memory_order_acquire);
   while (left != 0) {
     pending_.wait(left, std::memory_order_acquire);
     left = pending_.load(std::memory_order_acquire);
+  }
+  // The one branch the exception support adds to a run(); the acquire loads of
+  // pending_ above make a worker's error_ visible here.
+  if (failed_.load(std::memory_order_relaxed)) [[unlikely]] {
+    std::exception_ptr e = std::move(error_);
+    error_ = nullptr;
+    failed_.store(false, std::memory_order_relaxed);
+    std::rethrow_exception(e);
   }
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <thread>
 #include <vector>
@@ -21,7 +22,11 @@ class ThreadPool {
   int size() const { return n_threads_; }
 
   // Calls task(thread_index, n_threads) on every thread, the caller being
-  // thread 0, and returns when all have finished.
+  // thread 0, and returns when all have finished. If tasks throw, every thread
+  // still reaches the barrier (the task lives in the caller's frame, so no
+  // thread may still be running it when run() leaves), the first exception is
+  // rethrown here, in the caller, and the others are dropped; the pool stays
+  // usable for the next run().
   void run(const std::function<void(int, int)>& task);
 
   // Splits [0, n) into size() contiguous chunks whose bounds are multiples of
@@ -32,6 +37,8 @@ class ThreadPool {
 
  private:
   void worker_loop(int index);
+  // Runs task on thread `index`, keeping the first exception thrown by any thread.
+  void run_task(const std::function<void(int, int)>& task, int index) noexcept;
 
   int n_threads_;
   std::vector<std::thread> workers_;
@@ -40,6 +47,10 @@ class ThreadPool {
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> sync_points_{0};
+  // The first exception of the current run(): the thread that sets failed_
+  // writes error_, before its pending_ decrement publishes it to the caller.
+  std::atomic<bool> failed_{false};
+  std::exception_ptr error_;
 };
 
 // Work handed out in chunks on demand inside one run(): a thread that is

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End to end through the flora binary: init-model (single file and sharded),
 # generate, logits, tokenize, and one clear error (exit 1, no crash) for each
-# kind of bad input. Usage: engine.sh PATH_TO_FLORA
+# kind of bad input (huge -n and token counts, NaN weights among them). Usage: engine.sh PATH_TO_FLORA
 set -uo pipefail
 flora=$1
 source "$(dirname "$0")/lib/harness.sh"
@@ -47,5 +47,59 @@ sed -i 's/"rope_type": "llama3"/"rope_type": "yarn"/' "$work/rope/config.json"
 expect_error rope-type "rope_type \"yarn\" is not supported" "$flora" generate -m "$work/rope" -p x
 "$flora" generate -m "$work/tiny" --bogus-flag >/dev/null 2>"$work/err"; rc=$?
 [[ $rc -ne 0 && $rc -lt 128 ]] && grep -q "bogus-flag" "$work/err" && passes=$((passes + 1)) || { echo "FAIL: bad flag: rc $rc"; failures=$((failures + 1)); }
+
+# Huge -n and token counts: clipped to the context or refused, never overflowing.
+cp -r "$work/tiny" "$work/ctx32"
+sed -i -E 's/"max_position_embeddings": [0-9]+/"max_position_embeddings": 32/' "$work/ctx32/config.json"
+int64_max=9223372036854775807
+check huge-n "$flora" generate -m "$work/ctx32" -p "Once upon a time" -n $int64_max --temp 0 --ignore-eos
+grep -q "generating at most" "$work/err" && grep -qE "generated: [0-9]+ tokens" "$work/err" \
+  && passes=$((passes + 1)) || fail_check "huge -n: no clipping note"
+generated=$(grep -oE "generated: [0-9]+" "$work/err" | grep -oE "[0-9]+")
+prompt_len=$(grep -oE "prompt: [0-9]+" "$work/err" | grep -oE "[0-9]+")
+(( generated + prompt_len == 32 )) && passes=$((passes + 1)) || fail_check "huge -n: $prompt_len + $generated != 32"
+check huge-n-sampled "$flora" generate -m "$work/ctx32" -p "hi" -n $int64_max --temp 0.8 --seed 3
+"$flora" generate -m "$work/ctx32" -p x -n 9223372036854775808 >/dev/null 2>"$work/err"; rc=$?
+[[ $rc -ne 0 && $rc -lt 128 ]] && grep -q -- "more than the largest token count" "$work/err" && passes=$((passes + 1)) \
+  || fail_check "-n past int64: rc $rc"
+"$flora" bench -m "$work/ctx32" -n 99999999999999999999999 >/dev/null 2>"$work/err"; rc=$?
+[[ $rc -ne 0 && $rc -lt 128 ]] && grep -q -- "more than the largest token count" "$work/err" && passes=$((passes + 1)) \
+  || fail_check "bench -n past int64: rc $rc"
+"$flora" generate -m "$work/ctx32" -p x -n -1 >/dev/null 2>"$work/err"; rc=$?
+[[ $rc -ne 0 && $rc -lt 128 ]] && passes=$((passes + 1)) || fail_check "-n -1: rc $rc"
+long_prompt=$(printf 'word %.0s' $(seq 1 40))
+expect_error prompt-over-context "the prompt has [0-9]+ tokens; the model's context is 32" \
+  "$flora" generate -m "$work/ctx32" -p "$long_prompt" -n 1
+expect_error logits-over-context "--tokens is 33 tokens: expected at most the model's context, 32" \
+  "$flora" logits -m "$work/ctx32" --tokens "$(seq -s, 1 33)" -o "$work/x.safetensors"
+expect_error bench-huge-n "-n is $int64_max tokens: expected at most the model's context, 32" \
+  "$flora" bench -m "$work/ctx32" -p 4 -n $int64_max -r 1
+expect_error bench-huge-p "-p is $int64_max tokens" "$flora" bench -m "$work/ctx32" -p $int64_max -n 4 -r 1
+expect_error bench-variants-sum "-p \+ -n is 40 tokens" \
+  "$flora" bench -m "$work/ctx32" -p 20 -n 20 -r 1 --variants base,lora --rank 2
+expect_error eval-bench-gen "--bench-gen is $int64_max tokens" \
+  "$flora" eval -m "$work/ctx32" --bench-batch 1 --bench-prompt 1 --bench-gen $int64_max --bench-reps 1
+expect_error eval-bench-sum "--bench-prompt \+ --bench-gen is 40 tokens" \
+  "$flora" eval -m "$work/ctx32" --bench-batch 1 --bench-prompt 20 --bench-gen 20 --bench-reps 1
+printf '{"question": "What is 1 + 1?", "answer": "#### 2"}\n' >"$work/math.jsonl"
+cp -r "$work/tiny" "$work/ctx160"  # room for the math prompt (112 tokens)
+sed -i -E 's/"max_position_embeddings": [0-9]+/"max_position_embeddings": 160/' "$work/ctx160/config.json"
+check eval-huge-max-new-tokens "$flora" eval -m "$work/ctx160" --task math --data "$work/math.jsonl" \
+  --max-new-tokens $int64_max --out "$work/eval-huge" -t 1
+
+# Non-finite weights: refused naming the file and the tensor, loaded with --allow-nonfinite.
+cp -r "$work/tiny" "$work/nan"
+header=$(od -An -tu8 -N8 "$work/nan/model.safetensors" | tr -d ' ')
+printf '\xff\xff\xff\xff' | dd of="$work/nan/model.safetensors" bs=1 seek=$((8 + header)) conv=notrunc status=none
+expect_error nonfinite "nan/model.safetensors: tensor '[^']+': element [01] is NaN.*--allow-nonfinite" \
+  "$flora" generate -m "$work/nan" -p x -n 1
+expect_error nonfinite-mmap "element [01] is NaN" "$flora" logits -m "$work/nan" --mmap --tokens 1,2 -o "$work/x.safetensors"
+check nonfinite-allowed "$flora" logits -m "$work/nan" --allow-nonfinite --tokens 0,1,2 -o "$work/nan.safetensors"
+[[ $(grep -c "warning: .*is NaN.*1 of the model's tensors" "$work/err") -eq 1 ]] && passes=$((passes + 1)) \
+  || fail_check "nonfinite-allowed: expected one warning"
+# Generating from it: a clear error (NaN logits) or tokens, never a crash.
+"$flora" generate -m "$work/nan" --allow-nonfinite -p x -n 2 --temp 0 >/dev/null 2>"$work/err"; rc=$?
+[[ $rc -eq 0 ]] || { [[ $rc -eq 1 ]] && grep -qE "logits: token [0-9]+ of [0-9]+ is NaN" "$work/err"; } \
+  && passes=$((passes + 1)) || fail_check "generate --allow-nonfinite: rc $rc"
 
 finish engine.sh
