@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -97,6 +98,51 @@ INSTANTIATE_TEST_SUITE_P(Weights, TinyGolden,
                          [](const auto& info) {
                            return std::get<0>(info.param) + "_threads" + std::to_string(std::get<1>(info.param));
                          });
+
+// tiny_llama/blocks (tools/torch_twin.py blocks-golden): 2 sequences of 71
+// tokens, hidden 40, intermediate 140, vocab 150, head_dim 10, on F32 weights
+// and on the same weights rounded to BF16 (the production dtype; the twin runs
+// in float64 on the rounded values). Both sequences as one batched prefill
+// (142 rows: past two 64-token tiles of the matrix kernel and several 16-query
+// attention blocks), then sequence 1 as a 40-token prefill and 31 decodes.
+class BlocksGolden : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BlocksGolden, BatchedPrefillAndDecodeMatchTwin) {
+  const std::string dtype = GetParam();
+  auto model = LlamaModel::load(kFixtures + "blocks/" + dtype);
+  if (dtype == "bf16") {
+    ASSERT_EQ(model->layers()[0].q.dtype, DType::BF16);
+  }
+  const Golden g = read_golden(kFixtures + "blocks/" + dtype + "/golden.safetensors");
+  const int64_t V = model->config().vocab_size, B = 2;
+  const int64_t T = static_cast<int64_t>(g.tokens.size()) / B;
+  ASSERT_GT(T, 64);
+  ASSERT_EQ(static_cast<int64_t>(g.logits.size()), B * T * V);
+  ThreadPool pool(2);
+  Forward fwd(*model, pool, T, nullptr, nullptr, 2);
+  const float* logits = fwd.forward_batch({{0, g.tokens.data(), T}, {1, g.tokens.data() + T, T}}, true);
+  const double batched = test::max_abs_error(logits, g.logits.data(), static_cast<size_t>(B * T * V));
+  EXPECT_LE(batched, kLogitTolerance) << dtype << " batched prefill";
+  fwd.reset();
+  const int32_t* seq = g.tokens.data() + T;
+  const float* want = g.logits.data() + T * V;
+  const int64_t P = 40;
+  logits = fwd.forward(seq, P, true);
+  const double prefill = test::max_abs_error(logits, want, static_cast<size_t>(P * V));
+  EXPECT_LE(prefill, kLogitTolerance) << dtype << " prefill";
+  double decode = 0;
+  for (int64_t i = P; i < T; ++i) {
+    logits = fwd.forward(seq + i, 1, false);
+    const double e = test::max_abs_error(logits, want + i * V, static_cast<size_t>(V));
+    EXPECT_LE(e, kLogitTolerance) << dtype << " decode position " << i;
+    if (!(e <= decode)) decode = e;
+  }
+  std::printf("[ measured ] blocks %s inference: max |logits - twin| batched prefill %.2e, prefill %.2e, decode %.2e\n",
+              dtype.c_str(), batched, prefill, decode);
+}
+
+INSTANTIATE_TEST_SUITE_P(Weights, BlocksGolden, ::testing::Values("f32", "bf16"),
+                         [](const auto& info) { return std::string(info.param); });
 
 TEST(Forward, LastLogitsEqualLastRowOfAll) {
   auto model = LlamaModel::load(kFixtures + "f32");

@@ -17,6 +17,7 @@ written here.
   /usr/bin/python3 tools/torch_twin.py selfcheck --model DIR [--tokens ...] [--adapter DIR]
   /usr/bin/python3 tools/torch_twin.py adapter-golden [--out tests/fixtures/tiny_llama/adapters]
   /usr/bin/python3 tools/torch_twin.py train-golden [--out tests/fixtures/tiny_llama/train]
+  /usr/bin/python3 tools/torch_twin.py blocks-golden [--out tests/fixtures/tiny_llama/blocks]
 
 `logits` and `selfcheck` take --adapter DIR: a PEFT-style adapter directory (LoRA, or the
 FLoRA family of docs/ADAPTERS.md in the shared docs), applied in float64 too.
@@ -1042,13 +1043,14 @@ def batch_loss(cfg, W, tokens, labels, ad=None):
     return total / count
 
 
-def train_case(cfg, W0, ad0, dtype=F64):
+def train_case(cfg, W0, ad0, dtype=F64, tokens=None, labels=None):
     """Fresh trainable copies of a case's parameters (in `dtype`): returns (names, params,
     decay flags, loss_fn). Adapter case (ad0 an Adapter): its matrices, named as in
     adapter_model.safetensors, all decayed. Full case (ad0 None): every model tensor named as
     in model.safetensors (the embedding once: with tied embeddings lm_head.weight IS that
     tensor, so its gradient is the sum of both uses); 2-D tensors decayed, norms not."""
-    tokens, labels = TRAIN_TOKENS, train_labels(TRAIN_TOKENS)
+    if tokens is None:
+        tokens, labels = TRAIN_TOKENS, train_labels(TRAIN_TOKENS)
     if ad0 is None:
         names = [n for n, _ in expected_tensors(cfg)]
         params = [W0[n].to(dtype).clone().requires_grad_(True) for n in names]
@@ -1388,6 +1390,306 @@ def cmd_train_golden(a):
               f"{fa:.1e}   {size}")
 
 
+# --------------------------------------------------------------------------------------------
+# blocks-golden: a second tiny model whose shapes cross every block, chunk and tile boundary of
+# flora's training pass and matrix kernel (tests/fixtures/tiny_llama/blocks): forward logits,
+# losses and gradients for every adapter variant and full fine-tuning, on its F32 weights and on
+# the same weights rounded to BF16.
+# --------------------------------------------------------------------------------------------
+
+# The boundaries this set must cross (each at least twice), from the C++ sources:
+#   src/ops/backward.cpp   kCausalBlock 32 (attention rows, over T), kTransposeTile 32
+#   src/model/train_pass.cpp  kHeadRows 64 (LM-head rows, over the rows with a target),
+#                          kRowChunk 64 (output rows of a product: V, F, ... ), 64-wide column
+#                          blocks of the transposes
+#   src/ops/kernels.cpp    kTileTokens 64 (over N = B T and the "tokens" of weight gradients),
+#                          register blocks 4 rows x 4 (AVX-512) or 2 (AVX2) tokens, SIMD lanes
+#                          16 / 8 (widths that are not multiples of them take the scalar tail)
+#   src/model/forward.cpp  kQueryBlock 16 (inference attention)
+BLOCKS_B, BLOCKS_T = 2, 71
+BLOCKS_R, BLOCKS_ALPHA = 3, 6            # s = 2 (ffa stores r = 6: s = 1)
+BLOCKS_IGNORED = [list(range(6)), [0, 1, 70]]   # label -100 positions of each sequence
+BLOCKS_MODEL_SEED, BLOCKS_ADAPTER_SEED, BLOCKS_TOKEN_SEED = 5, 7, 2026
+# Adapter matrices with std 0.7 / sqrt(fan_in): at gain 1 the rank-3 LoRA (B's fan_in is 3)
+# amplifies float32 rounding to 1.5e-4 in the logits (past the C++ tests' 1e-4); at 0.7 the
+# float32 twin stays within 3.5e-5 for every variant and the adapters still move the logits by
+# about 10.
+BLOCKS_ADAPTER_GAIN = 0.7
+BLOCKS_BF16_CASES = ["lora", "ffa", "ffba", "full"]   # training cases also run on the BF16 base
+BLOCKS_VARIANTS = [
+    ("lora", lora_config(BLOCKS_R, BLOCKS_ALPHA)),
+    ("ffa", flora_config("ffa", BLOCKS_R, BLOCKS_ALPHA)),
+    ("ffba", flora_config("ffba", BLOCKS_R, BLOCKS_ALPHA)),
+    ("ffba-aorb", flora_config("ffba-aorb", BLOCKS_R, BLOCKS_ALPHA)),
+    ("ffba-qg", flora_config("ffba-qg", BLOCKS_R, BLOCKS_ALPHA)),
+    ("ffba-relu", flora_config("ffba-relu", BLOCKS_R, BLOCKS_ALPHA)),
+    ("ffba-gelu", flora_config("custom", BLOCKS_R, BLOCKS_ALPHA, phi="gelu", preset="ffba")),
+]
+
+
+def blocks_config(dtype):
+    """hidden 40 (= 4 heads x head_dim 10; 2 KV heads), intermediate 140, vocab 150, 2 layers.
+    Neither 40, 140 nor the KV width 20 is a multiple of the ranks 3 and 6; 40, 140, 150 and 10
+    are not multiples of 16 (150 and 10 not of 8 either). llama3 RoPE with original 128: at
+    head_dim 10 the wavelengths are 6.3, 86.8, 1196, ...: kept, smoothed, divided."""
+    j = tiny_config(dtype)
+    j.update({"hidden_size": 40, "intermediate_size": 140, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 10,
+              "vocab_size": 150, "max_position_embeddings": 256,
+              "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                               "original_max_position_embeddings": 128, "rope_type": "llama3"},
+              "bos_token_id": 148, "eos_token_id": 149})
+    return j
+
+
+def blocks_tokens(cfg):
+    """B sequences of T tokens: bos, then ids uniform in [0, V) from uniform_stream."""
+    out = []
+    for b in range(BLOCKS_B):
+        u = uniform_stream(BLOCKS_TOKEN_SEED, b, BLOCKS_T - 1)
+        ids = np.minimum(np.floor(u * cfg.vocab), cfg.vocab - 1).astype(np.int64).tolist()
+        out.append([cfg.raw["bos_token_id"]] + ids)
+    return out
+
+
+def blocks_labels(tokens):
+    labels = [list(t) for t in tokens]
+    for b, ignored in enumerate(BLOCKS_IGNORED):
+        for t in ignored:
+            labels[b][t] = IGNORE_INDEX
+    return labels
+
+
+def write_random_model(out, cfg_json, dtype, seed, producer):
+    """make_tiny's weights (the same generator and scales) for any config."""
+    cfg = Config(cfg_json)
+    os.makedirs(out, exist_ok=True)
+    tensors = []
+    for idx, (name, shape) in enumerate(expected_tensors(cfg)):
+        z = normal_stream(seed, idx, math.prod(shape)).reshape(shape)
+        if name.endswith("layernorm.weight") or name == "model.norm.weight":
+            w = 1.0 + 0.1 * z
+        elif name == "model.embed_tokens.weight":
+            w = EMBED_STD * z
+        else:
+            w = z / math.sqrt(shape[1])
+        tensors.append((name, {"f32": "F32", "bf16": "BF16"}[dtype], w.astype(np.float32)))
+    with open(os.path.join(out, "config.json.tmp"), "w") as f:
+        json.dump(cfg_json, f, indent=2)
+        f.write("\n")
+    os.replace(os.path.join(out, "config.json.tmp"), os.path.join(out, "config.json"))
+    write_safetensors(os.path.join(out, "model.safetensors"), tensors,
+                      {"format": "pt", "producer": producer})
+
+
+def to_f32_twin(cfg, W0, ad0):
+    """The same weights and adapter as float32 tensors (for the float32 diagnostics)."""
+    W = {n: w.float() for n, w in W0.items()}
+    if cfg.tie:
+        W["lm_head.weight"] = W["model.embed_tokens.weight"]
+    ad = None
+    if ad0 is not None:
+        ad = with_changes(ad0)
+        ad.mats = {k: v.float() for k, v in ad0.mats.items()}
+    return W, ad
+
+
+def f32_diagnostics(fn):
+    """Runs fn() with the twin's F64 switched to float32 (as train-golden's diagnostics)."""
+    global F64
+    saved, F64 = F64, torch.float32
+    try:
+        return fn()
+    finally:
+        F64 = saved
+
+
+def grad_ratio(got, want, atol=5e-5, rtol=1e-4):
+    """The C++ test's measure: max |got - want| / (atol max|want| + rtol |want|)."""
+    want, got = want.double(), got.double()
+    den = atol * float(want.abs().max()) + rtol * want.abs()
+    err = (got - want).abs()
+    return float(torch.where(err == 0, torch.zeros_like(err), err / den).max())
+
+
+def cmd_blocks_golden(a):
+    out = a.out or os.path.join(ROOT, "tests", "fixtures", "tiny_llama", "blocks")
+    shown = os.path.relpath(out, ROOT)
+    command = ("/usr/bin/python3 tools/torch_twin.py blocks-golden"
+               + (f" --out {a.out}" if a.out else ""))
+    print(check_attention(H=4, KV=2, T=9, hd=10))
+    # The two models: F32 and the same values rounded to BF16 (RNE, write_safetensors).
+    for dtype in ("f32", "bf16"):
+        write_random_model(os.path.join(out, dtype), blocks_config(dtype), dtype,
+                           BLOCKS_MODEL_SEED, f"{command} (seed {BLOCKS_MODEL_SEED}, {dtype})")
+    cfg, W32 = load_model(os.path.join(out, "f32"))
+    cfg16, W16 = load_model(os.path.join(out, "bf16"))
+    for n in W32:    # the BF16 file holds exactly the RNE rounding of the F32 file
+        want = bf16_bits_to_f32(f32_to_bf16_bits(W32[n].numpy().astype(np.float32)))
+        assert np.array_equal(W16[n].numpy(), want.astype(np.float64)), n
+    d_round = max(float((W16[n] - W32[n]).abs().max()) for n in W32)
+    _, branch = rope_inv_freq(cfg)
+    assert {"kept", "smoothed", "divided"} <= set(branch), branch
+    tokens = blocks_tokens(cfg)
+    labels = blocks_labels(tokens)
+    B, T, V = BLOCKS_B, BLOCKS_T, cfg.vocab
+    N = B * T
+    count = sum(l != IGNORE_INDEX for s in labels for l in s[1:])
+    qd, kvd = cfg.n_heads * cfg.head_dim, cfg.n_kv * cfg.head_dim
+    # The shapes cross each boundary at least twice (see the comment above BLOCKS_B).
+    assert T > 2 * 32 and N > 2 * 64 and count > 2 * 64 and V > 2 * 64 and cfg.ffn > 2 * 64
+    for r in (BLOCKS_R, 2 * BLOCKS_R):
+        assert all(w % r for w in (cfg.d, cfg.ffn, kvd, qd)), r
+    print(f"blocks-golden: d {cfg.d}, F {cfg.ffn}, V {V}, head_dim {cfg.head_dim}, heads "
+          f"{cfg.n_heads}/{cfg.n_kv}; batch [{B}, {T}] (N = {N}), {count} targets "
+          f"({[sum(l != IGNORE_INDEX for l in s[1:]) for s in labels]} per sequence); rope "
+          f"{branch}; bf16 rounding moves weights by up to {d_round:.2e}")
+    files = []
+
+    def logits_of(cfg_, W, ad):
+        return torch.stack([forward(cfg_, W, t, ad)[0] for t in tokens])     # [B, T, V]
+
+    def write_logits_golden(path, logits, meta):
+        tensors = [("tokens", "I64", np.array(tokens, dtype=np.int64)),
+                   ("logits", "F32", logits.numpy().astype(np.float32))]
+        write_safetensors(path, tensors, meta)
+        t, m, order = read_safetensors(path)
+        assert order == ["tokens", "logits"] and m == meta
+        assert np.array_equal(t["logits"], tensors[1][2])
+        files.append(path)
+
+    def logits_f32_diff(cfg_, W0, ad0, want):
+        W, ad = to_f32_twin(cfg_, W0, ad0)
+        got = f32_diagnostics(lambda: torch.stack([forward(cfg_, W, t, ad)[0] for t in tokens]))
+        return float((got.double() - want).abs().max())
+
+    # Base logits of each model (each sequence its own context from position 0).
+    for dtype, W in (("f32", W32), ("bf16", W16)):
+        logits = logits_of(cfg, W, None)
+        assert torch.isfinite(logits).all()
+        msgs = [check_decode(cfg, W, t, 40, logits[b]) for b, t in enumerate(tokens)]
+        meta = {"command": command, "model": f"{shown}/{dtype}",
+                "compute": ("float64 (weights widened from their stored dtype: for bf16 the "
+                            "RNE-rounded values), logits rounded to F32"),
+                "layout": "logits[b, t]: sequence b (own context from position 0), position t"}
+        write_logits_golden(os.path.join(out, dtype, "golden.safetensors"), logits, meta)
+        print(f"base {dtype}: {msgs[0]}\n  max|logit| {float(logits.abs().max()):.2f}, std "
+              f"{float(logits.std()):.2f}; float32 twin |logits diff| "
+              f"{logits_f32_diff(cfg, W, None, logits):.1e}")
+
+    # Adapters (F32 files) and their logits on the F32 base.
+    ads = {}
+    for name, conf in BLOCKS_VARIANTS:
+        d = os.path.join(out, "adapters", name)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "adapter_config.json.tmp"), "w") as f:
+            json.dump(conf, f, indent=2)
+            f.write("\n")
+        os.replace(os.path.join(d, "adapter_config.json.tmp"),
+                   os.path.join(d, "adapter_config.json"))
+        tensors = random_adapter_tensors(cfg, conf, BLOCKS_ADAPTER_SEED, BLOCKS_ADAPTER_GAIN)
+        assert all(np.all(t != 0) for _, _, t in tensors)
+        write_safetensors(os.path.join(d, "adapter_model.safetensors"), tensors,
+                          {"format": "pt", "producer": f"{command} (seed {BLOCKS_ADAPTER_SEED}, "
+                           f"gain {BLOCKS_ADAPTER_GAIN})"})
+        files.append(os.path.join(d, "adapter_model.safetensors"))
+        ad = load_adapter(cfg, d)
+        ads[name] = (d, ad)
+        logits = logits_of(cfg, W32, ad)
+        assert torch.isfinite(logits).all()
+        msg = check_decode(cfg, W32, tokens[1], 40, logits[1], ad)
+        meta = {"command": command, "model": f"{shown}/f32", "adapter": f"{shown}/adapters/{name}",
+                "compute": "float64 (weights and adapter widened from F32), logits rounded to F32",
+                "layout": "logits[b, t]: sequence b (own context from position 0), position t"}
+        write_logits_golden(os.path.join(d, "golden.safetensors"), logits, meta)
+        base = logits_of(cfg, W32, None)
+        print(f"{name}: s = {ad.s:g}, r = {ad.r}; {msg}\n  |logits - base| max "
+              f"{float((logits - base).abs().max()):.2f}; float32 twin |logits diff| "
+              f"{logits_f32_diff(cfg, W32, ad, logits):.1e}")
+
+    # Training cases: loss and gradients (F64 loss, F32 gradients).
+    summary = []
+    cases = [(dt, c) for dt in ("f32", "bf16")
+             for c in ([n for n, _ in BLOCKS_VARIANTS] + ["full"])
+             if dt == "f32" or c in BLOCKS_BF16_CASES]
+    for dtype, case in cases:
+        W0 = W32 if dtype == "f32" else W16
+        adir, ad0 = ads.get(case, (None, None))
+        names, params, _, loss_fn = train_case(cfg, W0, ad0, tokens=tokens, labels=labels)
+        if adir is not None:
+            assert names == read_safetensors(os.path.join(adir, "adapter_model.safetensors"))[2]
+        loss = loss_fn()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        unused = set()
+        if ad0 is not None and "down_proj" in ad0.carry:
+            last = cfg.n_layers - 1
+            unused = {adapter_tensor_name(last, "down_proj", "C", "flora")}
+            if "down_proj" not in ad0.repeat_add:
+                unused.add(adapter_tensor_name(last, "down_proj", "A", "flora"))
+        assert {n for n, g in zip(names, grads) if g is None} == unused, f"{case}: unused"
+        assert all(bool((g != 0).any()) for g in grads if g is not None), f"{case}: zero grad"
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        used = [i for i, n in enumerate(names) if n not in unused]
+        fd_rel, fd_big, fd_abs, fd_n = check_finite_differences(
+            [names[i] for i in used], [params[i] for i in used], loss_fn, [grads[i] for i in used])
+        # float32 twin (diagnostic): the C++ test's tolerance measures on it.
+        W, ad = to_f32_twin(cfg, W0, ad0)
+
+        def f32_run():
+            n32, p32, _, lf = train_case(cfg, W, ad, torch.float32, tokens=tokens, labels=labels)
+            l32 = lf()
+            g32 = torch.autograd.grad(l32, p32, allow_unused=True)
+            return l32, [torch.zeros_like(p) if g is None else g for p, g in zip(p32, g32)]
+        l32, g32 = f32_diagnostics(f32_run)
+        ratio = max(grad_ratio(a_, b_) for a_, b_ in zip(g32, grads) if bool((b_ != 0).any()))
+        dl = abs(l32.item() - loss.item())
+        meta = {
+            "command": command, "case": case, "model": f"{shown}/{dtype}",
+            "adapter": f"{shown}/adapters/{case}" if adir else "none (full fine-tuning)",
+            "trainable": ("the adapter matrices (grad.<name>: names of adapter_model.safetensors)"
+                          if adir else "every model tensor (grad.<name>: names of "
+                          "model.safetensors; the tied embedding's grad sums both uses)"),
+            "loss": ("HF LlamaForCausalLM: logits[:, :-1] vs labels[:, 1:], cross-entropy "
+                     "averaged over all non -100 targets of the batch; each sequence its own "
+                     "causal context from position 0; adapter dropout 0"),
+            "compute": ("float64 parameters and activations (weights widened from their stored "
+                        "dtype); loss F64, grads stored F32"),
+            "selfcheck": (f"autograd vs central differences (h {FD_STEP:g}) on {fd_n} elements: "
+                          f"max rel err {fd_rel:.1e} ({fd_big:.1e} where |grad| >= 1e-3 "
+                          f"max|grad|)"),
+            "float32_twin": (f"|loss diff| {dl:.1e}; grads worst |g32 - g| / (5e-5 max|g| + "
+                             f"1e-4 |g|) {ratio:.3f}"),
+        }
+        tensors = [("tokens", "I64", np.array(tokens, dtype=np.int64)),
+                   ("labels", "I64", np.array(labels, dtype=np.int64)),
+                   ("loss", "F64", np.array([loss.item()]))]
+        tensors += [("grad." + n, "F32", g.numpy().astype(np.float32))
+                    for n, g in zip(names, grads)]
+        sub = "train" if dtype == "f32" else "train-bf16"
+        d = os.path.join(out, sub, case)
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "golden.safetensors")
+        write_safetensors(path, tensors, meta)
+        t, m, order = read_safetensors(path)
+        assert order == [n for n, _, _ in tensors] and m == meta
+        assert all(np.array_equal(t[n], np.asarray(v).astype(t[n].dtype)) for n, _, v in tensors)
+        files.append(path)
+        gmax = max(float(g.abs().max()) for g in grads)
+        print(f"{sub}/{case}: {len(names)} tensors, {sum(p.numel() for p in params)} parameters; "
+              f"loss {loss.item():.6f}; max|grad| {gmax:.4g}\n  finite differences: {fd_n} "
+              f"elements, max rel err {fd_rel:.1e} ({fd_big:.1e} where |g| >= 1e-3 max), abs "
+              f"{fd_abs:.1e}\n  float32 twin: |loss diff| {dl:.1e}, grad ratio {ratio:.3f}"
+              + (f"\n  gradient exactly 0: {sorted(unused)}" if unused else ""))
+        summary.append((f"{sub}/{case}", loss.item(), gmax, dl, ratio, os.path.getsize(path)))
+    print("case                  loss       max|grad|   f32 twin |dloss|  grad ratio  bytes")
+    for c, l, gm, dl, ra, size in summary:
+        print(f"{c:20s}  {l:.6f}   {gm:.4e}   {dl:.1e}           {ra:.3f}       {size}")
+    for dtype in ("f32", "bf16"):
+        files.append(os.path.join(out, dtype, "model.safetensors"))
+    total = sum(os.path.getsize(f) for f in files)
+    print(f"{len(files)} tensor files, {total} bytes")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1423,6 +1725,12 @@ def main():
     p.add_argument("--out", default=None,
                    help="output folder (default: <repo>/tests/fixtures/tiny_llama/train)")
     p.set_defaults(fn=cmd_train_golden)
+    p = sub.add_parser("blocks-golden",
+                       help="regenerate tests/fixtures/tiny_llama/blocks: a model whose shapes "
+                       "cross every block/chunk/tile boundary; logits, losses and grads")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: <repo>/tests/fixtures/tiny_llama/blocks)")
+    p.set_defaults(fn=cmd_blocks_golden)
     a = ap.parse_args()
     torch.set_num_threads(1)  # deterministic reductions
     a.fn(a)
