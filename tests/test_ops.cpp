@@ -10,6 +10,7 @@
 #include "ops/ops.h"
 #include "ops/reference.h"
 #include "util/dtype.h"
+#include "util/error.h"
 
 namespace flora {
 namespace {
@@ -98,6 +99,20 @@ TEST_P(EveryTarget, DotAxpyRmsnormMatchReference) {
     for (int64_t i = 0; i < n; ++i)
       EXPECT_NEAR(out[i], outref[i], (n + 8) * kEpsF32 * std::fabs(outref[i]) + 1e-30) << n << " " << i;
   }
+}
+
+// A dtype without a kernel is an error, never read as f32 (the old default).
+TEST(Ops, UnknownWeightDtypeIsAnError) {
+  const std::vector<int8_t> w(16, 1);
+  std::vector<float> x(4, 1.0f), y(4, 0.0f);
+  const MatrixRef m{w.data(), DType::I8, 4, 4, 0};
+  try {
+    ops::matmul_rows(y.data(), 4, x.data(), 4, 1, m, 0, 4, false);
+    FAIL() << "no error for I8 weights";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("I8"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(ref::weight_at(m, 0, 0), Error);
 }
 
 TEST(Ops, RmsnormInPlace) {

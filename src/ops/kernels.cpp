@@ -15,6 +15,7 @@
 
 #include "ops/ops.h"
 #include "util/dtype.h"
+#include "util/error.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace flora {
@@ -140,8 +141,11 @@ void MatmulRows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, c
       MatmulRowsT(y, ldy, x, ldx, T, static_cast<const hwy::float16_t*>(w.data), w.row_stride(), w.cols, row0, row1,
                   accumulate);
       break;
-    default:
+    case DType::F32:
       MatmulRowsT(y, ldy, x, ldx, T, static_cast<const float*>(w.data), w.row_stride(), w.cols, row0, row1, accumulate);
+      break;
+    default:  // a format without a kernel must never be read as another one
+      fail("matrix product: weights of dtype {} have no kernel (expected F32, F16 or BF16)", dtype_name(w.dtype));
   }
 }
 

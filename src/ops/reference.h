@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "ops/ops.h"
+#include "util/error.h"
 #include "util/dtype.h"
 
 namespace flora::ref {
@@ -15,7 +16,9 @@ inline double weight_at(const MatrixRef& w, int64_t r, int64_t c) {
   switch (w.dtype) {
     case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
     case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
-    default: return static_cast<const float*>(w.data)[i];
+    case DType::F32: return static_cast<const float*>(w.data)[i];
+    default: fail("reference product: weights of dtype {} have no reference (expected F32, F16 or BF16)",
+                  dtype_name(w.dtype));
   }
 }
 
