@@ -321,7 +321,7 @@ TEST(Nonlinearity, DerivativeMatchesFiniteDifferences) {
     Vec phi_want;
     for (float z : zs) {
       want.push_back(central_differences([&](const Vec& x) { return phi_ref(n, x[0]); }, Vec{z})[0]);
-      got.push_back(ops::nonlinearity_derivative(n, z));
+      got.push_back(nonlinearity_derivative(n, z));
       phi.push_back(apply_nonlinearity(n, z));
       phi_want.push_back(phi_ref(n, z));
     }
@@ -332,16 +332,16 @@ TEST(Nonlinearity, DerivativeMatchesFiniteDifferences) {
     // (GELU: 0.5 z (1 + erf) carries |z| eps of absolute error where 1 + erf cancels, |z| <= 40 here.)
     EXPECT_TRUE(all_close("phi vs apply_nonlinearity", phi_want, phi.data(), 64 * kEpsF32, 8 * kEpsF32));
   }
-  EXPECT_EQ(ops::nonlinearity_derivative(Nonlinearity::ReLU, 0.0f), 0.0f);
-  EXPECT_EQ(ops::nonlinearity_derivative(Nonlinearity::ReLU, -0.0f), 0.0f);
-  EXPECT_EQ(ops::nonlinearity_derivative(Nonlinearity::ReLU, 1e-30f), 1.0f);
-  EXPECT_EQ(ops::nonlinearity_derivative(Nonlinearity::Identity, 0.0f), 1.0f);
-  EXPECT_EQ(ops::nonlinearity_derivative(Nonlinearity::Identity, -1e30f), 1.0f);
-  EXPECT_NEAR(ops::nonlinearity_derivative(Nonlinearity::GELU, 0.0f), 0.5f, 1e-7);
-  EXPECT_NEAR(ops::nonlinearity_derivative(Nonlinearity::SiLU, 0.0f), 0.5f, 1e-7);
+  EXPECT_EQ(nonlinearity_derivative(Nonlinearity::ReLU, 0.0f), 0.0f);
+  EXPECT_EQ(nonlinearity_derivative(Nonlinearity::ReLU, -0.0f), 0.0f);
+  EXPECT_EQ(nonlinearity_derivative(Nonlinearity::ReLU, 1e-30f), 1.0f);
+  EXPECT_EQ(nonlinearity_derivative(Nonlinearity::Identity, 0.0f), 1.0f);
+  EXPECT_EQ(nonlinearity_derivative(Nonlinearity::Identity, -1e30f), 1.0f);
+  EXPECT_NEAR(nonlinearity_derivative(Nonlinearity::GELU, 0.0f), 0.5f, 1e-7);
+  EXPECT_NEAR(nonlinearity_derivative(Nonlinearity::SiLU, 0.0f), 0.5f, 1e-7);
   for (float z : {-1000.0f, -100.0f, 100.0f, 1000.0f}) {  // saturated tails, no NaN
-    EXPECT_NEAR(ops::nonlinearity_derivative(Nonlinearity::GELU, z), z > 0 ? 1.0f : 0.0f, 1e-6) << z;
-    EXPECT_NEAR(ops::nonlinearity_derivative(Nonlinearity::SiLU, z), z > 0 ? 1.0f : 0.0f, 1e-6) << z;
+    EXPECT_NEAR(nonlinearity_derivative(Nonlinearity::GELU, z), z > 0 ? 1.0f : 0.0f, 1e-6) << z;
+    EXPECT_NEAR(nonlinearity_derivative(Nonlinearity::SiLU, z), z > 0 ? 1.0f : 0.0f, 1e-6) << z;
   }
 }
 

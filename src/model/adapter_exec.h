@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ops/activations.h"
 #include "ops/ops.h"
 
 namespace flora {
@@ -21,9 +22,6 @@ constexpr std::array<Target, kTargets> kAllTargets = {Target::Q,    Target::K,  
                                                       Target::Gate, Target::Up, Target::Down};
 inline bool is_exit(Target t) { return t == Target::O || t == Target::Down; }
 inline int index(Target t) { return static_cast<int>(t); }
-
-enum class Nonlinearity { Identity, ReLU, GELU, SiLU };
-float apply_nonlinearity(Nonlinearity n, float z);
 
 enum class AdapterMode {
   FLoRA,               // fused: adapter rows in the base products, epilogues, no extra sync point

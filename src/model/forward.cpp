@@ -16,27 +16,12 @@ namespace {
 // larger because each one streams the whole (T, K) input once more.
 int64_t row_chunk(int64_t T) { return T == 1 ? 64 : 256; }
 
-inline float silu(float g) { return g / (1.0f + std::exp(-g)); }
 
 // Prefill attention works on blocks of this many queries of one head, so that
 // scores and outputs are matrix products (the 4 x 4 register blocks of ops).
 constexpr int64_t kQueryBlock = 16;
 
 }  // namespace
-
-float apply_nonlinearity(Nonlinearity n, float z) {
-  switch (n) {
-    case Nonlinearity::ReLU:
-      return z > 0 ? z : 0.0f;
-    case Nonlinearity::GELU:
-      return 0.5f * z * (1.0f + std::erf(z * 0.70710678118654752f));
-    case Nonlinearity::SiLU:
-      return silu(z);
-    case Nonlinearity::Identity:
-      break;
-  }
-  return z;
-}
 
 KVCache::KVCache(const LlamaConfig& c, int64_t capacity)
     : capacity_(capacity),

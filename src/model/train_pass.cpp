@@ -431,7 +431,7 @@ struct TrainPass::State {
     if (flora) {
       dzsum.resize(static_cast<size_t>(N * r));
       for (int64_t i = 0; i < N * r; ++i)
-        dzsum[i] = dp[sb][i] * ops::nonlinearity_derivative(ac->nonlinearity, S.zsum[sb][i]);
+        dzsum[i] = dp[sb][i] * nonlinearity_derivative(ac->nonlinearity, S.zsum[sb][i]);
       dcarry.assign(dzsum.begin(), dzsum.end());
     }
     auto dy_it = dys.begin();

@@ -23,20 +23,6 @@ constexpr int64_t kCausalBlock = 32;
 // writes stay within a few cache lines per row.
 constexpr int64_t kTransposeTile = 32;
 
-// The same expression as the forward pass's silu (model/forward.cpp), so that
-// training and inference compute the same h.
-inline float silu(float g) { return g / (1.0f + std::exp(-g)); }
-
-// silu'(g) = s (1 + g (1 - s)), s = sigmoid(g). Both s and 1 - s come from
-// e = exp(-|g|) in (0, 1]: no overflow for any g, and no cancellation in
-// 1 - s for large g (where 1 - 1/(1 + exp(-g)) would lose all its digits).
-inline float silu_derivative(float g) {
-  const float e = std::exp(-std::fabs(g));
-  const float big = 1.0f / (1.0f + e), small = e * big;  // sigmoid(|g|), sigmoid(-|g|)
-  const float s = g >= 0 ? big : small, one_minus_s = g >= 0 ? small : big;
-  return s * (1.0f + g * one_minus_s);
-}
-
 // A dense F32 matrix (rows, cols) with row stride `stride`, as the weight
 // operand of matmul_rows.
 MatrixRef f32_matrix(const float* data, int64_t rows, int64_t cols, int64_t stride) {
@@ -209,21 +195,6 @@ double cross_entropy_forward(const float* logits, int64_t V, int32_t target) {
   double sum = 0;
   for (int64_t i = 0; i < V; ++i) sum += std::exp(logits[i] - mx);
   return double(mx) + std::log(sum) - double(logits[target]);
-}
-
-float nonlinearity_derivative(Nonlinearity n, float z) {
-  switch (n) {
-    case Nonlinearity::ReLU:
-      return z > 0 ? 1.0f : 0.0f;
-    case Nonlinearity::GELU:
-      // d/dz [z Phi(z)] = Phi(z) + z phi(z), phi the standard normal density.
-      return 0.5f * (1.0f + std::erf(z * 0.70710678118654752f)) + z * 0.39894228040143268f * std::exp(-0.5f * z * z);
-    case Nonlinearity::SiLU:
-      return silu_derivative(z);
-    case Nonlinearity::Identity:
-      break;
-  }
-  return 1.0f;
 }
 
 void tile_add(float* y, const float* z, int64_t n, int64_t r, float s) {

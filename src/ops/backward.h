@@ -14,7 +14,7 @@
 #pragma once
 #include <cstdint>
 
-#include "model/adapter_exec.h"
+#include "ops/activations.h"
 
 namespace flora::ops {
 
@@ -58,10 +58,6 @@ int64_t attention_scratch_floats(int64_t T, int64_t hd);
 double cross_entropy_forward_backward(float* logits, int64_t V, int32_t target, float grad_scale);
 // The same loss without the gradient; logits are left unchanged.
 double cross_entropy_forward(const float* logits, int64_t V, int32_t target);
-
-// phi and phi' of ADAPTERS.md (identity, ReLU, GELU (erf form), SiLU).
-// apply_nonlinearity (model/adapter_exec.h) is phi; this is phi'(z). ReLU'(0) = 0.
-float nonlinearity_derivative(Nonlinearity n, float z);
 
 // Repeat-and-add: y[i] += s * z[i mod r] for i < n.  y: (n), z: (r)
 void tile_add(float* y, const float* z, int64_t n, int64_t r, float s);
