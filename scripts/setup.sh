@@ -8,8 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# clang and libclang-rt-14-dev (libFuzzer, clang's sanitizer runtimes): the fuzz targets
+# of `make fuzz` (scripts/fuzz.sh). g++'s own ASan/UBSan runtimes come with g++.
 debs=(g++ make cmake pkg-config libhwy-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
-      libgtest-dev libbenchmark-dev libfmt-dev nodejs npm python3)
+      libgtest-dev libbenchmark-dev libfmt-dev nodejs npm python3 clang libclang-rt-14-dev)
 [[ "${1:-}" == "--torch" ]] && debs+=(python3-torch python3-numpy libopenblas0-pthread)
 
 missing=()

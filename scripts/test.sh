@@ -30,3 +30,7 @@ for cap in avx2 scalar; do
   fi
   step "suite, FLORA_CPU=$cap ($capped)" env FLORA_CPU=$cap bash -c "$(declare -f suite); BUILD=$BUILD JOBS=$JOBS suite"
 done
+# 3. the suite built with ASan + UBSan (build-asan; Makefile's test-sanitize, its exclusions stated there);
+# 4. every libFuzzer target of tests/fuzz for FUZZ_SECONDS each (scripts/fuzz.sh, build-fuzz).
+step "suite under ASan + UBSan (make test-sanitize)" make --no-print-directory test-sanitize JOBS="$JOBS"
+step "fuzz targets (scripts/fuzz.sh)" env JOBS="$JOBS" bash scripts/fuzz.sh

@@ -473,6 +473,10 @@ TEST_F(MalformedTokenizer, Errors) {
                },
                "only an optional leading special token");
   expect_error("vocab_id", [](Json& j) { j["model"]["vocab"]["a"] = "x"; }, "expected a token id");
+  // One huge id would size the id table at gigabytes (found by fuzz_tokenizer_json;
+  // tests/fuzz/corpus/fuzz_tokenizer_json/crash-huge-token-id.json).
+  expect_error("huge_id", [](Json& j) { j["model"]["vocab"]["a"] = 112222233; }, "expected a token id below");
+  expect_error("huge_added_id", [](Json& j) { j["added_tokens"][0]["id"] = 2000000000; }, "expected a token id below");
   EXPECT_THROW(Tokenizer::from_file((dir_ / "does_not_exist.json").string()), Error);
 }
 

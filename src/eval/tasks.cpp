@@ -30,7 +30,8 @@ std::string join(const std::vector<std::string>& items, const char* sep) {
 
 // Fails on a key outside `allowed`, naming the form.
 void check_keys(const Json& rec, std::initializer_list<const char*> allowed, const char* form) {
-  for (const auto& [key, value] : rec.items()) {
+  for (const auto& item : rec.items()) {
+    const std::string& key = item.key();  // not a structured binding: clang 14 cannot capture one
     if (std::find_if(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; }) != allowed.end())
       continue;
     std::vector<std::string> names(allowed.begin(), allowed.end());

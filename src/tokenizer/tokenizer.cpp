@@ -149,10 +149,18 @@ Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& 
   if (has_added && !added_it->is_array()) fail("{}: added_tokens: expected an array", origin);
 
   int64_t max_id = -1;
+  // The id table has max_id + 1 entries, so ids may leave gaps but not arbitrarily large
+  // ones: a single id of 2e9 would otherwise allocate tens of gigabytes (found by fuzzing).
+  const int64_t id_limit =
+      static_cast<int64_t>(vocab_it->size() + (has_added ? added_it->size() : 0)) + 65536;
   const auto check_id = [&](const Json& value, const std::string& where) {
     if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
         value.get<int64_t>() >= std::numeric_limits<int32_t>::max()) {
       fail("{}: {}: expected a token id, found {}", origin, where, value.dump());
+    }
+    if (value.get<int64_t>() >= id_limit) {
+      fail("{}: {}: expected a token id below {} (the number of tokens plus 65536), found {}", origin, where,
+           id_limit, value.dump());
     }
     max_id = std::max(max_id, value.get<int64_t>());
     return static_cast<int32_t>(value.get<int64_t>());

@@ -1,13 +1,9 @@
-// libFuzzer target for SafetensorsFile: any input must either open (and then
-// every tensor's bytes lie inside the file) or throw flora::Error.
-// Not built by CMake. Build and run from the repository root:
+// libFuzzer target for SafetensorsFile (safetensors headers): any input must either
+// open (and then every tensor's bytes lie inside the file) or throw flora::Error.
+// Built by CMake with -DFLORA_FUZZ=ON and clang++ (scripts/fuzz.sh, `make fuzz`);
+// seeds: tests/fuzz/corpus/fuzz_safetensors/. By hand, after scripts/fuzz.sh has built it:
 //
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
-//     tests/fuzz/fuzz_safetensors.cpp src/io/safetensors.cpp src/util/file.cpp \
-//     src/util/json.cpp src/util/dtype.cpp -lfmt -o fuzz_safetensors
-//   mkdir -p corpus && ./fuzz_safetensors -max_len=4096 corpus
-//
-// (A seed file written by write_safetensors helps it reach the tensor checks.)
+//   ./build-fuzz/fuzz_safetensors -max_len=4096 CORPUS_COPY tests/fuzz/corpus/fuzz_safetensors
 #include <unistd.h>
 
 #include <cstddef>
