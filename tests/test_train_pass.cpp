@@ -124,6 +124,35 @@ double worst_ratio(const float* got, const std::vector<double>& want, double ato
 // 5e-5 x max |g| + 1e-4 |g|; the bugs tried there move gradients by far more.
 class TwinGradients : public ::testing::TestWithParam<std::string> {};
 
+// Every gradient matrix of an adapter against the golden file's "grad.<tensor>"
+// with the tolerance above; counts the matrices compared and returns the worst
+// ratio (<= 1 passes).
+double expect_adapter_grads_match(const Adapter& adapter, const Adapter& grads, const SafetensorsFile& golden,
+                                  const std::string& what, int& checked) {
+  double worst = 0;
+  for (size_t l = 0; l < grads.layers.size(); ++l)
+    for (Target t : kAllTargets)
+      for (char which : {'A', 'B', 'C'}) {
+        const AdapterMatrix& g = grads.layers[l].matrix(t, which);
+        if (g.empty()) continue;
+        const std::string tensor = "grad." + Adapter::tensor_name(adapter.config, l, t, which);
+        if (!golden.find(tensor)) {
+          ADD_FAILURE() << what << ": " << golden.path() << " has no " << tensor;
+          continue;
+        }
+        const std::vector<double> want = read_f64(golden, tensor);
+        if (want.size() != g.data.size()) {
+          ADD_FAILURE() << what << " " << tensor << ": " << g.data.size() << " values, golden " << want.size();
+          continue;
+        }
+        const double ratio = worst_ratio(g.data.data(), want, 5e-5, 1e-4);
+        EXPECT_LE(ratio, 1.0) << what << " " << tensor;
+        if (!(ratio <= worst)) worst = ratio;
+        ++checked;
+      }
+  return worst;
+}
+
 TEST_P(TwinGradients, AdapterMatchesTwin) {
   TwinCase c(GetParam());
   Adapter adapter = Adapter::load(kFixtures + "/adapters/" + GetParam(), c.model->config());
@@ -133,16 +162,7 @@ TEST_P(TwinGradients, AdapterMatchesTwin) {
   const double loss = pass.run(c.batch(), true, 1.0f / static_cast<float>(c.count)) / static_cast<double>(c.count);
   EXPECT_NEAR(loss, read_f64(*c.golden, "loss")[0], 1e-5);
   int checked = 0;
-  for (size_t l = 0; l < grads.layers.size(); ++l)
-    for (Target t : kAllTargets)
-      for (char which : {'A', 'B', 'C'}) {
-        const AdapterMatrix& g = grads.layers[l].matrix(t, which);
-        if (g.empty()) continue;
-        const std::string name = "grad." + Adapter::tensor_name(adapter.config, l, t, which);
-        ASSERT_NE(c.golden->find(name), nullptr) << name;
-        EXPECT_LE(worst_ratio(g.data.data(), read_f64(*c.golden, name), 5e-5, 1e-4), 1.0) << name;
-        ++checked;
-      }
+  expect_adapter_grads_match(adapter, grads, *c.golden, GetParam(), checked);
   EXPECT_GT(checked, 0);
 }
 
@@ -436,20 +456,7 @@ void check_blocks_case(const std::string& dtype, const std::string& name, bool c
   loss_err = test::element_error(loss, read_f64(*c.golden, "loss")[0]);
   EXPECT_LE(loss_err, 1e-5) << what << " loss " << loss;
   int checked = 0;
-  for (size_t l = 0; l < grads.layers.size(); ++l)
-    for (Target t : kAllTargets)
-      for (char which : {'A', 'B', 'C'}) {
-        const AdapterMatrix& g = grads.layers[l].matrix(t, which);
-        if (g.empty()) continue;
-        const std::string tensor = "grad." + Adapter::tensor_name(adapter.config, l, t, which);
-        ASSERT_NE(c.golden->find(tensor), nullptr) << tensor;
-        const std::vector<double> want = read_f64(*c.golden, tensor);
-        ASSERT_EQ(want.size(), g.data.size()) << tensor;
-        const double ratio = worst_ratio(g.data.data(), want, 5e-5, 1e-4);
-        EXPECT_LE(ratio, 1.0) << what << " " << tensor;
-        if (!(ratio <= worst)) worst = ratio;
-        ++checked;
-      }
+  worst = expect_adapter_grads_match(adapter, grads, *c.golden, what, checked);
   // Every tensor of the golden file was compared (none left unchecked).
   int in_file = 0;
   for (const TensorView& tv : c.golden->tensors()) in_file += tv.name.rfind("grad.", 0) == 0;

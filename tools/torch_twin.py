@@ -1221,6 +1221,31 @@ def rel_diff(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+def checked_gradients(cfg, case, names, params, loss_fn, ad0):
+    """The loss and its float64 autograd gradients (zeros where a tensor cannot reach the loss),
+    with the self-checks every golden case makes: exactly the expected tensors are unused, no
+    used gradient is all zero, and autograd agrees with central differences.
+    Returns (loss, grads, the names of the unused tensors, (fd_rel, fd_big, fd_abs, fd_n))."""
+    loss = loss_fn()
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    # The last layer's carry is dropped, so where down_proj's A feeds only the carry (no
+    # repeat-and-add on down_proj), the last layer's down_proj A and C do not reach the
+    # loss: their gradient is exactly 0. Every other gradient is non-zero.
+    unused = set()
+    if ad0 is not None and "down_proj" in ad0.carry:
+        last = cfg.n_layers - 1
+        unused = {adapter_tensor_name(last, "down_proj", "C", "flora")}
+        if "down_proj" not in ad0.repeat_add:
+            unused.add(adapter_tensor_name(last, "down_proj", "A", "flora"))
+    assert {n for n, g in zip(names, grads) if g is None} == unused, f"{case}: unused"
+    assert all(bool((g != 0).any()) for g in grads if g is not None), f"{case}: zero grad"
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    used = [i for i, n in enumerate(names) if n not in unused]
+    fd = check_finite_differences(
+        [names[i] for i in used], [params[i] for i in used], loss_fn, [grads[i] for i in used])
+    return loss, grads, unused, fd
+
+
 def train_cases(root):
     """[(case, adapter directory or None)]: every adapter fixture, then "full"."""
     adir = os.path.join(root, "tests", "fixtures", "tiny_llama", "adapters")
@@ -1255,23 +1280,8 @@ def cmd_train_golden(a):
         names, params, decay, loss_fn = train_case(cfg, W0, ad0)
         if adir is not None:       # the trainable tensors are exactly the adapter file's
             assert names == read_safetensors(os.path.join(adir, "adapter_model.safetensors"))[2]
-        loss = loss_fn()
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        # The last layer's carry is dropped, so where down_proj's A feeds only the carry (no
-        # repeat-and-add on down_proj), the last layer's down_proj A and C do not reach the
-        # loss: their gradient is exactly 0. Every other gradient is non-zero.
-        unused = set()
-        if ad0 is not None and "down_proj" in ad0.carry:
-            last = cfg.n_layers - 1
-            unused = {adapter_tensor_name(last, "down_proj", "C", "flora")}
-            if "down_proj" not in ad0.repeat_add:
-                unused.add(adapter_tensor_name(last, "down_proj", "A", "flora"))
-        assert {n for n, gr in zip(names, grads) if gr is None} == unused, f"{case}: unused"
-        assert all(bool((gr != 0).any()) for gr in grads if gr is not None), f"{case}: zero grad"
-        grads = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads)]
-        used = [i for i, n in enumerate(names) if n not in unused]
-        fd_rel, fd_big, fd_abs, fd_n = check_finite_differences(
-            [names[i] for i in used], [params[i] for i in used], loss_fn, [grads[i] for i in used])
+        loss, grads, unused, (fd_rel, fd_big, fd_abs, fd_n) = checked_gradients(cfg, case, names, params, loss_fn,
+                                                                                 ad0)
         # The optimiser runs: torch.optim (stored) and the formulas (cross-check).
         adamw = adamw_run(cfg, W0, ad0)
         sgd, norms = sgd_run(cfg, W0, ad0)
@@ -1618,20 +1628,8 @@ def cmd_blocks_golden(a):
         names, params, _, loss_fn = train_case(cfg, W0, ad0, tokens=tokens, labels=labels)
         if adir is not None:
             assert names == read_safetensors(os.path.join(adir, "adapter_model.safetensors"))[2]
-        loss = loss_fn()
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        unused = set()
-        if ad0 is not None and "down_proj" in ad0.carry:
-            last = cfg.n_layers - 1
-            unused = {adapter_tensor_name(last, "down_proj", "C", "flora")}
-            if "down_proj" not in ad0.repeat_add:
-                unused.add(adapter_tensor_name(last, "down_proj", "A", "flora"))
-        assert {n for n, g in zip(names, grads) if g is None} == unused, f"{case}: unused"
-        assert all(bool((g != 0).any()) for g in grads if g is not None), f"{case}: zero grad"
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-        used = [i for i, n in enumerate(names) if n not in unused]
-        fd_rel, fd_big, fd_abs, fd_n = check_finite_differences(
-            [names[i] for i in used], [params[i] for i in used], loss_fn, [grads[i] for i in used])
+        loss, grads, unused, (fd_rel, fd_big, fd_abs, fd_n) = checked_gradients(cfg, case, names, params, loss_fn,
+                                                                                 ad0)
         # float32 twin (diagnostic): the C++ test's tolerance measures on it.
         W, ad = to_f32_twin(cfg, W0, ad0)
 

@@ -29,6 +29,8 @@ void add_data(CLI::App& app, Action& action);
 void add_tokenizer(CLI::App& app, Action& action);
 void add_train(CLI::App& app, Action& action);
 
+// Shared by the commands (cli/options.cpp).
+//
 // The options of every command that loads a model, added in this one place:
 // --mmap and --allow-nonfinite (model/weights.h, ModelLoadOptions).
 void add_model_load_options(CLI::App* cmd, ModelLoadOptions& options);
