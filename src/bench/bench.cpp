@@ -113,7 +113,7 @@ std::vector<BenchResult> run_bench(const LlamaModel& model, ThreadPool& pool, co
       for (int64_t i = 0; i < o.n_gen; ++i) {
         const float* logits = forward.forward(&next, 1, false);
         syncs += forward.last_sync_points();
-        next = static_cast<int32_t>(std::max_element(logits, logits + cfg.vocab_size) - logits);
+        next = argmax(logits, cfg.vocab_size);  // fails on NaN logits, as generation does
       }
       const double ms = (now_seconds() - t0) * 1e3 / static_cast<double>(o.n_gen);
       const double bw = (bw_mid + probe.measure_warm()) / 2;

@@ -23,9 +23,18 @@ std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& text
   return tok.encode(text, tok.bos_id().has_value(), /*parse_special=*/false);
 }
 
-// log sum_j exp(row[j]), in double.
+// log sum_j exp(row[j]), in double. NaN or +Inf logits (a broken model) are an
+// error, not a NaN score; all -Inf has no softmax either.
 double log_sum_exp(const float* row, int64_t V) {
-  const float mx = *std::max_element(row, row + V);
+  float mx = -INFINITY;
+  bool nan = false;
+  for (int64_t j = 0; j < V; ++j) {
+    nan |= row[j] != row[j];
+    mx = row[j] > mx ? row[j] : mx;
+  }
+  if (nan) fail("logits: a NaN among the {} of a position: the forward pass computed no number", V);
+  if (mx == -INFINITY) fail("logits: all {} of a position are -Inf", V);
+  if (mx == INFINITY) fail("logits: a +Inf among the {} of a position: log-likelihoods are undefined", V);
   double sum = 0;
   for (int64_t j = 0; j < V; ++j) sum += std::exp(static_cast<double>(row[j]) - mx);
   return mx + std::log(sum);
