@@ -10,12 +10,14 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 JOBS=${JOBS:-$(nproc)}
 
-step() {  # step NAME COMMAND...: runs one step, timed
+passed=0
+step() {  # step NAME COMMAND...: runs one step, timed; set -e ends the run at the first failure
   local name=$1; shift
   echo "== test: $name"
   local t0=$SECONDS
   "$@"
   echo "== test: $name: passed in $((SECONDS - t0)) s"
+  passed=$((passed + 1))
 }
 
 suite() { (cd "$BUILD" && ctest --output-on-failure -j "$JOBS"); }
@@ -34,3 +36,4 @@ done
 # 4. every libFuzzer target of tests/fuzz for FUZZ_SECONDS each (scripts/fuzz.sh, build-fuzz).
 step "suite under ASan + UBSan (make test-sanitize)" make --no-print-directory test-sanitize JOBS="$JOBS"
 step "fuzz targets (scripts/fuzz.sh)" env JOBS="$JOBS" bash scripts/fuzz.sh
+echo "steps: $passed passed, 0 failed"

@@ -244,6 +244,179 @@ double evaluate(TrainPass& pass, const Dataset& data, int64_t micro_batch, int32
 
 std::string checkpoint_name(int64_t step) { return fmt::format("checkpoint-{}", step); }
 
+// Where a run starts: step 0, or the checkpoint `latest` names.
+struct StartPoint {
+  int64_t step = 0;
+  std::string dir;          // the checkpoint this run started from ("" for a fresh run)
+  double logged_loss = 0;   // the loss logged at its step (the summary of a run with no step left)
+};
+
+// Drops the log lines of steps after `step` (they belong to lost steps). A run
+// resumed at its last step validates again (its result was not complete): that
+// validation line is dropped too, and written anew to the same value.
+void keep_log_until(const std::string& log_path, int64_t step, int64_t total_steps, StartPoint& start) {
+  std::string kept;
+  if (fs::exists(log_path)) {
+    std::istringstream in(read_file(log_path));
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      const Json j = Json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) continue;
+      const int64_t at = j["step"].get<int64_t>();
+      if (at == step && j.contains("loss") && j["loss"].is_number()) start.logged_loss = j["loss"].get<double>();
+      if (at < step || (at == step && !(step == total_steps && j.contains("eval_loss")))) kept += line + "\n";
+    }
+  }
+  write_file_atomic(log_path, kept);
+}
+
+// --resume: the checkpoint `latest` names, checked against this run's
+// trajectory, its values loaded into tr and optimizer, the log cut back to it.
+StartPoint resume(const TrainOptions& o, const Json& trajectory, int64_t total_steps, const LlamaConfig& cfg,
+                  Trainable& tr, Optimizer& optimizer, const std::string& log_path) {
+  const std::string latest_path = o.out_dir + "/latest";
+  if (!fs::exists(latest_path)) fail("--resume: {} has no checkpoint ({} is missing)", o.out_dir, latest_path);
+  std::string name = read_file(latest_path);
+  while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
+  StartPoint start;
+  start.dir = o.out_dir + "/" + name;
+  const std::string state_path = start.dir + "/trainer_state.json";
+  const Json state = parse_json(read_file(state_path), state_path);
+  if (!state.is_object() || !state.contains("trajectory") || !state.at("trajectory").is_object())
+    fail("{}: expected an object with 'trajectory' (a trainer state)", state_path);
+  const Json& saved = state.at("trajectory");
+  for (auto it = trajectory.begin(); it != trajectory.end(); ++it)
+    if (!saved.contains(it.key()) || saved.at(it.key()) != it.value())
+      fail("--resume: {} was written with {} = {}, this run has {}", state_path, it.key(),
+           saved.contains(it.key()) ? saved.at(it.key()).dump() : "(none)", it.value().dump());
+  start.step = json_get<int64_t>(state, "step", state_path);
+  if (start.step < 0 || start.step > total_steps)
+    fail("{}: 'step': expected 0 to {} (the run's steps), found {}", state_path, total_steps, start.step);
+  tr.load(start.dir, cfg);
+  const std::string optimizer_path = start.dir + "/optimizer.safetensors";
+  optimizer.load_state(optimizer_path);
+  if (optimizer.step_count() != start.step)
+    fail("{}: __metadata__ 'step': expected {} (the step of {}), found {}", optimizer_path, start.step, state_path,
+         optimizer.step_count());
+  // A NaN moment would survive the update as a NaN weight; v < 0 is a NaN at sqrt(v).
+  for (size_t i = 0; i < optimizer.slots().size() && o.optim.kind == OptimizerKind::AdamW; ++i) {
+    const std::string& slot = optimizer.slots()[i].name;
+    check_finite(optimizer_path, "m." + slot, optimizer.m(i).data(), optimizer.m(i).size());
+    check_finite(optimizer_path, "v." + slot, optimizer.v(i).data(), optimizer.v(i).size());
+    for (size_t k = 0; k < optimizer.v(i).size(); ++k)
+      if (optimizer.v(i)[k] < 0)
+        fail("{}: tensor 'v.{}': expected values >= 0 (squared gradients), found {} at element {}", optimizer_path,
+             slot, optimizer.v(i)[k], k);
+  }
+  keep_log_until(log_path, start.step, total_steps, start);
+  std::fprintf(stderr, "train: resuming from %s (step %lld of %lld)\n", start.dir.c_str(),
+               static_cast<long long>(start.step), static_cast<long long>(total_steps));
+  return start;
+}
+
+// A fresh run: `latest` goes first, so that a resume never finds it naming a
+// checkpoint that is half deleted.
+void start_fresh(const std::string& out_dir, const std::string& log_path) {
+  fs::remove(out_dir + "/latest");
+  sync_directory(out_dir);
+  for (const auto& entry : fs::directory_iterator(out_dir))
+    if (entry.path().filename().string().rfind("checkpoint-", 0) == 0) fs::remove_all(entry.path());
+  write_file_atomic(log_path, "");
+}
+
+// Checkpoints older than the kept number go, and so do newer ones than
+// `newest` (left by a run killed before it updated `latest`: they belong to
+// lost steps) and leftovers of staging.
+void rotate_checkpoints(const std::string& out_dir, int64_t newest) {
+  std::vector<int64_t> steps;
+  for (const auto& entry : fs::directory_iterator(out_dir)) {
+    const std::string f = entry.path().filename().string();
+    if (f.rfind("checkpoint-", 0) != 0) continue;
+    const int64_t s = checkpoint_step(f);
+    if (s < 0 && (f.ends_with(".tmp") || f.ends_with(".old"))) fs::remove_all(entry.path());
+    else if (s > newest) fs::remove_all(entry.path());
+    else if (s >= 0 && entry.is_directory()) steps.push_back(s);
+  }
+  std::sort(steps.rbegin(), steps.rend());
+  for (size_t i = kCheckpointsKept; i < steps.size(); ++i) fs::remove_all(out_dir + "/" + checkpoint_name(steps[i]));
+}
+
+// One checkpoint: written whole under checkpoint-<step>.tmp, then renamed in,
+// and only then does `latest` name it; the directory is synced after each
+// rename. The log lines up to this step are made durable first, so a resume
+// from it finds them all. die_at: the test hook's step (-1: none).
+void write_checkpoint(const TrainOptions& o, int64_t at_step, int64_t total_steps, const Json& trajectory,
+                      const Trainable& tr, const Optimizer& optimizer, AppendFile& log, int64_t die_at) {
+  const std::string name = checkpoint_name(at_step);
+  const std::string dir = o.out_dir + "/" + name;
+  const std::string staged = dir + ".tmp";
+  fs::remove_all(staged);  // a leftover of a run killed while writing it
+  tr.save(staged, o.model_dir, false);
+  if (at_step == die_at) die_for_test("FLORA_TEST_DIE_IN_CHECKPOINT", staged);
+  optimizer.save_state(staged + "/optimizer.safetensors");
+  Json state;
+  state["step"] = at_step;
+  state["total_steps"] = total_steps;
+  state["trajectory"] = trajectory;
+  write_file_atomic(staged + "/trainer_state.json", state.dump(2) + "\n");
+  log.sync();
+  replace_directory(staged, dir);
+  write_file_atomic(o.out_dir + "/latest", name + "\n");
+  rotate_checkpoints(o.out_dir, at_step);
+}
+
+// The result, like a checkpoint, is written whole beside the old one and
+// exchanged with it: until then the old result and the last checkpoint stand.
+std::string write_result(const TrainOptions& o, const Trainable& tr, bool die_in_result) {
+  const std::string result = o.out_dir + (o.full ? "/model" : "/adapter");
+  const std::string staged = result + ".tmp";
+  fs::remove_all(staged);
+  tr.save(staged, o.model_dir, o.save_bf16);
+  if (die_in_result) die_for_test("FLORA_TEST_DIE_IN_RESULT", staged);
+  replace_directory(staged, result);
+  return result;
+}
+
+struct StepResult {
+  double loss = 0, grad_norm = 0, lr = 0;
+  int64_t tokens = 0;
+};
+
+// One optimiser step over the sequences order[b0, b1): micro-batches of
+// o.micro_batch accumulate the gradient of the mean loss over the step's
+// targets (whatever the micro-batching), then clipping and the update.
+StepResult train_step(const TrainOptions& o, int64_t step, int64_t total_steps, const Dataset& data,
+                      const std::vector<size_t>& order, size_t b0, size_t b1, int32_t pad_id, TrainPass& pass,
+                      Trainable& tr, Optimizer& optimizer) {
+  StepResult r;
+  int64_t step_targets = 0;
+  for (size_t i = b0; i < b1; ++i) {
+    step_targets += target_count(data.examples[order[i]]);
+    r.tokens += static_cast<int64_t>(data.examples[order[i]].input_ids.size());
+  }
+  double loss_sum = 0;
+  int micro = 0;
+  for (size_t m0 = b0; m0 < b1; m0 += static_cast<size_t>(o.micro_batch), ++micro) {
+    const std::vector<size_t> idx(order.begin() + static_cast<int64_t>(m0),
+                                  order.begin() + static_cast<int64_t>(std::min(b1, m0 + static_cast<size_t>(o.micro_batch))));
+    const Batch b = make_batch(data.examples, idx, pad_id);
+    pass.set_dropout(o.dropout, o.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(step) * 1024 + micro);
+    pass.run(TrainBatch{b.B, b.T, b.tokens.data(), b.targets.data()}, true, 1.0f / static_cast<float>(step_targets));
+    for (double l : pass.sequence_losses()) loss_sum += l;  // data order: --micro-batch does not change it
+  }
+  r.loss = loss_sum / static_cast<double>(step_targets);
+  r.grad_norm = clip_grad_norm(tr.slots, o.clip_norm);
+  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm))
+    fail("training diverged at step {}: loss {}, gradient norm {} (lower --lr, or set --clip-norm)", step + 1, r.loss,
+         r.grad_norm);
+  r.lr = learning_rate(o.schedule, o.lr, step, o.warmup_steps, total_steps);
+  optimizer.step(r.lr);
+  tr.zero_grads();
+  if (o.full) pass.refresh_weights();
+  return r;
+}
+
 }  // namespace
 
 std::vector<ParamSlot> adapter_slots(Adapter& values, Adapter& grads) {
@@ -327,73 +500,11 @@ TrainSummary run_training(const TrainOptions& opts) {
   make_directories(o.out_dir);
   const std::string log_path = o.out_dir + "/train_log.jsonl";
   const Json trajectory = trajectory_json(o);
-  int64_t step = 0;
-  std::string resumed_dir;  // the checkpoint this run started from
-  double resumed_loss = 0;  // the loss logged at its step (the summary of a run with no step left)
-  if (o.resume) {
-    const std::string latest_path = o.out_dir + "/latest";
-    if (!fs::exists(latest_path)) fail("--resume: {} has no checkpoint ({} is missing)", o.out_dir, latest_path);
-    std::string name = read_file(latest_path);
-    while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
-    const std::string dir = o.out_dir + "/" + name;
-    const std::string state_path = dir + "/trainer_state.json";
-    const Json state = parse_json(read_file(state_path), state_path);
-    if (!state.is_object() || !state.contains("trajectory") || !state.at("trajectory").is_object())
-      fail("{}: expected an object with 'trajectory' (a trainer state)", state_path);
-    const Json& saved = state.at("trajectory");
-    for (auto it = trajectory.begin(); it != trajectory.end(); ++it)
-      if (!saved.contains(it.key()) || saved.at(it.key()) != it.value())
-        fail("--resume: {} was written with {} = {}, this run has {}", state_path, it.key(),
-             saved.contains(it.key()) ? saved.at(it.key()).dump() : "(none)", it.value().dump());
-    step = json_get<int64_t>(state, "step", state_path);
-    if (step < 0 || step > total_steps)
-      fail("{}: 'step': expected 0 to {} (the run's steps), found {}", state_path, total_steps, step);
-    tr.load(dir, cfg);
-    const std::string optimizer_path = dir + "/optimizer.safetensors";
-    optimizer.load_state(optimizer_path);
-    if (optimizer.step_count() != step)
-      fail("{}: __metadata__ 'step': expected {} (the step of {}), found {}", optimizer_path, step, state_path,
-           optimizer.step_count());
-    // A NaN moment would survive the update as a NaN weight; v < 0 is a NaN at sqrt(v).
-    for (size_t i = 0; i < optimizer.slots().size() && o.optim.kind == OptimizerKind::AdamW; ++i) {
-      const std::string& name = optimizer.slots()[i].name;
-      check_finite(optimizer_path, "m." + name, optimizer.m(i).data(), optimizer.m(i).size());
-      check_finite(optimizer_path, "v." + name, optimizer.v(i).data(), optimizer.v(i).size());
-      for (size_t k = 0; k < optimizer.v(i).size(); ++k)
-        if (optimizer.v(i)[k] < 0)
-          fail("{}: tensor 'v.{}': expected values >= 0 (squared gradients), found {} at element {}", optimizer_path,
-               name, optimizer.v(i)[k], k);
-    }
-    if (o.full) pass.refresh_weights();
-    resumed_dir = dir;
-    // Log lines written after the checkpoint belong to the lost steps. A run
-    // resumed at its last step validates again (the result was not complete):
-    // its validation line is dropped here and written anew, to the same value.
-    std::string kept;
-    if (fs::exists(log_path)) {
-      std::istringstream in(read_file(log_path));
-      std::string line;
-      while (std::getline(in, line)) {
-        if (line.empty()) continue;
-        const Json j = Json::parse(line, nullptr, false);
-        if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) continue;
-        const int64_t at = j["step"].get<int64_t>();
-        if (at == step && j.contains("loss") && j["loss"].is_number()) resumed_loss = j["loss"].get<double>();
-        if (at < step || (at == step && !(step == total_steps && j.contains("eval_loss")))) kept += line + "\n";
-      }
-    }
-    write_file_atomic(log_path, kept);
-    std::fprintf(stderr, "train: resuming from %s (step %lld of %lld)\n", dir.c_str(), static_cast<long long>(step),
-                 static_cast<long long>(total_steps));
-  } else {
-    // A fresh run: `latest` goes first, so that a resume never finds it naming
-    // a checkpoint that is half deleted.
-    fs::remove(o.out_dir + "/latest");
-    sync_directory(o.out_dir);
-    for (const auto& entry : fs::directory_iterator(o.out_dir))
-      if (entry.path().filename().string().rfind("checkpoint-", 0) == 0) fs::remove_all(entry.path());
-    write_file_atomic(log_path, "");
-  }
+  const StartPoint start =
+      o.resume ? resume(o, trajectory, total_steps, cfg, tr, optimizer, log_path) : StartPoint{};
+  if (!o.resume) start_fresh(o.out_dir, log_path);
+  if (o.resume && o.full) pass.refresh_weights();
+  int64_t step = start.step;
   const int64_t first_step = step;
   Json config_json = trajectory;
   config_json["eval_data"] = o.eval_data_path;
@@ -433,43 +544,11 @@ TrainSummary run_training(const TrainOptions& opts) {
     std::fprintf(stderr, "%svalidation at step %lld: loss %.4f, perplexity %.2f\n", tty ? "\r\033[K" : "",
                  static_cast<long long>(at_step), loss, std::exp(loss));
   };
-  // A checkpoint is written whole under checkpoint-<step>.tmp, then renamed
-  // in, and only then does `latest` name it; the directory is synced after
-  // each rename. The checkpoint `latest` names is never written over: a run
-  // resumed at its last step has it already and writes no new one.
+  // The checkpoint `latest` names is never written over: a run resumed at its
+  // last step has it already and writes no new one.
   auto checkpoint = [&](int64_t at_step) {
-    const std::string name = checkpoint_name(at_step);
-    const std::string dir = o.out_dir + "/" + name;
-    if (dir == resumed_dir && at_step == first_step) return;
-    const std::string staged = dir + ".tmp";
-    fs::remove_all(staged);  // a leftover of a run killed while writing it
-    tr.save(staged, o.model_dir, false);
-    if (at_step == die_in_checkpoint) die_for_test("FLORA_TEST_DIE_IN_CHECKPOINT", staged);
-    optimizer.save_state(staged + "/optimizer.safetensors");
-    Json state;
-    state["step"] = at_step;
-    state["total_steps"] = total_steps;
-    state["trajectory"] = trajectory;
-    write_file_atomic(staged + "/trainer_state.json", state.dump(2) + "\n");
-    // The log lines up to this step are durable before the checkpoint is: a
-    // resume from it finds them all.
-    log.sync();
-    replace_directory(staged, dir);
-    write_file_atomic(o.out_dir + "/latest", name + "\n");
-    // Older checkpoints beyond the kept number go, and so do newer ones (left
-    // by a run killed before it updated `latest`: they belong to lost steps)
-    // and leftovers of staging.
-    std::vector<int64_t> steps;
-    for (const auto& entry : fs::directory_iterator(o.out_dir)) {
-      const std::string f = entry.path().filename().string();
-      if (f.rfind("checkpoint-", 0) != 0) continue;
-      const int64_t s = checkpoint_step(f);
-      if (s < 0 && (f.ends_with(".tmp") || f.ends_with(".old"))) fs::remove_all(entry.path());
-      else if (s > at_step) fs::remove_all(entry.path());
-      else if (s >= 0 && entry.is_directory()) steps.push_back(s);
-    }
-    std::sort(steps.rbegin(), steps.rend());
-    for (size_t i = kCheckpointsKept; i < steps.size(); ++i) fs::remove_all(o.out_dir + "/" + checkpoint_name(steps[i]));
+    if (at_step == first_step && start.dir == o.out_dir + "/" + checkpoint_name(at_step)) return;
+    write_checkpoint(o, at_step, total_steps, trajectory, tr, optimizer, log, die_in_checkpoint);
   };
 
   if (step == 0) validate(0);
@@ -483,64 +562,33 @@ TrainSummary run_training(const TrainOptions& opts) {
     if (epoch != order_epoch) order = epoch_order(static_cast<size_t>(n), o.seed, static_cast<uint64_t>(epoch)),
                               order_epoch = epoch;
     const size_t b0 = static_cast<size_t>(k * o.batch), b1 = std::min(order.size(), b0 + static_cast<size_t>(o.batch));
-    // The mean over the targets of the whole step, whatever the micro-batching.
-    int64_t step_targets = 0, step_tokens = 0;
-    for (size_t i = b0; i < b1; ++i) {
-      step_targets += target_count(data.examples[order[i]]);
-      step_tokens += static_cast<int64_t>(data.examples[order[i]].input_ids.size());
-    }
-    double loss_sum = 0;
-    int micro = 0;
-    for (size_t m0 = b0; m0 < b1; m0 += static_cast<size_t>(o.micro_batch), ++micro) {
-      const std::vector<size_t> idx(order.begin() + static_cast<int64_t>(m0),
-                                    order.begin() + static_cast<int64_t>(std::min(b1, m0 + static_cast<size_t>(o.micro_batch))));
-      const Batch b = make_batch(data.examples, idx, pad_id);
-      pass.set_dropout(o.dropout, o.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(step) * 1024 + micro);
-      pass.run(TrainBatch{b.B, b.T, b.tokens.data(), b.targets.data()}, true, 1.0f / static_cast<float>(step_targets));
-      for (double l : pass.sequence_losses()) loss_sum += l;  // data order: --micro-batch does not change it
-    }
-    const double loss = loss_sum / static_cast<double>(step_targets);
-    const double grad_norm = clip_grad_norm(tr.slots, o.clip_norm);
-    if (!std::isfinite(loss) || !std::isfinite(grad_norm))
-      fail("training diverged at step {}: loss {}, gradient norm {} (lower --lr, or set --clip-norm)", step + 1, loss,
-           grad_norm);
-    const double lr = learning_rate(o.schedule, o.lr, step, o.warmup_steps, total_steps);
-    optimizer.step(lr);
-    tr.zero_grads();
-    if (o.full) pass.refresh_weights();
+    const StepResult r = train_step(o, step, total_steps, data, order, b0, b1, pad_id, pass, tr, optimizer);
     ++step;
-    tokens_done += step_tokens;
+    tokens_done += r.tokens;
     const double elapsed = now_seconds() - t_loop;
     const double tps = static_cast<double>(tokens_done) / std::max(elapsed, 1e-9);
-    if (step == first_step + 1) summary.first_loss = loss;
-    summary.last_loss = loss;
+    if (step == first_step + 1) summary.first_loss = r.loss;
+    summary.last_loss = r.loss;
     Json j;
     j["step"] = step;
     j["epoch"] = static_cast<double>(step) / static_cast<double>(steps_per_epoch);
-    j["loss"] = loss;
-    j["lr"] = lr;
-    j["grad_norm"] = grad_norm;
-    j["tokens"] = step_tokens;
+    j["loss"] = r.loss;
+    j["lr"] = r.lr;
+    j["grad_norm"] = r.grad_norm;
+    j["tokens"] = r.tokens;
     j["tokens_per_s"] = tps;
     j["elapsed_s"] = now_seconds() - t_start;
     log_line(j);
     if (!o.quiet)
-      progress.update(step, fmt::format("loss {:.4f}  lr {:.2e}  {:.0f} tok/s", loss, lr, tps));
+      progress.update(step, fmt::format("loss {:.4f}  lr {:.2e}  {:.0f} tok/s", r.loss, r.lr, tps));
     if (o.eval_every > 0 && step % o.eval_every == 0 && step < total_steps) validate(step);
     if (o.save_every > 0 && step % o.save_every == 0 && step < total_steps) checkpoint(step);
   }
-  if (step == first_step) summary.first_loss = summary.last_loss = resumed_loss;
+  if (step == first_step) summary.first_loss = summary.last_loss = start.logged_loss;
   if (!o.quiet) progress.finish(fmt::format("loss {:.4f}", summary.last_loss));
   validate(step);
   checkpoint(step);
-  // The result, like a checkpoint, is written whole beside the old one and
-  // exchanged with it: until then the old result and the last checkpoint stand.
-  const std::string result = o.out_dir + (o.full ? "/model" : "/adapter");
-  const std::string staged = result + ".tmp";
-  fs::remove_all(staged);
-  tr.save(staged, o.model_dir, o.save_bf16);
-  if (die_in_result) die_for_test("FLORA_TEST_DIE_IN_RESULT", staged);
-  replace_directory(staged, result);
+  const std::string result = write_result(o, tr, die_in_result);
 
   summary.steps = step;
   summary.seconds = now_seconds() - t_start;
