@@ -853,16 +853,22 @@ ADAPTER_R = 4          # requested rank R (ffa stores 2R = 8)
 ADAPTER_ALPHA = 8      # lora_alpha: s = 8 / 4 = 2 (ffa: 8 / 8 = 1)
 ADAPTER_SEED = 3       # seed of uniform_stream for the adapter matrices
 ADAPTER_GAIN = 1.0     # matrices uniform with std ADAPTER_GAIN / sqrt(fan_in); 1 was enough
-# (directory, config): the five FLoRA presets, LoRA, and one custom variant (ffba, phi = gelu)
-ADAPTER_VARIANTS = [
-    ("lora", lora_config(ADAPTER_R, ADAPTER_ALPHA)),
-    ("ffa", flora_config("ffa", ADAPTER_R, ADAPTER_ALPHA)),
-    ("ffba", flora_config("ffba", ADAPTER_R, ADAPTER_ALPHA)),
-    ("ffba-aorb", flora_config("ffba-aorb", ADAPTER_R, ADAPTER_ALPHA)),
-    ("ffba-qg", flora_config("ffba-qg", ADAPTER_R, ADAPTER_ALPHA)),
-    ("ffba-relu", flora_config("ffba-relu", ADAPTER_R, ADAPTER_ALPHA)),
-    ("ffba-gelu", flora_config("custom", ADAPTER_R, ADAPTER_ALPHA, phi="gelu", preset="ffba")),
-]
+
+
+def adapter_variants(r, alpha):
+    """(directory, config): the five FLoRA presets, LoRA, and one custom variant (ffba, phi = gelu)."""
+    return [
+        ("lora", lora_config(r, alpha)),
+        ("ffa", flora_config("ffa", r, alpha)),
+        ("ffba", flora_config("ffba", r, alpha)),
+        ("ffba-aorb", flora_config("ffba-aorb", r, alpha)),
+        ("ffba-qg", flora_config("ffba-qg", r, alpha)),
+        ("ffba-relu", flora_config("ffba-relu", r, alpha)),
+        ("ffba-gelu", flora_config("custom", r, alpha, phi="gelu", preset="ffba")),
+    ]
+
+
+ADAPTER_VARIANTS = adapter_variants(ADAPTER_R, ADAPTER_ALPHA)
 
 
 def random_adapter_tensors(cfg, conf, seed, gain=ADAPTER_GAIN):
@@ -1426,15 +1432,7 @@ BLOCKS_MODEL_SEED, BLOCKS_ADAPTER_SEED, BLOCKS_TOKEN_SEED = 5, 7, 2026
 # about 10.
 BLOCKS_ADAPTER_GAIN = 0.7
 BLOCKS_BF16_CASES = ["lora", "ffa", "ffba", "full"]   # training cases also run on the BF16 base
-BLOCKS_VARIANTS = [
-    ("lora", lora_config(BLOCKS_R, BLOCKS_ALPHA)),
-    ("ffa", flora_config("ffa", BLOCKS_R, BLOCKS_ALPHA)),
-    ("ffba", flora_config("ffba", BLOCKS_R, BLOCKS_ALPHA)),
-    ("ffba-aorb", flora_config("ffba-aorb", BLOCKS_R, BLOCKS_ALPHA)),
-    ("ffba-qg", flora_config("ffba-qg", BLOCKS_R, BLOCKS_ALPHA)),
-    ("ffba-relu", flora_config("ffba-relu", BLOCKS_R, BLOCKS_ALPHA)),
-    ("ffba-gelu", flora_config("custom", BLOCKS_R, BLOCKS_ALPHA, phi="gelu", preset="ffba")),
-]
+BLOCKS_VARIANTS = adapter_variants(BLOCKS_R, BLOCKS_ALPHA)
 
 
 def blocks_config(dtype):
