@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "adapters/adapter.h"
+#include "io/tensor_store.h"
 #include "model/dense_weights.h"
 #include "model/train_pass.h"
 #include "tokenizer/tokenizer.h"
@@ -50,23 +51,13 @@ void die_for_test(const char* name, const std::string& where) {
   std::raise(SIGKILL);
 }
 
-// Values read back from a checkpoint or --adapter-init must be finite: a NaN
-// would not fail at load but turn every later loss into NaN, many steps on.
-void check_finite(const std::string& file, const std::string& tensor, const float* p, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(p[i]))
-      fail("{}: tensor '{}': expected finite values, found {} at element {}", file, tensor, p[i], i);
-}
-
-void check_finite(const std::string& file, const Adapter& a) {
-  for (size_t l = 0; l < a.layers.size(); ++l)
-    for (Target t : kAllTargets)
-      for (char which : {'A', 'B', 'C'}) {
-        const AdapterMatrix& m = a.layers[l].matrix(t, which);
-        if (!m.empty())
-          check_finite(file, Adapter::tensor_name(a.config, static_cast<int64_t>(l), t, which), m.data.data(),
-                       m.data.size());
-      }
+// Optimiser moments read back from a checkpoint must be finite: a NaN would
+// not fail at load but turn every later loss into NaN, many steps on. (The
+// adapter and model tensors of a checkpoint or --adapter-init are checked by
+// their loaders, Adapter::load and LlamaModel::load.)
+void check_finite(const std::string& file, const std::string& tensor, const std::vector<float>& v) {
+  if (const int64_t k = first_nonfinite(v.data(), DType::F32, static_cast<int64_t>(v.size())); k >= 0)
+    fail("{}: tensor '{}': expected finite values, found {} at element {}", file, tensor, v[k], k);
 }
 
 // checkpoint-<step> exactly (no staging or leftover suffix): the step, or -1.
@@ -149,7 +140,6 @@ struct Trainable {
   void load(const std::string& dir, const LlamaConfig& config) {
     if (adapter) {
       const Adapter saved = Adapter::load(dir, config);
-      check_finite(dir + "/adapter_model.safetensors", saved);
       for (size_t l = 0; l < adapter->layers.size(); ++l)
         for (Target t : kAllTargets)
           for (char which : {'A', 'B', 'C'}) {
@@ -163,8 +153,6 @@ struct Trainable {
     const auto model = LlamaModel::load(dir);
     const DenseWeights saved = DenseWeights::from_model(*model);
     if (saved.size() != dense->size()) fail("{}: checkpoint model does not match the run's model", dir);
-    for (size_t i = 0; i < saved.specs.size(); ++i)
-      check_finite(dir, saved.specs[i].name, saved.data[i].data(), saved.data[i].size());
     dense->data = saved.data;
   }
 
@@ -302,8 +290,8 @@ StartPoint resume(const TrainOptions& o, const Json& trajectory, int64_t total_s
   // A NaN moment would survive the update as a NaN weight; v < 0 is a NaN at sqrt(v).
   for (size_t i = 0; i < optimizer.slots().size() && o.optim.kind == OptimizerKind::AdamW; ++i) {
     const std::string& slot = optimizer.slots()[i].name;
-    check_finite(optimizer_path, "m." + slot, optimizer.m(i).data(), optimizer.m(i).size());
-    check_finite(optimizer_path, "v." + slot, optimizer.v(i).data(), optimizer.v(i).size());
+    check_finite(optimizer_path, "m." + slot, optimizer.m(i));
+    check_finite(optimizer_path, "v." + slot, optimizer.v(i));
     for (size_t k = 0; k < optimizer.v(i).size(); ++k)
       if (optimizer.v(i)[k] < 0)
         fail("{}: tensor 'v.{}': expected values >= 0 (squared gradients), found {} at element {}", optimizer_path,
@@ -475,7 +463,6 @@ TrainSummary run_training(const TrainOptions& opts) {
     const AdapterConfig ac = adapter_config_of(o, cfg);
     tr.adapter = std::make_unique<Adapter>(o.adapter_init.empty() ? Adapter::create(ac, cfg, o.seed)
                                                                   : Adapter::load(o.adapter_init, cfg));
-    if (!o.adapter_init.empty()) check_finite(o.adapter_init + "/adapter_model.safetensors", *tr.adapter);
     tr.adapter_grads = std::make_unique<Adapter>(tr.adapter->zeros_like());
   }
   tr.make_slots();
