@@ -21,6 +21,7 @@ step() {  # step NAME COMMAND...: runs one step, timed; set -e ends the run at t
 }
 
 suite() { (cd "$BUILD" && ctest --output-on-failure -j "$JOBS"); }
+capped_suite() { (export FLORA_CPU=$1 && suite); }
 
 native=$("$BUILD"/flora cpu)
 step "suite, native target ($native)" suite
@@ -30,7 +31,7 @@ for cap in avx2 scalar; do
     echo "== test: FLORA_CPU=$cap is this host's best target ($native): covered above"
     continue
   fi
-  step "suite, FLORA_CPU=$cap ($capped)" env FLORA_CPU=$cap bash -c "$(declare -f suite); BUILD=$BUILD JOBS=$JOBS suite"
+  step "suite, FLORA_CPU=$cap ($capped)" capped_suite "$cap"
 done
 # 3. the suite built with ASan + UBSan (build-asan; Makefile's test-sanitize, its exclusions stated there);
 # 4. every libFuzzer target of tests/fuzz for FUZZ_SECONDS each (scripts/fuzz.sh, build-fuzz).
