@@ -1227,6 +1227,14 @@ def rel_diff(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+def case_tensors(tokens, labels, loss, names, grads):
+    """The tensors every training golden file starts with: the batch, the F64 loss, F32 gradients."""
+    return ([("tokens", "I64", np.array(tokens, dtype=np.int64)),
+             ("labels", "I64", np.array(labels, dtype=np.int64)),
+             ("loss", "F64", np.array([loss.item()]))]
+            + [("grad." + n, "F32", g.numpy().astype(np.float32)) for n, g in zip(names, grads)])
+
+
 def checked_gradients(cfg, case, names, params, loss_fn, ad0):
     """The loss and its float64 autograd gradients (zeros where a tensor cannot reach the loss),
     with the self-checks every golden case makes: exactly the expected tensors are unused, no
@@ -1335,11 +1343,7 @@ def cmd_train_golden(a):
                           f"max rel err {fd_rel:.1e} ({fd_big:.1e} where |grad| >= 1e-3 "
                           f"max|grad|); torch.optim vs formulas: max rel diff {d_opt:.1e}"),
         }
-        tensors = [("tokens", "I64", np.array(tokens, dtype=np.int64)),
-                   ("labels", "I64", np.array(labels, dtype=np.int64)),
-                   ("loss", "F64", np.array([loss.item()]))]
-        tensors += [("grad." + n, "F32", gr.numpy().astype(np.float32))
-                    for n, gr in zip(names, grads)]
+        tensors = case_tensors(tokens, labels, loss, names, grads)
         tensors += [("adamw_losses", "F64", np.array(adamw)),
                     ("sgd_losses", "F64", np.array(sgd)),
                     ("grad_norms", "F64", np.array(norms))]
@@ -1656,11 +1660,7 @@ def cmd_blocks_golden(a):
             "float32_twin": (f"|loss diff| {dl:.1e}; grads worst |g32 - g| / (5e-5 max|g| + "
                              f"1e-4 |g|) {ratio:.3f}"),
         }
-        tensors = [("tokens", "I64", np.array(tokens, dtype=np.int64)),
-                   ("labels", "I64", np.array(labels, dtype=np.int64)),
-                   ("loss", "F64", np.array([loss.item()]))]
-        tensors += [("grad." + n, "F32", g.numpy().astype(np.float32))
-                    for n, g in zip(names, grads)]
+        tensors = case_tensors(tokens, labels, loss, names, grads)
         sub = "train" if dtype == "f32" else "train-bf16"
         d = os.path.join(out, sub, case)
         os.makedirs(d, exist_ok=True)
