@@ -9,14 +9,6 @@ namespace flora {
 
 namespace {
 
-// Output rows per chunk of work in a product (WorkChunks): a multiple of the
-// register block (4 rows) and of a 64-byte line of f32 outputs. Decode chunks
-// of 64 rows read 256 KiB of a 2048-wide BF16 matrix: small enough to balance
-// threads, large enough that taking a chunk costs nothing. Prefill chunks are
-// larger because each one streams the whole (T, K) input once more.
-int64_t row_chunk(int64_t T) { return T == 1 ? 64 : 256; }
-
-
 // Prefill attention works on blocks of this many queries of one head, so that
 // scores and outputs are matrix products (the 4 x 4 register blocks of ops).
 constexpr int64_t kQueryBlock = 16;
@@ -42,7 +34,6 @@ Forward::Forward(const LlamaModel& model, ThreadPool& pool, int64_t context, con
     fail("context {} exceeds the model's max_position_embeddings {}", context, cfg_.max_position_embeddings);
   if (slots <= 0) fail("slots must be positive, got {}", slots);
   FLORA_ASSERT(static_cast<int64_t>(layers_.size()) == cfg_.num_hidden_layers);
-  if (adapter_) FLORA_ASSERT(static_cast<int64_t>(adapter_->layers.size()) == cfg_.num_hidden_layers);
   caches_.reserve(slots);
   for (int i = 0; i < slots; ++i) caches_.emplace_back(model.config(), context);
   slot_used_.assign(slots, 0);
@@ -66,76 +57,9 @@ void Forward::ensure_buffers(int64_t T, int64_t n_out) {
     att_.resize(T * cfg_.q_dim());
     gate_.resize(T * f);
     up_.resize(T * f);
-    if (adapter_) {
-      const size_t zs = static_cast<size_t>(T * adapter_->rank);
-      z_entry_.resize(static_cast<size_t>(pool_.size()) * 3 * zs);
-      z_exit_.resize(static_cast<size_t>(pool_.size()) * zs);
-      phi_z_.resize(zs);
-      phi_z_s_.resize(zs);
-      carry_.resize(zs);
-      lora_z_.resize(kTargets * zs);
-    }
     capacity_T_ = T;
   }
-  if (adapter_) z_stride_ = static_cast<size_t>(T * adapter_->rank);
   logits_.resize(n_out * cfg_.vocab_size);
-}
-
-void Forward::flora_entry_z(int t, const AdapterExec::Layer& a, std::initializer_list<Target> targets, const float* u,
-                            int64_t ld_u, int64_t T) {
-  const int64_t r = adapter_->rank;
-  int slot = 0;
-  for (Target m : targets) {
-    if (adapter_->forward[index(m)]) ops::matmul_rows(thread_z(t, slot), r, u, ld_u, T, a.A[index(m)], 0, r, false);
-    ++slot;
-  }
-  if (t != 0) return;
-  // z = sum of the z_m (+ the carry of the previous sub-block), then phi.
-  for (size_t i = 0; i < z_stride_; ++i) {
-    float z = carry_[i];
-    slot = 0;
-    for (Target m : targets) {
-      if (adapter_->forward[index(m)]) z += thread_z(0, slot)[i];
-      ++slot;
-    }
-    phi_z_[i] = apply_nonlinearity(adapter_->nonlinearity, z);
-    phi_z_s_[i] = adapter_->scale * phi_z_[i];
-  }
-}
-
-// y[t, i] += s * z[t, i mod r] for rows [row0, row1): repeat-and-add.
-void Forward::repeat_add(float* y, int64_t ldy, int64_t T, const float* z, int64_t row0, int64_t row1) const {
-  const int64_t r = adapter_->rank;
-  const float s = adapter_->scale;
-  for (int64_t t = 0; t < T; ++t) {
-    const float* zt = z + t * r;
-    float* yt = y + t * ldy;
-    for (int64_t i = row0, j = row0 % r; i < row1; ++i) {  // j = i mod r, without a division per row
-      yt[i] += s * zt[j];
-      if (++j == r) j = 0;
-    }
-  }
-}
-
-void Forward::lora_unfused(const AdapterExec::Layer& a, Target m, const float* u, int64_t ld_u, int64_t T, float* y,
-                           int64_t ldy) {
-  const int64_t r = adapter_->rank;
-  float* z = lora_z_.data() + index(m) * z_stride_;
-  const MatrixRef& A = a.A[index(m)];
-  const MatrixRef& B = a.B[index(m)];
-  WorkChunks a_rows(r, 4), b_rows(B.rows, row_chunk(T));
-  pool_.run([&](int, int) {  // z = s * A u
-    int64_t r0, r1;
-    while (a_rows.next(r0, r1)) {
-      ops::matmul_rows(z, r, u, ld_u, T, A, r0, r1, false);
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t i = r0; i < r1; ++i) z[t * r + i] *= adapter_->scale;
-    }
-  });
-  pool_.run([&](int, int) {  // y += B z
-    int64_t r0, r1;
-    while (b_rows.next(r0, r1)) ops::matmul_rows(y, ldy, z, r, T, B, r0, r1, true);
-  });
 }
 
 // RoPE and the cache write of head h (of the stack [q; k; v]) for every row:
@@ -167,76 +91,74 @@ void Forward::rope_and_cache(int64_t layer, int64_t h, int64_t T) {
   }
 }
 
+Forward::SitePlan Forward::plan_site(const Site& site) const {
+  SitePlan plan;
+  for (AdapterStrategy* s : active_) {
+    for (int64_t i = 0, n = s->region_items(site); i < n; ++i) plan.items.push_back({s, i});
+    plan.defers = plan.defers || s->defers(site);
+    plan.follow_up = plan.follow_up || s->needs_follow_up(site);
+  }
+  return plan;
+}
+
+void Forward::run_items(int t, int64_t layer, const Site& site, const SitePlan& plan, WorkChunks& items,
+                        const float* u, int64_t ld_u) {
+  int64_t i0, i1;
+  while (items.next(i0, i1))
+    for (int64_t i = i0; i < i1; ++i) plan.items[i].first->region_item(t, layer, site, plan.items[i].second, u, ld_u);
+}
+
 // Region 1: RMSNorm, the fused q|k|v product, RoPE and the KV cache write.
 // Threads own whole heads of the stacked q|k|v rows, so RoPE and the cache
-// write need no further synchronisation.
+// write need no further synchronisation. When an adapter defers the outputs
+// (LoRA), RoPE and the cache write move to a follow-up region.
 void Forward::attention_entry(int64_t layer, int64_t T) {
   const LayerWeights& w = layers_[layer];
+  const Site& site = kAttentionEntry;
   const int64_t d = cfg_.hidden_size, hd = cfg_.head_dim, ld = cfg_.q_dim() + 2 * cfg_.kv_dim();
   const int64_t heads_total = cfg_.num_attention_heads + 2 * cfg_.num_key_value_heads;
-  const AdapterMode mode = adapter_ ? adapter_->mode : AdapterMode::FLoRA;
-  const bool flora = adapter_ && mode == AdapterMode::FLoRA;
-  const bool lora = adapter_ && !flora;
-  const AdapterExec::Layer* a = adapter_ ? &adapter_->layers[layer] : nullptr;
   const MatrixRef* mats[3] = {&w.q, &w.k, &w.v};
-  const Target targets[3] = {Target::Q, Target::K, Target::V};
-  WorkChunks heads(heads_total, 1);
-  // Partially fused LoRA: the A rows of q, k, v are three more chunks of this product.
-  WorkChunks a_rows(adapter_ && mode == AdapterMode::LoRAPartiallyFused ? 3 : 0, 1);
+  const int64_t offsets[3] = {0, w.q.rows, w.q.rows + w.k.rows};  // of q, k, v in the stack
+  const SiteOutput outs[3] = {{qkv_.data(), ld}, {qkv_.data() + offsets[1], ld}, {qkv_.data() + offsets[2], ld}};
+  // Rows [r0, r1) of product j that fall in heads [h0, h1) of the stack; false when none.
+  auto rows_of = [&](int j, int64_t h0, int64_t h1, int64_t& r0, int64_t& r1) {
+    r0 = std::max(h0 * hd, offsets[j]) - offsets[j];
+    r1 = std::min(h1 * hd, offsets[j] + mats[j]->rows) - offsets[j];
+    return r0 < r1;
+  };
+  const SitePlan plan = plan_site(site);
+  WorkChunks heads(heads_total, 1), items(static_cast<int64_t>(plan.items.size()), 1);
   pool_.run([&](int t, int) {
     float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
     for (int64_t i = 0; i < T; ++i)
       ops::rmsnorm(xn + i * d, x_.data() + i * d, w.attn_norm.data(), d, float(cfg_.rms_norm_eps));
-    if (flora) flora_entry_z(t, *a, {Target::Q, Target::K, Target::V}, xn, d, T);
+    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, xn, d);
     int64_t h0, h1;
     while (heads.next(h0, h1)) {
-      // Rows [h0*hd, h1*hd) of the stack [q; k; v], product by product.
-      int64_t base = 0;
       for (int j = 0; j < 3; ++j) {
-        const MatrixRef* m = mats[j];
-        const int64_t r0 = std::max(h0 * hd, base) - base, r1 = std::min(h1 * hd, base + m->rows) - base;
-        if (r0 < r1) {
-          ops::matmul_rows(qkv_.data() + base, ld, xn, d, T, *m, r0, r1, false);
-          if (flora && adapter_->repeat_add[index(targets[j])])
-            repeat_add(qkv_.data() + base, ld, T, thread_z(t, j), r0, r1);
-        }
-        base += m->rows;
+        int64_t r0, r1;
+        if (!rows_of(j, h0, h1, r0, r1)) continue;
+        ops::matmul_rows(outs[j].y, ld, xn, d, T, *mats[j], r0, r1, false);
+        for (AdapterStrategy* s : active_) s->epilogue(t, layer, site, j, outs[j], r0, r1);
       }
-      if (!lora)
+      if (!plan.defers)
         for (int64_t h = h0; h < h1; ++h) rope_and_cache(layer, h, T);
     }
-    int64_t j0, j1;
-    while (a_rows.next(j0, j1)) {
-      const Target m = targets[j0];
-      if (!adapter_->forward[index(m)]) continue;
-      float* z = lora_z_.data() + index(m) * z_stride_;
-      ops::matmul_rows(z, adapter_->rank, xn, d, T, a->A[index(m)], 0, adapter_->rank, false);
-      for (size_t i = 0; i < z_stride_; ++i) z[i] *= adapter_->scale;
-    }
+    run_items(t, layer, site, plan, items, xn, d);
+    for (AdapterStrategy* s : active_) s->after_chunks(t, layer, site);
   });
-  if (!lora) return;
-  int64_t offsets[3];
-  for (int j = 0, base = 0; j < 3; ++j) offsets[j] = base, base += static_cast<int>(mats[j]->rows);
-  if (mode == AdapterMode::LoRAUnfused) {
-    for (int j = 0; j < 3; ++j)
-      if (adapter_->forward[index(targets[j])])
-        lora_unfused(*a, targets[j], xn_.data(), d, T, qkv_.data() + offsets[j], ld);
-  }
-  // One more region: (partially fused: the B products and adds,) RoPE and the cache.
+  if (!plan.defers) return;
+  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, xn_.data(), d, outs);
   WorkChunks heads2(heads_total, 1);
-  pool_.run([&](int, int) {
+  pool_.run([&](int t, int) {  // the adapters' follow-up work (partially fused LoRA's B products), RoPE, the cache
     int64_t h0, h1;
     while (heads2.next(h0, h1)) {
-      if (mode == AdapterMode::LoRAPartiallyFused) {
+      if (plan.follow_up)
         for (int j = 0; j < 3; ++j) {
-          const Target m = targets[j];
-          const int64_t r0 = std::max(h0 * hd, offsets[j]) - offsets[j];
-          const int64_t r1 = std::min(h1 * hd, offsets[j] + mats[j]->rows) - offsets[j];
-          if (r0 < r1 && adapter_->forward[index(m)])
-            ops::matmul_rows(qkv_.data() + offsets[j], ld, lora_z_.data() + index(m) * z_stride_, adapter_->rank, T,
-                             a->B[index(m)], r0, r1, true);
+          int64_t r0, r1;
+          if (rows_of(j, h0, h1, r0, r1))
+            for (AdapterStrategy* s : active_) s->late_epilogue(t, layer, site, j, outs[j], r0, r1);
         }
-      }
       for (int64_t h = h0; h < h1; ++h) rope_and_cache(layer, h, T);
     }
   });
@@ -318,111 +240,73 @@ void Forward::attention(int64_t layer) {
   });
 }
 
-// Regions 3 and 5: x += W u, with the adapter of exit projection m.
-void Forward::exit_product(int64_t layer, Target m, const MatrixRef& w, const float* u, int64_t ld_u, int64_t T) {
+// Regions 3 and 5: x += W u, with the adapters of the exit site, the
+// residual add in the product's epilogue.
+void Forward::exit_product(int64_t layer, const Site& site, const MatrixRef& w, const float* u, int64_t ld_u,
+                           int64_t T) {
   const int64_t d = cfg_.hidden_size;
-  const AdapterMode mode = adapter_ ? adapter_->mode : AdapterMode::FLoRA;
-  const bool flora = adapter_ && mode == AdapterMode::FLoRA;
-  const AdapterExec::Layer* a = adapter_ ? &adapter_->layers[layer] : nullptr;
-  const int mi = index(m);
-  const bool has_a = adapter_ && adapter_->forward[mi];
-  const int64_t r = adapter_ ? adapter_->rank : 0;
-  WorkChunks rows(d, row_chunk(T));
-  WorkChunks a_rows(has_a && mode == AdapterMode::LoRAPartiallyFused ? 1 : 0, 1);
+  const SiteOutput out{x_.data(), d};
+  const SitePlan plan = plan_site(site);
+  WorkChunks rows(d, product_row_chunk(T)), items(static_cast<int64_t>(plan.items.size()), 1);
   pool_.run([&](int t, int) {
-    float* z_exit = flora ? z_exit_.data() + static_cast<size_t>(t) * z_stride_ : nullptr;
-    // FLoRA: A u of the exit, needed by every thread for repeat-and-add (ffa),
-    // else only by thread 0 for the carry.
-    if (flora && has_a && (adapter_->repeat_add[mi] || t == 0))
-      ops::matmul_rows(z_exit, r, u, ld_u, T, a->A[mi], 0, r, false);
+    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, u, ld_u);
     int64_t r0, r1;
     while (rows.next(r0, r1)) {
       ops::matmul_rows(x_.data(), d, u, ld_u, T, w, r0, r1, true);
-      if (!flora) continue;
-      // The widened input [c; phi(z)]: x += s B phi(z) for the same rows.
-      if (adapter_->backward[mi]) ops::matmul_rows(x_.data(), d, phi_z_s_.data(), r, T, a->B[mi], r0, r1, true);
-      if (has_a && adapter_->repeat_add[mi]) repeat_add(x_.data(), d, T, z_exit, r0, r1);
+      for (AdapterStrategy* s : active_) s->epilogue(t, layer, site, 0, out, r0, r1);
     }
-    while (a_rows.next(r0, r1)) {  // partially fused LoRA: the A rows inside this product
-      float* z = lora_z_.data() + mi * z_stride_;
-      ops::matmul_rows(z, r, u, ld_u, T, a->A[mi], 0, r, false);
-      for (size_t i = 0; i < z_stride_; ++i) z[i] *= adapter_->scale;
-    }
-    // FLoRA carry: z' = A u + C phi(z) joins the next sub-block's sum.
-    if (flora && t == 0) {
-      if (adapter_->carry[mi]) {
-        ops::matmul_rows(carry_.data(), r, phi_z_.data(), r, T, a->C[mi], 0, r, false);
-        for (size_t i = 0; i < z_stride_; ++i) carry_[i] += z_exit[i];
-      } else {
-        std::fill(carry_.begin(), carry_.begin() + static_cast<int64_t>(z_stride_), 0.0f);
-      }
-    }
+    run_items(t, layer, site, plan, items, u, ld_u);
+    for (AdapterStrategy* s : active_) s->after_chunks(t, layer, site);
   });
-  if (!adapter_ || flora || !has_a) return;
-  if (mode == AdapterMode::LoRAUnfused) {
-    lora_unfused(*a, m, u, ld_u, T, x_.data(), d);
-    return;
-  }
-  WorkChunks b_rows(d, row_chunk(T));
-  pool_.run([&](int, int) {  // partially fused LoRA: x += B (s A u)
+  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, u, ld_u, &out);
+  if (!plan.follow_up) return;
+  WorkChunks rows2(d, product_row_chunk(T));
+  pool_.run([&](int t, int) {  // partially fused LoRA: x += B (s A u)
     int64_t r0, r1;
-    while (b_rows.next(r0, r1))
-      ops::matmul_rows(x_.data(), d, lora_z_.data() + mi * z_stride_, r, T, a->B[mi], r0, r1, true);
+    while (rows2.next(r0, r1))
+      for (AdapterStrategy* s : active_) s->late_epilogue(t, layer, site, 0, out, r0, r1);
   });
 }
 
-// Region 4: RMSNorm -> gate|up (+ adapters) -> SiLU(gate) * up.
+// Region 4: RMSNorm -> gate|up (+ adapters) -> SiLU(gate) * up; SwiGLU moves
+// to a follow-up region when an adapter defers the outputs (LoRA).
 void Forward::ffn_entry(int64_t layer, int64_t T) {
   const LayerWeights& w = layers_[layer];
+  const Site& site = kFfnEntry;
   const int64_t d = cfg_.hidden_size, f = cfg_.intermediate_size;
-  const AdapterMode mode = adapter_ ? adapter_->mode : AdapterMode::FLoRA;
-  const bool flora = adapter_ && mode == AdapterMode::FLoRA;
-  const bool lora = adapter_ && !flora;
-  const AdapterExec::Layer* a = adapter_ ? &adapter_->layers[layer] : nullptr;
-  const int gi = index(Target::Gate), ui = index(Target::Up);
-  WorkChunks rows(f, row_chunk(T));
-  WorkChunks a_rows(adapter_ && mode == AdapterMode::LoRAPartiallyFused ? 2 : 0, 1);
+  const SiteOutput outs[2] = {{gate_.data(), f}, {up_.data(), f}};
+  auto swiglu = [&](int64_t r0, int64_t r1) {
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t r = r0; r < r1; ++r) gate_[i * f + r] = silu(gate_[i * f + r]) * up_[i * f + r];
+  };
+  const SitePlan plan = plan_site(site);
+  WorkChunks rows(f, product_row_chunk(T)), items(static_cast<int64_t>(plan.items.size()), 1);
   pool_.run([&](int t, int) {
     float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
     for (int64_t i = 0; i < T; ++i)
       ops::rmsnorm(xn + i * d, x_.data() + i * d, w.ffn_norm.data(), d, float(cfg_.rms_norm_eps));
-    if (flora) flora_entry_z(t, *a, {Target::Gate, Target::Up}, xn, d, T);
+    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, xn, d);
     int64_t r0, r1;
     while (rows.next(r0, r1)) {
       ops::matmul_rows(gate_.data(), f, xn, d, T, w.gate, r0, r1, false);
       ops::matmul_rows(up_.data(), f, xn, d, T, w.up, r0, r1, false);
-      if (flora && adapter_->repeat_add[gi]) repeat_add(gate_.data(), f, T, thread_z(t, 0), r0, r1);
-      if (flora && adapter_->repeat_add[ui]) repeat_add(up_.data(), f, T, thread_z(t, 1), r0, r1);
-      if (lora) continue;  // the LoRA deltas come first
-      for (int64_t i = 0; i < T; ++i)
-        for (int64_t r = r0; r < r1; ++r) gate_[i * f + r] = silu(gate_[i * f + r]) * up_[i * f + r];
+      for (AdapterStrategy* s : active_)
+        for (int j = 0; j < 2; ++j) s->epilogue(t, layer, site, j, outs[j], r0, r1);
+      if (!plan.defers) swiglu(r0, r1);
     }
-    int64_t j0, j1;
-    while (a_rows.next(j0, j1)) {
-      const int mi = j0 == 0 ? gi : ui;
-      if (!adapter_->forward[mi]) continue;
-      float* z = lora_z_.data() + mi * z_stride_;
-      ops::matmul_rows(z, adapter_->rank, xn, d, T, a->A[mi], 0, adapter_->rank, false);
-      for (size_t i = 0; i < z_stride_; ++i) z[i] *= adapter_->scale;
-    }
+    run_items(t, layer, site, plan, items, xn, d);
+    for (AdapterStrategy* s : active_) s->after_chunks(t, layer, site);
   });
-  if (!lora) return;
-  if (mode == AdapterMode::LoRAUnfused) {
-    if (adapter_->forward[gi]) lora_unfused(*a, Target::Gate, xn_.data(), d, T, gate_.data(), f);
-    if (adapter_->forward[ui]) lora_unfused(*a, Target::Up, xn_.data(), d, T, up_.data(), f);
-  }
-  WorkChunks rows2(f, row_chunk(T));
-  pool_.run([&](int, int) {  // (partially fused: B products and adds,) then SwiGLU
+  if (!plan.defers) return;
+  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, xn_.data(), d, outs);
+  WorkChunks rows2(f, product_row_chunk(T));
+  pool_.run([&](int t, int) {  // (partially fused LoRA: the B products and adds,) then SwiGLU
     int64_t r0, r1;
     while (rows2.next(r0, r1)) {
-      if (mode == AdapterMode::LoRAPartiallyFused) {
-        if (adapter_->forward[gi])
-          ops::matmul_rows(gate_.data(), f, lora_z_.data() + gi * z_stride_, adapter_->rank, T, a->B[gi], r0, r1, true);
-        if (adapter_->forward[ui])
-          ops::matmul_rows(up_.data(), f, lora_z_.data() + ui * z_stride_, adapter_->rank, T, a->B[ui], r0, r1, true);
-      }
-      for (int64_t i = 0; i < T; ++i)
-        for (int64_t r = r0; r < r1; ++r) gate_[i * f + r] = silu(gate_[i * f + r]) * up_[i * f + r];
+      if (plan.follow_up)
+        for (AdapterStrategy* s : active_)
+          for (int j = 0; j < 2; ++j) s->late_epilogue(t, layer, site, j, outs[j], r0, r1);
+      swiglu(r0, r1);
     }
   });
 }
@@ -435,6 +319,39 @@ const float* Forward::forward(const int32_t* tokens, int64_t T, bool all_logits)
 const float* Forward::forward_batch(const std::vector<Chunk>& chunks, bool all_logits) {
   if (chunks.empty()) fail("forward_batch: no chunks given");
   return run(chunks, all_logits);
+}
+
+// Groups the rows of the call by adapter: consecutive chunks with the same
+// adapter and scale form one run, and each distinct adapter gets a strategy
+// of its mode (taken from the pool, so its buffers are reused) over its runs.
+void Forward::plan_adapters(const std::vector<Chunk>& chunks) {
+  std::vector<const AdapterExec*> execs;
+  std::vector<std::vector<AdapterRows>> runs;
+  int64_t row = 0;
+  for (const Chunk& c : chunks) {
+    const AdapterExec* a = c.adapter ? *c.adapter : adapter_;
+    if (a) {
+      const float scale = c.scale.value_or(a->scale);
+      const size_t k = static_cast<size_t>(std::find(execs.begin(), execs.end(), a) - execs.begin());
+      if (k == execs.size()) execs.push_back(a), runs.emplace_back();
+      std::vector<AdapterRows>& r = runs[k];
+      if (!r.empty() && r.back().row0 + r.back().n == row && r.back().scale == scale)
+        r.back().n += c.n;
+      else
+        r.push_back({row, c.n, scale});
+    }
+    row += c.n;
+  }
+  active_.clear();
+  std::array<size_t, 3> used{};
+  for (size_t k = 0; k < execs.size(); ++k) {
+    const size_t mode = static_cast<size_t>(execs[k]->mode);
+    auto& pool = strategy_pool_.at(mode);
+    if (used[mode] == pool.size()) pool.push_back(make_adapter_strategy(execs[k]->mode));
+    AdapterStrategy* s = pool[used[mode]++].get();
+    s->begin(*execs[k], std::move(runs[k]), pool_.size());
+    active_.push_back(s);
+  }
 }
 
 const float* Forward::run(const std::vector<Chunk>& chunks, bool all_logits) {
@@ -454,6 +371,11 @@ const float* Forward::run(const std::vector<Chunk>& chunks, bool all_logits) {
     for (int64_t i = 0; i < c.n; ++i)
       if (c.tokens[i] < 0 || c.tokens[i] >= V)
         fail("token id {} at position {} is outside the vocabulary [0, {})", c.tokens[i], p0 + i, V);
+    const AdapterExec* a = c.adapter ? *c.adapter : adapter_;
+    if (a && (static_cast<int64_t>(a->layers.size()) != cfg_.num_hidden_layers || a->rank <= 0))
+      fail("forward: slot {}: the adapter has {} layers of rank {}, expected {} layers (the model's) of rank > 0",
+           c.slot, a->layers.size(), a->rank, cfg_.num_hidden_layers);
+    if (c.scale && !std::isfinite(*c.scale)) fail("forward: slot {}: adapter scale {} is not finite", c.slot, *c.scale);
     T += c.n;
   }
   const uint64_t sync0 = pool_.sync_points();
@@ -498,16 +420,15 @@ const float* Forward::run(const std::vector<Chunk>& chunks, bool all_logits) {
       rope_cos_[i * half + j] = static_cast<float>(std::cos(angle));
       rope_sin_[i * half + j] = static_cast<float>(std::sin(angle));
     }
-  // The first layer's attention sum has no carried z.
-  if (adapter_) std::fill(carry_.begin(), carry_.begin() + static_cast<int64_t>(z_stride_), 0.0f);
+  plan_adapters(chunks);
 
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     const LayerWeights& w = layers_[l];
     attention_entry(l, T);
     attention(l);
-    exit_product(l, Target::O, w.o, att_.data(), cfg_.q_dim(), T);
+    exit_product(l, kAttentionExit, w.o, att_.data(), cfg_.q_dim(), T);
     ffn_entry(l, T);
-    exit_product(l, Target::Down, w.down, gate_.data(), f, T);
+    exit_product(l, kFfnExit, w.down, gate_.data(), f, T);
   }
 
   // Final norm and LM head, for the rows asked for (each segment's last, or all).

@@ -20,19 +20,24 @@
 //   5. down product, residual add in its epilogue
 // plus one for the final norm and LM head.
 //
-// Adapters (model/adapter_exec.h) ride in these regions. FLoRA: every thread
-// computes the sub-block's low-rank z = sum A_m u itself (r rows, a few percent
-// of its share of the base rows) so that repeat-and-add can run in the base
-// product's epilogue; the exit product reads [c; phi(z)] in the same region.
-// No synchronisation point is added. LoRA as PEFT runs it adds two regions per
-// adapted projection (A product, then B product with the scaled add) and
-// partially fused LoRA one per product group (the A rows ride in the base
-// product, the B product and add follow).
+// Adapters: every chunk of a call names its adapter (or none) and its scale,
+// so one call can run rows of several adapters, of any mode, beside rows of
+// the base model. Each adapter of a call executes through its mode's strategy
+// (model/adapter_strategy.h) on its own rows only, at the four sites of a
+// layer (the two entry products and the two exit products). FLoRA adds no
+// synchronisation point, whatever the mix; LoRA as PEFT runs it adds two
+// regions per adapted projection, partially fused LoRA one per site. A merged
+// LoRA is a weight transform: the Forward's `layers`.
 #pragma once
+#include <array>
 #include <cstdint>
+#include <memory>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "model/adapter_exec.h"
+#include "model/adapter_strategy.h"
 #include "model/weights.h"
 #include "util/threads.h"
 
@@ -56,7 +61,8 @@ class KVCache {
 class Forward {
  public:
   // context: the most positions a sequence will hold (prompt + generated).
-  // adapter: optional, not owned, must outlive the Forward. layers: optional
+  // adapter: the adapter of chunks that name none (forward() included);
+  // optional, not owned, must outlive the calls that run it. layers: optional
   // replacement of the model's layer weights (a merged LoRA), not owned.
   // slots: KV caches of that many independent sequences, `context` positions each.
   Forward(const LlamaModel& model, ThreadPool& pool, int64_t context, const AdapterExec* adapter = nullptr,
@@ -67,11 +73,20 @@ class Forward {
   const float* forward(const int32_t* tokens, int64_t T, bool all_logits);
 
   // One sequence's share of a batched call: n new tokens of KV-cache slot
-  // `slot`, at the positions after those cached there.
+  // `slot`, at the positions after those cached there, run with `adapter`:
+  // unset = the Forward's own (its constructor's, possibly none), nullptr =
+  // the base model, else any adapter made for this model (not owned; it must
+  // outlive the call). scale: unset = the adapter's own s.
   struct Chunk {
+    Chunk() = default;
+    Chunk(int slot, const int32_t* tokens, int64_t n, std::optional<const AdapterExec*> adapter = std::nullopt,
+          std::optional<float> scale = std::nullopt)
+        : slot(slot), tokens(tokens), n(n), adapter(adapter), scale(scale) {}
     int slot = 0;
     const int32_t* tokens = nullptr;
     int64_t n = 0;
+    std::optional<const AdapterExec*> adapter;
+    std::optional<float> scale;
   };
   // Runs the chunks (distinct slots) as one pass over the weights and returns
   // the logits of each chunk's last token, (chunks, V) in the order given, or
@@ -116,17 +131,19 @@ class Forward {
   // A block of queries of a longer segment (prefill): S = Q K^T as one product.
   void attention_block(int64_t layer, const Segment& s, const AttentionItem& item, float* S);
   void ffn_entry(int64_t layer, int64_t T);
-  // Exit product x += W u (+ adapter) for o (u = att) or down (u = h).
-  void exit_product(int64_t layer, Target m, const MatrixRef& w, const float* u, int64_t ld_u, int64_t T);
-  // FLoRA: z_m = A_m u for the sub-block's entry targets into this thread's
-  // buffer; thread 0 also forms phi(z) of the sum (with the carried z).
-  void flora_entry_z(int t, const AdapterExec::Layer& a, std::initializer_list<Target> targets, const float* u,
-                     int64_t ld_u, int64_t T);
-  void repeat_add(float* y, int64_t ldy, int64_t T, const float* z, int64_t row0, int64_t row1) const;
-  // LoRA: y[:, col..] += s B_m (A_m u) as two parallel regions (PEFT's way).
-  void lora_unfused(const AdapterExec::Layer& a, Target m, const float* u, int64_t ld_u, int64_t T, float* y,
-                    int64_t ldy);
-  float* thread_z(int t, int slot) { return z_entry_.data() + (static_cast<size_t>(t) * 3 + slot) * z_stride_; }
+  // Exit product x += W u (+ adapters) for o (u = att) or down (u = h).
+  void exit_product(int64_t layer, const Site& site, const MatrixRef& w, const float* u, int64_t ld_u, int64_t T);
+  // The adapters of the call: a strategy per distinct adapter, over its runs of rows.
+  void plan_adapters(const std::vector<Chunk>& chunks);
+  // The strategies' own work items of a site's product region, and whether
+  // the site's outputs wait for (defers) or have work in (follow) a follow-up region.
+  struct SitePlan {
+    std::vector<std::pair<AdapterStrategy*, int64_t>> items;
+    bool defers = false, follow_up = false;
+  };
+  SitePlan plan_site(const Site& site) const;
+  void run_items(int t, int64_t layer, const Site& site, const SitePlan& plan, WorkChunks& items, const float* u,
+                 int64_t ld_u);
 
   const LlamaModel& model_;
   const LlamaConfig& cfg_;
@@ -153,16 +170,12 @@ class Forward {
   std::vector<AttentionItem> attention_items_;
   std::vector<int64_t> out_rows_;  // (n_out)
   std::vector<char> slot_used_;    // (slots) scratch of the distinct-slot check
-  const AdapterExec* adapter_ = nullptr;
+  const AdapterExec* adapter_ = nullptr;  // of chunks that name none
   const std::vector<LayerWeights>& layers_;
-  // Adapter state, r = adapter rank (all (T, r) row-major):
-  size_t z_stride_ = 0;         // T * r
-  std::vector<float> z_entry_;  // (threads, 3, T, r) each thread's z_m of the entry targets (FLoRA)
-  std::vector<float> z_exit_;   // (threads, T, r) each thread's A_exit u (FLoRA)
-  std::vector<float> phi_z_;    // (T, r) phi(z) of the sub-block (FLoRA, written by thread 0)
-  std::vector<float> phi_z_s_;  // (T, r) s * phi(z)
-  std::vector<float> carry_;    // (T, r) z carried to the next sub-block (FLoRA, thread 0 only)
-  std::vector<float> lora_z_;   // (kTargets, T, r) s * A_m u (LoRA modes)
+  // Strategies kept across calls for their buffers: the k-th distinct adapter
+  // of a mode in a call runs on strategy_pool_[mode][k]. active_: this call's.
+  std::array<std::vector<std::unique_ptr<AdapterStrategy>>, 3> strategy_pool_;
+  std::vector<AdapterStrategy*> active_;
   uint64_t last_sync_points_ = 0;
 };
 
