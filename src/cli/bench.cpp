@@ -110,7 +110,6 @@ void add_bench(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("bench",
                                  "Measure prompt processing and generation speed (medians of interleaved repetitions)");
   auto o = std::make_shared<Options>();
-  o->threads = default_thread_count();
   cmd->add_option("-m,--model", o->model, "Model directory")->required();
   cmd->add_option("-p,--n-prompt", o->bench.n_prompt, "Prompt tokens of the pp test (0: skip)")
       ->check(token_count_check())
@@ -121,7 +120,7 @@ void add_bench(CLI::App& app, Action& action) {
   cmd->add_option("-r,--repetitions", o->bench.repetitions, "Repetitions; every figure is their median")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  cmd->add_option("-t,--threads", o->threads, "Threads")->check(CLI::Range(1, 1024))->capture_default_str();
+  add_threads_option(cmd, o->threads);
   cmd->add_flag("--json", o->json, "Print the results as JSON (one object per test) instead of a table");
   add_model_load_options(cmd, o->load);
   cmd->add_option("--variants", o->variants,

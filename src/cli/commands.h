@@ -37,6 +37,8 @@ void add_model_load_options(CLI::App* cmd, ModelLoadOptions& options);
 // LlamaModel::load, then the report of non-finite weights (if allowed and any)
 // printed once on stderr.
 std::unique_ptr<LlamaModel> load_model(const std::string& dir, const ModelLoadOptions& options);
+// -t,--threads N in [1, 1024], by default the machine's cores.
+void add_threads_option(CLI::App* cmd, int& threads);
 // --adapter DIR and --lora-variant lora|pf-lora|lora-merged.
 void add_adapter_options(CLI::App* cmd, std::string& adapter_dir, std::string& lora_variant);
 

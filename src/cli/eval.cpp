@@ -133,7 +133,6 @@ void add_eval(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand(
       "eval", "Evaluate a model on a data set: multiple choice, math, summaries (ROUGE) or perplexity");
   auto o = std::make_shared<EvalOptions>();
-  o->threads = default_thread_count();
   cmd->add_option("-m,--model", o->model, "Model directory (config.json, safetensors, tokenizer.json)")->required();
   add_adapter_options(cmd, o->adapter, o->lora_variant);
   cmd->add_option("--task", o->task, "Task kind")->check(CLI::IsMember({"mcq", "math", "rouge", "ppl"}));
@@ -170,9 +169,7 @@ void add_eval(CLI::App& app, Action& action) {
   cmd->add_option("--ppl-stride", o->settings.ppl_stride, "ppl: tokens between window starts (default window / 2)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--skip-bad", o->skip_bad, "Skip (and count) malformed records instead of failing");
-  cmd->add_option("-t,--threads", o->threads, "Threads (default: the machine's cores)")
-      ->check(CLI::Range(1, 1024))
-      ->capture_default_str();
+  add_threads_option(cmd, o->threads);
   add_model_load_options(cmd, o->load);
   cmd->add_option("--bench-batch", o->bench_batch,
                   "Instead of evaluating: measure batched generation at these batch sizes, e.g. 1,4,16 (random "

@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "model/weights.h"
 #include "util/error.h"
+#include "util/threads.h"
 
 namespace flora::cli {
 
@@ -68,6 +69,13 @@ std::unique_ptr<LlamaModel> load_model(const std::string& dir, const ModelLoadOp
   auto model = LlamaModel::load(dir, options);
   if (!model->nonfinite_report().empty()) std::fprintf(stderr, "flora: warning: %s\n", model->nonfinite_report().c_str());
   return model;
+}
+
+void add_threads_option(CLI::App* cmd, int& threads) {
+  threads = default_thread_count();
+  cmd->add_option("-t,--threads", threads, "Threads (default: the machine's cores)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
 }
 
 void add_adapter_options(CLI::App* cmd, std::string& adapter_dir, std::string& lora_variant) {

@@ -26,13 +26,6 @@ void print(const std::string& text) {
   std::fflush(stdout);
 }
 
-void add_threads_option(CLI::App* cmd, int& threads) {
-  threads = default_thread_count();
-  cmd->add_option("-t,--threads", threads, "Threads (default: the machine's cores)")
-      ->check(CLI::Range(1, 1024))
-      ->capture_default_str();
-}
-
 std::string read_prompt(const std::string& prompt, const std::string& prompt_file) {
   if (!prompt_file.empty()) return read_file(prompt_file);
   return prompt;
