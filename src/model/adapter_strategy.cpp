@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "ops/backward.h"
 #include "ops/ops.h"
 #include "util/error.h"
 
@@ -24,17 +25,10 @@ bool any_forward(const AdapterExec& e, const Site& site) {
   return false;
 }
 
-// y[t, i] += s * z[t, i mod r] for t < n, rows [row0, row1): repeat-and-add.
+// Repeat-and-add of n rows over output rows [row0, row1): y[t, i] += s z[t, i mod r].
 // y: (n, *) row stride ldy; z: (n, r).
 void repeat_add(float* y, int64_t ldy, int64_t n, const float* z, int64_t r, float s, int64_t row0, int64_t row1) {
-  for (int64_t t = 0; t < n; ++t) {
-    const float* zt = z + t * r;
-    float* yt = y + t * ldy;
-    for (int64_t i = row0, j = row0 % r; i < row1; ++i) {  // j = i mod r, without a division per row
-      yt[i] += s * zt[j];
-      if (++j == r) j = 0;
-    }
-  }
+  for (int64_t t = 0; t < n; ++t) ops::tile_add_range(y + t * ldy, z + t * r, row0, row1, r, s);
 }
 
 // FLoRA, fused (ADAPTERS.md): per sub-block, z = sum over the entry targets of

@@ -213,4 +213,12 @@ std::vector<double> rope_inverse_frequencies(const LlamaConfig& c) {
   return inv;
 }
 
+void rope_angles(const std::vector<double>& inv_freq, int64_t position, float* cos, float* sin) {
+  for (size_t j = 0; j < inv_freq.size(); ++j) {
+    const double angle = static_cast<double>(position) * inv_freq[j];
+    cos[j] = static_cast<float>(std::cos(angle));
+    sin[j] = static_cast<float>(std::sin(angle));
+  }
+}
+
 }  // namespace flora

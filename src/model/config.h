@@ -47,5 +47,9 @@ struct LlamaConfig {
 
 // RoPE inverse frequencies (head_dim / 2), with llama3 scaling applied.
 std::vector<double> rope_inverse_frequencies(const LlamaConfig& config);
+// cos and sin (head_dim / 2 each) of the RoPE angles of one position. The
+// angle pos * inv_freq is formed in double: it reaches 1e5 radians at long
+// contexts, where f32 would lose the phase.
+void rope_angles(const std::vector<double>& inv_freq, int64_t position, float* cos, float* sin);
 
 }  // namespace flora

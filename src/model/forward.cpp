@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/backward.h"
 #include "util/error.h"
 
 namespace flora {
@@ -67,18 +68,9 @@ void Forward::ensure_buffers(int64_t T, int64_t n_out) {
 void Forward::rope_and_cache(int64_t layer, int64_t h, int64_t T) {
   const int64_t hd = cfg_.head_dim, half = hd / 2, ld = cfg_.q_dim() + 2 * cfg_.kv_dim();
   const int64_t nq = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads;
-  if (h < nq + nkv) {  // RoPE (rotate-half pairs (j, j + hd/2)) on q and k heads
-    for (int64_t i = 0; i < T; ++i) {
-      float* v = qkv_.data() + i * ld + h * hd;
-      const float* cos = rope_cos_.data() + i * half;
-      const float* sin = rope_sin_.data() + i * half;
-      for (int64_t j = 0; j < half; ++j) {
-        const float a = v[j], b = v[j + half];
-        v[j] = a * cos[j] - b * sin[j];
-        v[j + half] = b * cos[j] + a * sin[j];
-      }
-    }
-  }
+  if (h < nq + nkv)  // RoPE on q and k heads
+    for (int64_t i = 0; i < T; ++i)
+      ops::rope_forward(qkv_.data() + i * ld + h * hd, rope_cos_.data() + i * half, rope_sin_.data() + i * half, hd);
   if (h >= nq) {  // k and v heads go to the cache
     const bool is_k = h < nq + nkv;
     const int64_t kv_head = is_k ? h - nq : h - nq - nkv;
@@ -275,9 +267,9 @@ void Forward::ffn_entry(int64_t layer, int64_t T) {
   const Site& site = kFfnEntry;
   const int64_t d = cfg_.hidden_size, f = cfg_.intermediate_size;
   const SiteOutput outs[2] = {{gate_.data(), f}, {up_.data(), f}};
-  auto swiglu = [&](int64_t r0, int64_t r1) {
+  auto swiglu = [&](int64_t r0, int64_t r1) {  // in place: h overwrites gate
     for (int64_t i = 0; i < T; ++i)
-      for (int64_t r = r0; r < r1; ++r) gate_[i * f + r] = silu(gate_[i * f + r]) * up_[i * f + r];
+      ops::swiglu_forward(gate_.data() + i * f + r0, gate_.data() + i * f + r0, up_.data() + i * f + r0, r1 - r0);
   };
   const SitePlan plan = plan_site(site);
   WorkChunks rows(f, product_row_chunk(T)), items(static_cast<int64_t>(plan.items.size()), 1);
@@ -410,16 +402,10 @@ const float* Forward::run(const std::vector<Chunk>& chunks, bool all_logits) {
   row = 0;
   for (const Chunk& c : chunks)
     for (int64_t i = 0; i < c.n; ++i) embedding_row(model_.embed(), c.tokens[i], x_.data() + row++ * d);
-  // RoPE angles of each row's position, in double: pos * inv_freq reaches 1e5
-  // radians at long contexts, where f32 would lose the phase.
   rope_cos_.resize(T * half);
   rope_sin_.resize(T * half);
   for (int64_t i = 0; i < T; ++i)
-    for (int64_t j = 0; j < half; ++j) {
-      const double angle = static_cast<double>(row_pos_[i]) * inv_freq_[j];
-      rope_cos_[i * half + j] = static_cast<float>(std::cos(angle));
-      rope_sin_[i * half + j] = static_cast<float>(std::sin(angle));
-    }
+    rope_angles(inv_freq_, row_pos_[i], rope_cos_.data() + i * half, rope_sin_.data() + i * half);
   plan_adapters(chunks);
 
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {

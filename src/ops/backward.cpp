@@ -197,11 +197,13 @@ double cross_entropy_forward(const float* logits, int64_t V, int32_t target) {
   return double(mx) + std::log(sum) - double(logits[target]);
 }
 
-void tile_add(float* y, const float* z, int64_t n, int64_t r, float s) {
+void tile_add(float* y, const float* z, int64_t n, int64_t r, float s) { tile_add_range(y, z, 0, n, r, s); }
+
+void tile_add_range(float* y, const float* z, int64_t i0, int64_t i1, int64_t r, float s) {
   FLORA_ASSERT(r > 0);
-  for (int64_t i0 = 0; i0 < n; i0 += r) {
-    const int64_t m = std::min(r, n - i0);
-    for (int64_t j = 0; j < m; ++j) y[i0 + j] += s * z[j];
+  for (int64_t i = i0, j = i0 % r; i < i1; ++i) {  // j = i mod r, without a division per element
+    y[i] += s * z[j];
+    if (++j == r) j = 0;
   }
 }
 

@@ -61,6 +61,8 @@ double cross_entropy_forward(const float* logits, int64_t V, int32_t target);
 
 // Repeat-and-add: y[i] += s * z[i mod r] for i < n.  y: (n), z: (r)
 void tile_add(float* y, const float* z, int64_t n, int64_t r, float s);
+// The same over elements [i0, i1) of y only (an output chunk of a product).
+void tile_add_range(float* y, const float* z, int64_t i0, int64_t i1, int64_t r, float s);
 // Its transpose: dz[j] += s * sum over i < n with i mod r == j of dy[i].  dz: (r), dy: (n)
 void fold_add(float* dz, const float* dy, int64_t n, int64_t r, float s);
 
