@@ -6,12 +6,15 @@
 # as the anchor. Variants and the anchor alternate, twice, so that drift of
 # this shared machine hits all of them alike. Results: docs/benchmarks.md.
 # Usage: bench/train_speed.sh [OUT] (needs scripts/setup.sh --torch for the anchor)
+# Environment: FLORA (binary, default ./build/flora), STEPS (per run, default 4),
+# ROUNDS (default 2), VARIANTS (default "lora ffba ffba-aorb"), ANCHOR=0 skips PyTorch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flora=${FLORA:-./build/flora}
 out=${1:-out/train-speed}
 model=models/llama-3.2-1b
 steps=${STEPS:-4}
+variants=${VARIANTS:-lora ffba ffba-aorb}
 mkdir -p "$out"
 [[ -f $model/model.safetensors ]] || "$flora" init-model --preset llama-3.2-1b --out "$model"
 # One record of 512 random token ids, every position in the loss.
@@ -21,7 +24,7 @@ random.seed(0)
 ids = [128000] + [random.randrange(1000, 120000) for _ in range(511)]
 print(json.dumps({'input_ids': ids}))" >"$out/seq512.jsonl"
 for round in $(seq 1 "${ROUNDS:-2}"); do
-  for v in lora ffba ffba-aorb; do
+  for v in $variants; do
     "$flora" train -m "$model" --data "$out/seq512.jsonl" --variant "$v" --rank 32 --steps "$steps" --batch 1 \
       --seq-len 512 --lr 1e-4 -t 2 -q --out "$out/$v-$round" 2>&1 | tail -n 1
   done
@@ -32,7 +35,7 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
   fi
 done
 # Median tokens/s over the steps after the first of each run (the first touches cold memory).
-for v in lora ffba ffba-aorb; do
+for v in $variants; do
   for round in $(seq 1 "${ROUNDS:-2}"); do
     python3 -c "
 import json, statistics, sys

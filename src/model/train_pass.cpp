@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "ops/backward.h"
+#include "ops/ops.h"
 #include "util/error.h"
 #include "util/random.h"
 
@@ -14,34 +14,15 @@ namespace {
 
 // Output rows per chunk of a product: a multiple of the 4-row register block.
 constexpr int64_t kRowChunk = 64;
+// Output columns per chunk of a transposed product: a multiple of every
+// vector width times matmul_cols' column vectors per register block. Each
+// chunk reads all of x, so chunks are twice that where there are enough for
+// every thread (the LM head's input gradient, x (64, 128256), ran 1.4x faster
+// at 128 columns than at 64).
+constexpr int64_t kColChunk = 64;
 // Rows of the LM head's logits computed at once: (kHeadRows, V) floats, 33 MB
 // at Llama 3's vocabulary, instead of the whole (N, V).
 constexpr int64_t kHeadRows = 64;
-
-// A matrix transposed once and kept: W^T (cols, rows) in W's dtype.
-struct Transposed {
-  std::vector<uint8_t> bytes;
-  MatrixRef ref;
-};
-
-void transpose_into(Transposed& out, const MatrixRef& w, ThreadPool& pool) {
-  const size_t es = dtype_size(w.dtype);
-  out.bytes.resize(static_cast<size_t>(w.rows * w.cols) * es);
-  const uint8_t* src = static_cast<const uint8_t*>(w.data);
-  uint8_t* dst = out.bytes.data();
-  const int64_t rows = w.rows, cols = w.cols, ld = w.row_stride();
-  // Blocks of 64 x 64 so that both sides stay in cache.
-  WorkChunks col_blocks((cols + 63) / 64, 1);
-  pool.run([&](int, int) {
-    int64_t b0, b1;
-    while (col_blocks.next(b0, b1))
-      for (int64_t r0 = 0; r0 < rows; r0 += 64)
-        for (int64_t c = b0 * 64; c < std::min(cols, b1 * 64); ++c)
-          for (int64_t r = r0; r < std::min(rows, r0 + 64); ++r)
-            std::memcpy(dst + (c * rows + r) * es, src + (r * ld + c) * es, es);
-  });
-  out.ref = MatrixRef{out.bytes.data(), w.dtype, cols, rows, 0};
-}
 
 // A float buffer that keeps its memory across runs and never initialises
 // what it hands out: batches change shape every step, and a std::vector would
@@ -137,18 +118,6 @@ struct TrainPass::State {
   bool flora = false;
   const AdapterConfig* ac = nullptr;
 
-  // W^T of every layer matrix and of the LM head, for input gradients.
-  struct LayerT {
-    Transposed q, k, v, o, gate, up, down;
-  };
-  std::vector<LayerT> wt;
-  Transposed lm_head_t;
-  // Adapter matrices transposed at the start of each run (they change every step).
-  struct AdapterT {
-    std::array<std::vector<float>, kTargets> A, B, C;  // A^T (in, r), B^T (r, out), C^T (r, r)
-  };
-  std::vector<AdapterT> at;
-
   std::vector<LayerSaved> saved;
   Scratch x_final, rstd_f, xn_f;  // (N, d), (N), (N, d)
   std::vector<int32_t> tokens, targets;      // (N)
@@ -183,23 +152,6 @@ struct TrainPass::State {
     }
     FLORA_ASSERT(static_cast<int64_t>(w.layers.size()) == c.num_hidden_layers);
     saved.resize(c.num_hidden_layers);
-    wt.resize(c.num_hidden_layers);
-    at.resize(c.num_hidden_layers);
-    refresh();
-  }
-
-  void refresh() {
-    for (size_t l = 0; l < wt.size(); ++l) {
-      const TrainLayer& L = w.layers[l];
-      transpose_into(wt[l].q, L.q, pool);
-      transpose_into(wt[l].k, L.k, pool);
-      transpose_into(wt[l].v, L.v, pool);
-      transpose_into(wt[l].o, L.o, pool);
-      transpose_into(wt[l].gate, L.gate, pool);
-      transpose_into(wt[l].up, L.up, pool);
-      transpose_into(wt[l].down, L.down, pool);
-    }
-    transpose_into(lm_head_t, w.lm_head, pool);
   }
 
   // ---- parallel building blocks -------------------------------------------
@@ -210,6 +162,19 @@ struct TrainPass::State {
     pool.run([&](int, int) {
       int64_t r0, r1;
       while (rows.next(r0, r1)) ops::matmul_rows(y, ldy, x, ldx, n, W, r0, r1, accumulate);
+    });
+  }
+
+  // y (n, W.cols) (=|+=) x (n, W.rows) W, one parallel region over W's columns:
+  // the input gradient dx = dy W of a product y = x W^T, read from W itself
+  // (the model's one copy, or the adapter's current values). Each element is
+  // one chain over W's rows (ops::matmul_cols), so the chunking changes no bit.
+  void product_t(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t n, const MatrixRef& W, bool accumulate) {
+    const bool wide = W.cols >= 2 * (2 * kColChunk) * pool.size();  // two wide chunks per thread
+    WorkChunks cols(W.cols, wide ? 2 * kColChunk : kColChunk);
+    pool.run([&](int, int) {
+      int64_t c0, c1;
+      while (cols.next(c0, c1)) ops::matmul_cols(y, ldy, x, ldx, n, W, c0, c1, accumulate);
     });
   }
 
@@ -283,21 +248,6 @@ struct TrainPass::State {
   AdapterMatrix& gA(int64_t l, Target m) { return adapter_grads->layers[l].A[index(m)]; }
   AdapterMatrix& gB(int64_t l, Target m) { return adapter_grads->layers[l].B[index(m)]; }
   AdapterMatrix& gC(int64_t l, Target m) { return adapter_grads->layers[l].C[index(m)]; }
-
-  void transpose_adapter() {
-    if (!adapter) return;
-    auto tr = [](std::vector<float>& out, const AdapterMatrix& m) {
-      if (m.empty()) return;
-      out.resize(m.data.size());
-      ops::transpose(out.data(), m.data.data(), m.rows, m.cols, m.cols);
-    };
-    for (size_t l = 0; l < at.size(); ++l)
-      for (Target m : kAllTargets) {
-        tr(at[l].A[index(m)], adapter->layers[l].A[index(m)]);
-        tr(at[l].B[index(m)], adapter->layers[l].B[index(m)]);
-        tr(at[l].C[index(m)], adapter->layers[l].C[index(m)]);
-      }
-  }
 
   // y (N, out) row stride ldy += s * tile(z) (N, r), in parallel over rows.
   void tile_rows(float* y, int64_t ldy, int64_t n_out, const float* z) {
@@ -382,25 +332,24 @@ struct TrainPass::State {
     if (!adapter) return;
     LayerSaved& S = saved[l];
     const int mi = index(m);
-    const AdapterT& T_ = at[l];
     dz.assign(static_cast<size_t>(N * r), 0.0f);
     bool have_dz = false;
     if (!flora) {
       if (!ac->forward[mi]) return;
       // y += s B z: dz = s dy B, dB += s dy^T z
-      product(dz.data(), r, dy, d, N, f32_ref(T_.B[mi].data(), r, d), false);
+      product_t(dz.data(), r, dy, d, N, Bm(l, m).ref(), false);
       for (float& v : dz) v *= s;
       weight_grad(gB(l, m).data.data(), dy, d, d, S.z[mi].data(), r, r, N, s);
       have_dz = true;
     } else {
       if (ac->backward[mi]) {  // y += s B p
         tmp_r.resize(static_cast<size_t>(N * r));
-        product(tmp_r.data(), r, dy, d, N, f32_ref(T_.B[mi].data(), r, d), false);
+        product_t(tmp_r.data(), r, dy, d, N, Bm(l, m).ref(), false);
         for (int64_t i = 0; i < N * r; ++i) dp[sb][i] += s * tmp_r[i];
         weight_grad(gB(l, m).data.data(), dy, d, d, S.p[sb].data(), r, r, N, s);
       }
       if (ac->carry[mi]) {  // carry = ze + C p
-        product(dp[sb].data(), r, dcarry.data(), r, N, f32_ref(T_.C[mi].data(), r, r), true);
+        product_t(dp[sb].data(), r, dcarry.data(), r, N, C(l, m).ref(), true);
         weight_grad(gC(l, m).data.data(), dcarry.data(), r, r, S.p[sb].data(), r, r, N, 1.0f);
         std::copy(dcarry.begin(), dcarry.begin() + N * r, dz.begin());
         have_dz = true;
@@ -414,7 +363,7 @@ struct TrainPass::State {
     // ze = A drop(c): dA += dz^T drop(c), dc += mask(dz A)
     weight_grad(gA(l, m).data.data(), dz.data(), r, r, dropped(c, n_in, l, m), n_in, n_in, N, 1.0f);
     tmp_in.resize(static_cast<size_t>(N * n_in));
-    product(tmp_in.data(), n_in, dz.data(), r, N, f32_ref(T_.A[mi].data(), n_in, r), false);
+    product_t(tmp_in.data(), n_in, dz.data(), r, N, A(l, m).ref(), false);
     add_masked(dc, tmp_in.data(), n_in, l, m);
   }
 
@@ -425,7 +374,6 @@ struct TrainPass::State {
                       std::initializer_list<const float*> dys, int64_t ldy, float* du) {
     if (!adapter) return;
     LayerSaved& S = saved[l];
-    const AdapterT& T_ = at[l];
     dz.resize(static_cast<size_t>(N * r));
     Scratch& dzsum = dzsum_;
     if (flora) {
@@ -441,7 +389,7 @@ struct TrainPass::State {
       if (!ac->forward[mi]) continue;
       const int64_t n_out = target_out(cfg, m);
       if (!flora) {  // y += s B z
-        product(dz.data(), r, dy, ldy, N, f32_ref(T_.B[mi].data(), r, n_out), false);
+        product_t(dz.data(), r, dy, ldy, N, Bm(l, m).ref(), false);
         for (float& v : dz) v *= s;
         weight_grad(gB(l, m).data.data(), dy, ldy, n_out, S.z[mi].data(), r, r, N, s);
       } else {
@@ -451,7 +399,7 @@ struct TrainPass::State {
       }
       weight_grad(gA(l, m).data.data(), dz.data(), r, r, dropped(u, d, l, m), d, d, N, 1.0f);
       tmp_in.resize(static_cast<size_t>(N * d));
-      product(tmp_in.data(), d, dz.data(), r, N, f32_ref(T_.A[mi].data(), d, r), false);
+      product_t(tmp_in.data(), d, dz.data(), r, N, A(l, m).ref(), false);
       add_masked(du, tmp_in.data(), d, l, m);
     }
   }
@@ -561,7 +509,6 @@ struct TrainPass::State {
   void backward_layer(int64_t l) {
     LayerSaved& S = saved[l];
     const TrainLayer& L = w.layers[l];
-    const LayerT& Wt = wt[l];
     const TrainLayerGrads* G = grads ? &grads->layers[l] : nullptr;
     if (flora) {
       dp[0].assign(static_cast<size_t>(N * r), 0.0f);
@@ -570,7 +517,7 @@ struct TrainPass::State {
 
     // FFN exit: x_out = x_mid + h Wd^T (+ adapter).
     dh.resize(static_cast<size_t>(N * f));
-    product(dh.data(), f, dx.data(), d, N, Wt.down.ref, false);
+    product_t(dh.data(), f, dx.data(), d, N, L.down, false);
     if (G && G->down) weight_grad(G->down, dx.data(), d, d, S.h.data(), f, f, N, 1.0f);
     exit_backward(l, 1, Target::Down, S.h.data(), f, dx.data(), dh.data());
     // h = silu(gate) * up
@@ -586,8 +533,8 @@ struct TrainPass::State {
     });
     // FFN entry: gate, up = xn2 Wg^T, xn2 Wu^T (+ adapters).
     dxn.resize(static_cast<size_t>(N * d));
-    product(dxn.data(), d, dgate.data(), f, N, Wt.gate.ref, false);
-    product(dxn.data(), d, dup.data(), f, N, Wt.up.ref, true);
+    product_t(dxn.data(), d, dgate.data(), f, N, L.gate, false);
+    product_t(dxn.data(), d, dup.data(), f, N, L.up, true);
     if (G && G->gate) weight_grad(G->gate, dgate.data(), f, f, S.xn2.data(), d, d, N, 1.0f);
     if (G && G->up) weight_grad(G->up, dup.data(), f, f, S.xn2.data(), d, d, N, 1.0f);
     entry_backward(l, 1, {Target::Gate, Target::Up}, S.xn2.data(), {dgate.data(), dup.data()}, f, dxn.data());
@@ -597,7 +544,7 @@ struct TrainPass::State {
 
     // Attention exit: x_mid = x + att Wo^T (+ adapter).
     datt.resize(static_cast<size_t>(N * qd));
-    product(datt.data(), qd, dx_mid.data(), d, N, Wt.o.ref, false);
+    product_t(datt.data(), qd, dx_mid.data(), d, N, L.o, false);
     if (G && G->o) weight_grad(G->o, dx_mid.data(), d, d, S.att.data(), qd, qd, N, 1.0f);
     exit_backward(l, 0, Target::O, S.att.data(), qd, dx_mid.data(), datt.data());
     // Attention, per (sequence, KV head) so that the query heads of a group add
@@ -624,9 +571,9 @@ struct TrainPass::State {
     const float* dq = dqkv.data();
     const float* dk = dq + qd;
     const float* dv = dk + kvd;
-    product(dxn.data(), d, dq, ld_qkv, N, Wt.q.ref, false);
-    product(dxn.data(), d, dk, ld_qkv, N, Wt.k.ref, true);
-    product(dxn.data(), d, dv, ld_qkv, N, Wt.v.ref, true);
+    product_t(dxn.data(), d, dq, ld_qkv, N, L.q, false);
+    product_t(dxn.data(), d, dk, ld_qkv, N, L.k, true);
+    product_t(dxn.data(), d, dv, ld_qkv, N, L.v, true);
     if (G && G->q) weight_grad(G->q, dq, ld_qkv, qd, S.xn1.data(), d, d, N, 1.0f);
     if (G && G->k) weight_grad(G->k, dk, ld_qkv, kvd, S.xn1.data(), d, d, N, 1.0f);
     if (G && G->v) weight_grad(G->v, dv, ld_qkv, kvd, S.xn1.data(), d, d, N, 1.0f);
@@ -673,7 +620,7 @@ struct TrainPass::State {
           }
       });
       if (!backward) continue;
-      product(dxc.data(), d, lg.data(), V, n, lm_head_t.ref, false);
+      product_t(dxc.data(), d, lg.data(), V, n, w.lm_head, false);
       for (int64_t i = 0; i < n; ++i)
         std::copy(dxc.begin() + i * d, dxc.begin() + (i + 1) * d, dxn.begin() + rows[c0 + i] * d);
       if (dE) weight_grad(dE, lg.data(), V, V, xc.data(), d, d, n, 1.0f);
@@ -719,7 +666,6 @@ struct TrainPass::State {
         rope_cos[p * half + j] = static_cast<float>(std::cos(angle));
         rope_sin[p * half + j] = static_cast<float>(std::sin(angle));
       }
-    transpose_adapter();
     carry.assign(static_cast<size_t>(N * std::max<int64_t>(r, 1)), 0.0f);
     x_final.resize(static_cast<size_t>(N * d));
     rstd_f.resize(static_cast<size_t>(N));
@@ -760,6 +706,5 @@ double TrainPass::run(const TrainBatch& batch, bool backward, float grad_scale) 
 void TrainPass::keep_logits(bool keep) { s_->keep_logits = keep; }
 const std::vector<float>& TrainPass::logits() const { return s_->logits; }
 const std::vector<double>& TrainPass::sequence_losses() const { return s_->seq_loss; }
-void TrainPass::refresh_weights() { s_->refresh(); }
 
 }  // namespace flora

@@ -66,9 +66,10 @@ class TrainPass {
   // config: the model's. grads: full fine-tuning's gradients (null: base
   // frozen). adapter, adapter_grads: the trained adapter and its gradients,
   // same shapes (null: no adapter). max_rows: the most rows (B T) a batch
-  // will have. Frozen matrices are transposed once here for the input
-  // gradients (dx = dy W reads W^T); refresh_weights() redoes it after the
-  // weights change (full fine-tuning). Everything given must outlive the pass.
+  // will have. Input gradients (dx = dy W) read the weights where they are
+  // (ops::matmul_cols), so the pass keeps no copy of them and sees the
+  // updates of full fine-tuning as they happen. Everything given must outlive
+  // the pass.
   TrainPass(const LlamaConfig& config, ThreadPool& pool, const TrainWeights& weights, const TrainGrads* grads,
             const Adapter* adapter, Adapter* adapter_grads, int64_t max_rows);
   ~TrainPass();
@@ -96,8 +97,6 @@ class TrainPass {
   // With keep_logits, run() also keeps the logits (N, V) of every row.
   void keep_logits(bool keep);
   const std::vector<float>& logits() const;
-
-  void refresh_weights();
 
  private:
   struct State;

@@ -2,9 +2,10 @@
 // forward that saves what its backward needs, and the backward, as llm.c
 // writes them. Each works on one thread over one slice (a row, a head of one
 // sequence); model/train_pass.cpp decides what runs in parallel. Products go
-// through ops::matmul_rows (ops.h), so the backward of y = x W^T is two more
-// products: dx += dy W (with W^T stored) and dW += dy^T x (with dy^T and x^T
-// stored), formed from the transposes below.
+// through the kernels of ops.h, so the backward of y = x W^T is two more
+// products: dx = dy W by ops::matmul_cols on W as stored (no copy of W^T), and
+// dW += dy^T x by ops::matmul_rows on dy^T and x^T, formed with transpose()
+// below.
 //
 // Conventions: arguments are outputs, inputs, sizes. Gradients of inputs and
 // parameters accumulate (+=) unless a comment says they are overwritten, so

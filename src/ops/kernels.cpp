@@ -1,6 +1,6 @@
 // SIMD kernels of ops.h, compiled once per Highway target and dispatched at run
-// time. Weights are read in their stored dtype and widened to f32 in registers;
-// accumulation is in f32.
+// time. Weights are read in their stored format (ops/formats.h) and widened to
+// f32 in registers; accumulation is in f32.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/kernels.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -11,8 +11,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
+#include "ops/formats.h"
 #include "ops/ops.h"
 #include "util/dtype.h"
 #include "util/error.h"
@@ -35,7 +37,8 @@ HWY_INLINE VF LoadWidened(DF df, const TW* HWY_RESTRICT p) {
   }
 }
 
-// Scalar widening for the K tail (fewer than one vector of elements left).
+// Scalar widening, exact as the vector one: matmul_rows' K tail (fewer than
+// one vector of elements left) and matmul_cols' padded column tail.
 template <typename TW>
 HWY_INLINE float WidenScalar(TW v) {
   if constexpr (std::is_same_v<TW, float>) {
@@ -130,23 +133,144 @@ void MatmulRowsT(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, 
   }
 }
 
+// Calls f(w's data as TW*, row stride in elements) with the element type of
+// w's format. The stride is row_bytes() in blocks, which are one element for
+// the formats with a kernel here; a dtype with no row in kWeightFormats fails
+// in weight_format, naming `what`.
+template <typename F>
+HWY_INLINE void WithWeights(const MatrixRef& w, const char* what, F&& f) {
+  const WeightFormat& format = weight_format(w.dtype, what);
+  const int64_t ld = w.row_bytes() / format.block_bytes;
+  switch (w.dtype) {
+    case DType::BF16: return f(static_cast<const hwy::bfloat16_t*>(w.data), ld);
+    case DType::F16: return f(static_cast<const hwy::float16_t*>(w.data), ld);
+    case DType::F32: return f(static_cast<const float*>(w.data), ld);
+    default: fail("{}: format {} is in kWeightFormats but has no kernel in ops/kernels.cpp", what, format.name);
+  }
+}
+
 void MatmulRows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t row0,
                 int64_t row1, bool accumulate) {
-  switch (w.dtype) {
-    case DType::BF16:
-      MatmulRowsT(y, ldy, x, ldx, T, static_cast<const hwy::bfloat16_t*>(w.data), w.row_stride(), w.cols, row0, row1,
-                  accumulate);
-      break;
-    case DType::F16:
-      MatmulRowsT(y, ldy, x, ldx, T, static_cast<const hwy::float16_t*>(w.data), w.row_stride(), w.cols, row0, row1,
-                  accumulate);
-      break;
-    case DType::F32:
-      MatmulRowsT(y, ldy, x, ldx, T, static_cast<const float*>(w.data), w.row_stride(), w.cols, row0, row1, accumulate);
-      break;
-    default:  // a format without a kernel must never be read as another one
-      fail("matrix product: weights of dtype {} have no kernel (expected F32, F16 or BF16)", dtype_name(w.dtype));
+  WithWeights(w, "matrix product", [&](const auto* data, int64_t ldw) {
+    MatmulRowsT(y, ldy, x, ldx, T, data, ldw, w.cols, row0, row1, accumulate);
+  });
+}
+
+// ---- the transposed product (matmul_cols) ---------------------------------
+
+// Register block: kTok tokens x kVec column vectors of running sums, each
+// (token, column) lane one chain over the nr rows given, in order (ops.h).
+// Per row r: kTok broadcasts of x[t, r], kVec widened vectors of w's row r,
+// kTok * kVec multiply-adds; the accumulators stay in registers over r.
+// x: (kTok, nr) row stride ldx; w: (nr, kVec N) row stride ldw;
+// y: (kTok, kVec N) row stride ldy, where the chains start when from_y.
+template <int kTok, int kVec, typename TW>
+HWY_INLINE void ColsBlock(const float* HWY_RESTRICT x, int64_t ldx, const TW* HWY_RESTRICT w, int64_t ldw,
+                          int64_t nr, float* HWY_RESTRICT y, int64_t ldy, bool from_y) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  VF acc[kTok][kVec];
+#pragma GCC unroll 8
+  for (int t = 0; t < kTok; ++t)
+#pragma GCC unroll 8
+    for (int v = 0; v < kVec; ++v) acc[t][v] = from_y ? hn::LoadU(df, y + t * ldy + v * N) : hn::Zero(df);
+  for (int64_t r = 0; r < nr; ++r) {
+    VF xb[kTok];
+#pragma GCC unroll 8
+    for (int t = 0; t < kTok; ++t) xb[t] = hn::Set(df, x[t * ldx + r]);
+#pragma GCC unroll 8
+    for (int v = 0; v < kVec; ++v) {
+      const VF wv = LoadWidened(df, w + r * ldw + v * N);
+#pragma GCC unroll 8
+      for (int t = 0; t < kTok; ++t) acc[t][v] = hn::MulAdd(xb[t], wv, acc[t][v]);
+    }
   }
+#pragma GCC unroll 8
+  for (int t = 0; t < kTok; ++t)
+#pragma GCC unroll 8
+    for (int v = 0; v < kVec; ++v) hn::StoreU(acc[t][v], df, y + t * ldy + v * N);
+}
+
+// Tokens per register block, and column vectors: 4 x 4 with AVX-512's 32
+// registers (16 accumulators + 4 broadcasts + 1 weight vector), 3 x 4 with
+// AVX2's 16 (12 + 3 + 1; 4 x 2 ran at two thirds of its speed).
+constexpr int kColTok = (HWY_TARGET <= HWY_AVX3) ? 4 : 3;
+constexpr int kColVec = 4;
+// Rows of w per pass: the running sums go through y between passes (an f32
+// stored and reloaded is exact, so the chains are unchanged), and the pass's
+// (kColRows, col1 - col0) block of w -- 32 KiB for 64 BF16 columns -- stays in
+// cache while every token passes over it, however many rows w has (the LM
+// head's 128256).
+constexpr int64_t kColRows = 256;
+// Tokens per tile: the tile's inputs (kColTokens, kColRows) floats stay in L2
+// while the column vectors of the call pass over them.
+constexpr int64_t kColTokens = 64;
+
+// The register blocks of one column group for T tokens.
+template <int kVec, typename TW>
+HWY_INLINE void ColsAllTokens(const float* x, int64_t ldx, int64_t T, const TW* w, int64_t ldw, int64_t nr, float* y,
+                              int64_t ldy, bool from_y) {
+  int64_t t = 0;
+  for (; t + kColTok <= T; t += kColTok)
+    ColsBlock<kColTok, kVec>(x + t * ldx, ldx, w, ldw, nr, y + t * ldy, ldy, from_y);
+  for (; t < T; ++t) ColsBlock<1, kVec>(x + t * ldx, ldx, w, ldw, nr, y + t * ldy, ldy, from_y);
+}
+
+// The last n < N columns run through the same ColsBlock on zero-padded copies
+// (wpad: w's tail widened, (nr, N); a (1, N) row of y per token), so that a
+// column gets the same arithmetic in the tail as in a full vector.
+HWY_INLINE void ColsTail(const float* x, int64_t ldx, int64_t T, const float* wpad, int64_t nr, int64_t n, float* y,
+                         int64_t ldy, bool from_y) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  HWY_ALIGN float ypad[kColTok * hn::MaxLanes(DF())];
+  std::fill(ypad, ypad + kColTok * N, 0.0f);
+  int64_t t = 0;
+  auto run = [&](auto tok) {
+    constexpr int kTok = decltype(tok)::value;
+    if (from_y)
+      for (int i = 0; i < kTok; ++i) std::copy(y + (t + i) * ldy, y + (t + i) * ldy + n, ypad + i * N);
+    ColsBlock<kTok, 1>(x + t * ldx, ldx, wpad, N, nr, ypad, N, from_y);
+    for (int i = 0; i < kTok; ++i) std::copy(ypad + i * N, ypad + i * N + n, y + (t + i) * ldy);
+  };
+  for (; t + kColTok <= T; t += kColTok) run(std::integral_constant<int, kColTok>());
+  for (; t < T; ++t) run(std::integral_constant<int, 1>());
+}
+
+template <typename TW>
+void MatmulColsT(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const TW* w, int64_t ldw, int64_t R,
+                 int64_t col0, int64_t col1, bool accumulate) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  if (R == 0 && !accumulate)  // an empty sum
+    for (int64_t t = 0; t < T; ++t) std::fill(y + t * ldy + col0, y + t * ldy + col1, 0.0f);
+  const int64_t tail = col0 + (col1 - col0) / N * N;  // first column of the tail
+  HWY_ALIGN float wpad[kColRows * hn::MaxLanes(DF())];
+  for (int64_t r0 = 0; r0 < R; r0 += kColRows) {
+    const int64_t nr = std::min(kColRows, R - r0);
+    const bool from_y = accumulate || r0 > 0;
+    const TW* wr = w + r0 * ldw;
+    if (tail < col1)
+      for (int64_t r = 0; r < nr; ++r)
+        for (int64_t j = 0; j < N; ++j) wpad[r * N + j] = tail + j < col1 ? WidenScalar(wr[r * ldw + tail + j]) : 0.0f;
+    for (int64_t t0 = 0; t0 < T; t0 += kColTokens) {
+      const int64_t tn = std::min(kColTokens, T - t0);
+      const float* xt = x + t0 * ldx + r0;
+      float* yt = y + t0 * ldy;
+      int64_t c = col0;
+      for (; c + kColVec * N <= col1; c += kColVec * N)
+        ColsAllTokens<kColVec>(xt, ldx, tn, wr + c, ldw, nr, yt + c, ldy, from_y);
+      for (; c + N <= col1; c += N) ColsAllTokens<1>(xt, ldx, tn, wr + c, ldw, nr, yt + c, ldy, from_y);
+      if (c < col1) ColsTail(xt, ldx, tn, wpad, nr, col1 - c, yt + c, ldy, from_y);
+    }
+  }
+}
+
+void MatmulCols(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t col0,
+                int64_t col1, bool accumulate) {
+  WithWeights(w, "transposed matrix product", [&](const auto* data, int64_t ldw) {
+    MatmulColsT(y, ldy, x, ldx, T, data, ldw, w.rows, col0, col1, accumulate);
+  });
 }
 
 float Dot(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, int64_t n) {
@@ -211,6 +335,7 @@ HWY_AFTER_NAMESPACE();
 namespace flora::ops {
 
 HWY_EXPORT(MatmulRows);
+HWY_EXPORT(MatmulCols);
 HWY_EXPORT(Dot);
 HWY_EXPORT(Axpy);
 HWY_EXPORT(RmsNorm);
@@ -219,6 +344,10 @@ HWY_EXPORT(Sum);
 void matmul_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t row0,
                  int64_t row1, bool accumulate) {
   HWY_DYNAMIC_DISPATCH(MatmulRows)(y, ldy, x, ldx, T, w, row0, row1, accumulate);
+}
+void matmul_cols(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t col0,
+                 int64_t col1, bool accumulate) {
+  HWY_DYNAMIC_DISPATCH(MatmulCols)(y, ldy, x, ldx, T, w, col0, col1, accumulate);
 }
 float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
 float sum(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(Sum)(x, n); }

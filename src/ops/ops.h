@@ -12,17 +12,21 @@
 #include <string>
 #include <vector>
 
+#include "ops/formats.h"
 #include "util/dtype.h"
 
 namespace flora {
 
-// A weight matrix in its stored dtype (F32, F16 or BF16), not owned.
+// A weight matrix in its stored format (a row of kWeightFormats, ops/formats.h), not owned.
 struct MatrixRef {
   const void* data = nullptr;
   DType dtype = DType::F32;
   int64_t rows = 0, cols = 0;  // (rows, cols)
   int64_t stride = 0;          // elements between rows; 0 means cols
   int64_t row_stride() const { return stride ? stride : cols; }
+  // Bytes between rows, through the format's blocks; a dtype with no format,
+  // or a stride that is not whole blocks, is an error.
+  int64_t row_bytes() const;
 };
 
 namespace ops {
@@ -33,6 +37,20 @@ namespace ops {
 // residual adds in the epilogue of the exit projections).
 void matmul_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T,
                  const MatrixRef& w, int64_t row0, int64_t row1, bool accumulate);
+
+// The transposed product, y = x W, reading W as it is stored (the input
+// gradient dx = dy W of a projection, with no copy of W^T):
+//   y[t, c] (=|+=) sum_r x[t, r] * w[r, c] for t < T, col0 <= c < col1, r < w.rows.
+// x: (T, w.rows) with row stride ldx; y: (T, *) with row stride ldy, written at
+// columns col0..col1.
+// Bit for bit, each output element is one chain in f32 over r in increasing
+// order, starting from y[t, c] (accumulate) or 0:
+//   acc = fma(x[t, r], w[r, c], acc)   (mul then add where the target has no FMA)
+// in vector lanes and at the column tail alike, so the result does not depend
+// on how columns are split between calls (threads) or tokens grouped into
+// calls (batching, padding); tests/test_ops.cpp checks both on every target.
+void matmul_cols(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T,
+                 const MatrixRef& w, int64_t col0, int64_t col1, bool accumulate);
 
 float dot(const float* a, const float* b, int64_t n);
 // Sum of x; also the read loop that measures memory bandwidth.

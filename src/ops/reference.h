@@ -5,20 +5,22 @@
 #include <cmath>
 #include <cstdint>
 
+#include "ops/formats.h"
 #include "ops/ops.h"
 #include "util/error.h"
 #include "util/dtype.h"
 
 namespace flora::ref {
 
+// w[r, c] widened; its row found through the format table (MatrixRef::row_bytes).
 inline double weight_at(const MatrixRef& w, int64_t r, int64_t c) {
-  const int64_t i = r * w.row_stride() + c;
+  const WeightFormat& format = weight_format(w.dtype, "reference product");
+  const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * w.row_bytes();
   switch (w.dtype) {
-    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
-    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
-    case DType::F32: return static_cast<const float*>(w.data)[i];
-    default: fail("reference product: weights of dtype {} have no reference (expected F32, F16 or BF16)",
-                  dtype_name(w.dtype));
+    case DType::BF16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
+    case DType::F16: return f16_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
+    case DType::F32: return reinterpret_cast<const float*>(row)[c];
+    default: fail("reference product: format {} is in kWeightFormats but has no reference", format.name);
   }
 }
 
@@ -31,6 +33,19 @@ void matmul_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, 
       for (int64_t k = 0; k < w.cols; ++k) s += Acc(x[t * ldx + k]) * Acc(weight_at(w, r, k));
       float& out = y[t * ldy + r];
       out = accumulate ? float(Acc(out) + s) : float(s);
+    }
+}
+
+// The chain of ops::matmul_cols: from y (accumulate) or 0, over r in order.
+template <typename Acc>
+void matmul_cols(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w,
+                 int64_t col0, int64_t col1, bool accumulate) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = col0; c < col1; ++c) {
+      float& out = y[t * ldy + c];
+      Acc s = accumulate ? Acc(out) : Acc(0);
+      for (int64_t r = 0; r < w.rows; ++r) s += Acc(x[t * ldx + r]) * Acc(weight_at(w, r, c));
+      out = float(s);
     }
 }
 

@@ -401,7 +401,6 @@ StepResult train_step(const TrainOptions& o, int64_t step, int64_t total_steps, 
   r.lr = learning_rate(o.schedule, o.lr, step, o.warmup_steps, total_steps);
   optimizer.step(r.lr);
   tr.zero_grads();
-  if (o.full) pass.refresh_weights();
   return r;
 }
 
@@ -490,7 +489,6 @@ TrainSummary run_training(const TrainOptions& opts) {
   const StartPoint start =
       o.resume ? resume(o, trajectory, total_steps, cfg, tr, optimizer, log_path) : StartPoint{};
   if (!o.resume) start_fresh(o.out_dir, log_path);
-  if (o.resume && o.full) pass.refresh_weights();
   int64_t step = start.step;
   const int64_t first_step = step;
   Json config_json = trajectory;
