@@ -9,6 +9,7 @@
 //   - FLoRA rows of any mix add no synchronisation point (the pool's counter);
 //   - a chunk's scale reaches every adapter term (scale 0 gives the base model);
 //   - an adapter can be detached (destroyed) between calls;
+//   - batched generation takes an adapter per prompt;
 //   - a bad adapter or scale is one clear error, before any state changes.
 #include <gtest/gtest.h>
 
@@ -20,8 +21,10 @@
 #include "adapters/exec.h"
 #include "compare.h"
 #include "model/forward.h"
+#include "model/generate.h"
 #include "model/weights.h"
 #include "scratch_dir.h"
+#include "tiny_prompts.h"
 #include "util/error.h"
 
 namespace flora {
@@ -29,15 +32,12 @@ namespace {
 
 const std::string kFixtures = std::string(FLORA_SOURCE_DIR) + "/tests/fixtures/tiny_llama/";
 
-const std::vector<std::vector<int32_t>> kPrompts = {
-    {379, 92, 259, 35, 82},
-    {379, 121, 118, 348, 306, 351, 382, 30, 7, 200, 201, 202, 17, 18, 19, 20, 21, 22, 23, 24, 25},
-    {379, 5},
-    {379, 44, 45, 46, 47, 48, 49, 50, 51},
-    {379, 300, 301, 302, 303, 304, 305, 306, 307, 308, 309, 310, 311, 312, 313, 314, 315, 316},
-    {379, 60, 61},
-    {379, 70, 71, 72},
-};
+// The shared prompts and one more, so that six adapters and the base each have one.
+const std::vector<std::vector<int32_t>> kPrompts = [] {
+  auto p = test::kTinyPrompts;
+  p.push_back({379, 70, 71, 72});
+  return p;
+}();
 
 std::unique_ptr<AttachedAdapter> attach(const LlamaModel& model, const std::string& variant) {
   const bool lora = variant == "lora" || variant == "pf-lora";
@@ -201,6 +201,49 @@ TEST_F(AdapterRows, ClearErrorsBeforeAnyChange) {
             std::string::npos);
   EXPECT_EQ(f.position(0), 0);
   EXPECT_EQ(f.position(1), 0);
+}
+
+// Batched generation with an adapter per prompt (the server's loop): greedy
+// tokens equal generate() of each prompt alone with its adapter, at 1 and 3
+// slots, as prompts of different adapters join and leave the batch.
+TEST_F(AdapterRows, BatchedGenerationWithAnAdapterPerPrompt) {
+  ThreadPool pool(2);
+  const int64_t max_new = 6;
+  const std::vector<int32_t> stop = {380};
+  std::vector<const AdapterExec*> per_prompt;
+  auto alone_tokens = [&](const AdapterExec* exec, const std::vector<int32_t>& prompt) {
+    Forward single(*model_, pool, 40, exec);
+    Sampler greedy(SamplerParams{0.0f, 40, 0.95f, 0});
+    std::vector<int32_t> out;
+    generate(single, prompt, max_new, greedy, stop, [&](int32_t id) { out.push_back(id); });
+    return out;
+  };
+  std::vector<std::vector<int32_t>> want;
+  int differ_from_base = 0;  // prompts whose adapter changes the continuation: else the test shows nothing
+  for (size_t i = 0; i < kPrompts.size(); ++i) {
+    per_prompt.push_back(adapter_of(i));
+    want.push_back(alone_tokens(adapter_of(i), kPrompts[i]));
+    differ_from_base += want.back() != alone_tokens(nullptr, kPrompts[i]);
+  }
+  EXPECT_GE(differ_from_base, 3);
+  for (int slots : {1, 3}) {
+    Forward batched(*model_, pool, 40, nullptr, nullptr, slots);
+    BatchedGenerationOptions o;
+    o.max_new_tokens = max_new;
+    o.stop_ids = stop;
+    o.max_prefill_tokens = 16;
+    o.adapters = per_prompt;
+    std::vector<std::vector<int32_t>> got(kPrompts.size());
+    generate_batched(batched, kPrompts, o, [&](size_t i, SequenceResult&& r) { got[i] = r.tokens; });
+    for (size_t i = 0; i < kPrompts.size(); ++i) EXPECT_EQ(got[i], want[i]) << "slots " << slots << " prompt " << i;
+  }
+  BatchedGenerationOptions bad;
+  bad.adapters = {nullptr};
+  Forward f(*model_, pool, 40);
+  EXPECT_NE(error_of([&] {
+              generate_batched(f, kPrompts, bad, [](size_t, SequenceResult&&) {});
+            }).find("1 adapters given for 7 prompts"),
+            std::string::npos);
 }
 
 }  // namespace

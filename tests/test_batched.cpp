@@ -13,12 +13,13 @@
 #include <vector>
 
 #include "adapters/exec.h"
+#include "compare.h"
 #include "model/forward.h"
 #include "model/generate.h"
 #include "model/weights.h"
 #include "scratch_dir.h"
+#include "tiny_prompts.h"
 #include "util/error.h"
-#include "compare.h"
 
 namespace flora {
 namespace {
@@ -26,15 +27,7 @@ namespace {
 const std::string kFixtures = std::string(FLORA_SOURCE_DIR) + "/tests/fixtures/tiny_llama/";
 constexpr double kTolerance = 1e-5;
 
-// Prompts of different lengths; 21 and 18 tokens span two prefill query blocks of 16.
-const std::vector<std::vector<int32_t>> kPrompts = {
-    {379, 92, 259, 35, 82},
-    {379, 121, 118, 348, 306, 351, 382, 30, 7, 200, 201, 202, 17, 18, 19, 20, 21, 22, 23, 24, 25},
-    {379, 5},
-    {379, 44, 45, 46, 47, 48, 49, 50, 51},
-    {379, 300, 301, 302, 303, 304, 305, 306, 307, 308, 309, 310, 311, 312, 313, 314, 315, 316},
-    {379, 60, 61},
-};
+const std::vector<std::vector<int32_t>>& kPrompts = test::kTinyPrompts;
 
 // A model and, optionally, an adapter attached as `variant` says.
 struct ModelUnderTest {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "adapters/adapter.h"
+#include "adapters/exec.h"
 #include "model/train_pass.h"
 #include "model/weights.h"
 #include "util/threads.h"
@@ -46,7 +47,9 @@ TEST(Reproducible, SequenceLossIgnoresBatchAndPadding) {
   ThreadPool pool(2);
   const Sequences data;
   const int64_t kMaxRows = 3 * 40;
-  TrainPass pass(model->config(), pool, train_weights_of(*model), nullptr, &adapter, &grads, kMaxRows);
+  const auto pass_adapter = make_adapter_train_view(&adapter, &grads);
+  TrainPass pass(model->config(), pool, train_weights_of(*model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
+                 kMaxRows);
 
   // Each sequence alone at its own length: the reference bits.
   std::vector<double> alone;

@@ -12,13 +12,14 @@
 #include <vector>
 
 #include "adapters/adapter.h"
+#include "adapters/exec.h"
+#include "compare.h"
 #include "io/safetensors.h"
 #include "model/dense_weights.h"
 #include "model/train_pass.h"
 #include "train/optimizer.h"
 #include "train/trainer.h"
 #include "util/random.h"
-#include "compare.h"
 
 namespace flora {
 namespace {
@@ -75,7 +76,9 @@ TEST(TrainPass, ForwardMatchesTwinLogits) {
       grads = std::make_unique<Adapter>(adapter->zeros_like());
     }
     ThreadPool pool(2);
-    TrainPass pass(model->config(), pool, train_weights_of(*model), nullptr, adapter.get(), grads.get(), T);
+    const auto pass_adapter = make_adapter_train_view(adapter.get(), grads.get());
+    TrainPass pass(model->config(), pool, train_weights_of(*model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
+                   T);
     pass.keep_logits(true);
     std::vector<int32_t> targets(T, -1);
     pass.run(TrainBatch{1, T, tokens.data(), targets.data()}, false, 1.0f);
@@ -158,7 +161,9 @@ TEST_P(TwinGradients, AdapterMatchesTwin) {
   Adapter adapter = Adapter::load(kFixtures + "/adapters/" + GetParam(), c.model->config());
   Adapter grads = adapter.zeros_like();
   ThreadPool pool(2);
-  TrainPass pass(c.model->config(), pool, train_weights_of(*c.model), nullptr, &adapter, &grads, c.B * c.T);
+  const auto pass_adapter = make_adapter_train_view(&adapter, &grads);
+  TrainPass pass(c.model->config(), pool, train_weights_of(*c.model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
+                 c.B * c.T);
   const double loss = pass.run(c.batch(), true, 1.0f / static_cast<float>(c.count)) / static_cast<double>(c.count);
   EXPECT_NEAR(loss, read_f64(*c.golden, "loss")[0], 1e-5);
   int checked = 0;
@@ -175,7 +180,7 @@ TEST(TwinGradients, FullFineTuningMatchesTwin) {
   DenseWeights grads = DenseWeights::zeros(c.model->config());
   TrainGrads g = grads.train_grads();
   ThreadPool pool(2);
-  TrainPass pass(c.model->config(), pool, weights.train_weights(), &g, nullptr, nullptr, c.B * c.T);
+  TrainPass pass(c.model->config(), pool, weights.train_weights(), &g, nullptr, c.B * c.T);
   const double loss = pass.run(c.batch(), true, 1.0f / static_cast<float>(c.count)) / static_cast<double>(c.count);
   EXPECT_NEAR(loss, read_f64(*c.golden, "loss")[0], 1e-5);
   for (size_t i = 0; i < grads.specs.size(); ++i) {
@@ -227,7 +232,9 @@ TEST_P(TwinSteps, LossesMatchTwin) {
     train::Optimizer opt(oo, slots);
     ThreadPool pool(2);
     const TrainWeights w = dense ? dense->train_weights() : train_weights_of(*c.model);
-    TrainPass pass(c.model->config(), pool, w, dense ? &gview : nullptr, adapter.get(), agrads.get(), c.B * c.T);
+    const auto pass_adapter = make_adapter_train_view(adapter.get(), agrads.get());
+    TrainPass pass(c.model->config(), pool, w, dense ? &gview : nullptr, pass_adapter ? &*pass_adapter : nullptr,
+                   c.B * c.T);
     const std::vector<double> want = read_f64(*c.golden, adamw ? "adamw_losses" : "sgd_losses");
     const std::vector<double> norms = read_f64(*c.golden, "grad_norms");
     ASSERT_EQ(want.size(), 6u);
@@ -264,7 +271,9 @@ TEST(TrainPass, DropoutGradientsMatchFiniteDifferences) {
     std::vector<int32_t> tokens = {379, 12, 200, 31, 7, 99, 150, 3, 379, 45, 46, 47, 48, 49, 50, 51};
     std::vector<int32_t> targets = {12, 200, 31, 7, 99, 150, 3, -1, -1, 46, 47, 48, 49, 50, 51, -1};
     ThreadPool pool(2);
-    TrainPass pass(model->config(), pool, train_weights_of(*model), nullptr, &adapter, &grads, 16);
+    const auto pass_adapter = make_adapter_train_view(&adapter, &grads);
+    TrainPass pass(model->config(), pool, train_weights_of(*model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
+                   16);
     const TrainBatch batch{2, 8, tokens.data(), targets.data()};
     const double plain = pass.run(batch, false, 1.0f);
     pass.set_dropout(0.3f, 77);
@@ -313,7 +322,7 @@ TEST(TrainPass, GradientsDoNotDependOnThreads) {
     DenseWeights grads = DenseWeights::zeros(model->config());
     TrainGrads g = grads.train_grads();
     ThreadPool pool(threads);
-    TrainPass pass(model->config(), pool, weights.train_weights(), &g, nullptr, nullptr, 16);
+    TrainPass pass(model->config(), pool, weights.train_weights(), &g, nullptr, 16);
     pass.run(TrainBatch{2, 8, tokens.data(), targets.data()}, true, 1.0f / 12);
     std::vector<float> flat;
     for (const auto& v : grads.data) flat.insert(flat.end(), v.begin(), v.end());
@@ -331,9 +340,11 @@ TEST(TrainPass, MicroBatchesAccumulate) {
   std::vector<int32_t> targets = {12, 200, 31, 7, 99, 150, 3, -1, -1, 46, 47, 48, 49, 50, 51, -1};
   Adapter whole = adapter.zeros_like(), parts = adapter.zeros_like();
   ThreadPool pool(2);
-  TrainPass p1(model->config(), pool, train_weights_of(*model), nullptr, &adapter, &whole, 16);
+  const auto p1_adapter = make_adapter_train_view(&adapter, &whole);
+  TrainPass p1(model->config(), pool, train_weights_of(*model), nullptr, p1_adapter ? &*p1_adapter : nullptr, 16);
   const double l1 = p1.run(TrainBatch{2, 8, tokens.data(), targets.data()}, true, 1.0f / 12);
-  TrainPass p2(model->config(), pool, train_weights_of(*model), nullptr, &adapter, &parts, 8);
+  const auto p2_adapter = make_adapter_train_view(&adapter, &parts);
+  TrainPass p2(model->config(), pool, train_weights_of(*model), nullptr, p2_adapter ? &*p2_adapter : nullptr, 8);
   double l2 = p2.run(TrainBatch{1, 8, tokens.data(), targets.data()}, true, 1.0f / 12);
   l2 += p2.run(TrainBatch{1, 8, tokens.data() + 8, targets.data() + 8}, true, 1.0f / 12);
   EXPECT_NEAR(l1, l2, 1e-4);
@@ -431,7 +442,7 @@ void check_blocks_case(const std::string& dtype, const std::string& name, bool c
     DenseWeights weights = DenseWeights::from_model(*c.model);
     DenseWeights grads = DenseWeights::zeros(c.model->config());
     TrainGrads g = grads.train_grads();
-    TrainPass pass(c.model->config(), pool, weights.train_weights(), &g, nullptr, nullptr, c.B * c.T);
+    TrainPass pass(c.model->config(), pool, weights.train_weights(), &g, nullptr, c.B * c.T);
     if (check_logits) logit_err = expect_logits(pass, c, kBlocks + "/" + dtype + "/golden.safetensors", what);
     const double loss = pass.run(c.batch(), true, 1.0f / static_cast<float>(c.count)) / static_cast<double>(c.count);
     loss_err = test::element_error(loss, read_f64(*c.golden, "loss")[0]);
@@ -449,7 +460,9 @@ void check_blocks_case(const std::string& dtype, const std::string& name, bool c
   }
   Adapter adapter = Adapter::load(kBlocks + "/adapters/" + name, c.model->config());
   Adapter grads = adapter.zeros_like();
-  TrainPass pass(c.model->config(), pool, train_weights_of(*c.model), nullptr, &adapter, &grads, c.B * c.T);
+  const auto pass_adapter = make_adapter_train_view(&adapter, &grads);
+  TrainPass pass(c.model->config(), pool, train_weights_of(*c.model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
+                 c.B * c.T);
   if (check_logits) logit_err = expect_logits(pass, c, kBlocks + "/adapters/" + name + "/golden.safetensors", what);
   const double loss = pass.run(c.batch(), true, 1.0f / static_cast<float>(c.count)) / static_cast<double>(c.count);
   loss_err = test::element_error(loss, read_f64(*c.golden, "loss")[0]);
@@ -493,7 +506,7 @@ TEST(TwinBlocksBf16, TrainingForwardOnBf16WeightsMatchesTwin) {
   TwinCase c(kBlocks + "/bf16", blocks_golden("bf16", "full"));
   ASSERT_EQ(c.model->layers()[0].q.dtype, DType::BF16);
   ThreadPool pool(2);
-  TrainPass pass(c.model->config(), pool, train_weights_of(*c.model), nullptr, nullptr, nullptr, c.B * c.T);
+  TrainPass pass(c.model->config(), pool, train_weights_of(*c.model), nullptr, nullptr, c.B * c.T);
   const double logit_err = expect_logits(pass, c, kBlocks + "/bf16/golden.safetensors", "bf16 base");
   const double loss = pass.run(c.batch(), false, 1.0f) / static_cast<double>(c.count);
   const double loss_err = test::element_error(loss, read_f64(*c.golden, "loss")[0]);

@@ -39,6 +39,35 @@ AdapterExec make_adapter_exec(const Adapter& adapter, LoraExecution execution) {
   return e;
 }
 
+AdapterTrainView make_adapter_train_view(const Adapter& adapter, Adapter& grads) {
+  if (grads.layers.size() != adapter.layers.size())
+    fail("adapter gradients: {} layers, expected {} (the adapter's)", grads.layers.size(), adapter.layers.size());
+  AdapterTrainView v;
+  // The execution only matters to the forward pass; training computes LoRA's products directly.
+  v.values = make_adapter_exec(adapter, LoraExecution::Unfused);
+  v.grads.resize(grads.layers.size());
+  for (size_t l = 0; l < grads.layers.size(); ++l)
+    for (int m = 0; m < kTargets; ++m) {
+      const Target t = static_cast<Target>(m);
+      for (char which : {'A', 'B', 'C'}) {
+        AdapterMatrix& g = grads.layers[l].matrix(t, which);
+        const AdapterMatrix& a = adapter.layers[l].matrix(t, which);
+        if (g.rows != a.rows || g.cols != a.cols)
+          fail("adapter gradients: layer {} {} of {}: ({}, {}), expected ({}, {})", l, which, target_module(t), g.rows,
+               g.cols, a.rows, a.cols);
+        float*& dst = which == 'A' ? v.grads[l].A[m] : which == 'B' ? v.grads[l].B[m] : v.grads[l].C[m];
+        dst = g.empty() ? nullptr : g.data.data();
+      }
+    }
+  return v;
+}
+
+std::optional<AdapterTrainView> make_adapter_train_view(const Adapter* adapter, Adapter* grads) {
+  if (!adapter) return std::nullopt;
+  if (!grads) fail("adapter gradients: none given for the trained adapter");
+  return make_adapter_train_view(*adapter, *grads);
+}
+
 MergedLayers merge_lora_layers(const LlamaModel& model, const Adapter& lora) {
   if (lora.config.family != AdapterFamily::LoRA)
     fail("only LoRA adapters can be merged into the base weights (this one is {})", lora.config.variant);

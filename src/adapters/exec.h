@@ -3,6 +3,7 @@
 // model's layer weights with W + s B A in place of the adapted matrices.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,12 @@ namespace flora {
 // O(adapter): no base weight is copied. For a LoRA adapter, `execution` says
 // how it runs (Merged is not an AdapterExec: use MergedLayers).
 AdapterExec make_adapter_exec(const Adapter& adapter, LoraExecution execution);
+
+// The training pass's view of `adapter` and of `grads` (the same shapes, its
+// gradient accumulators); both must outlive the view.
+AdapterTrainView make_adapter_train_view(const Adapter& adapter, Adapter& grads);
+// The same from pointers; none when adapter is null (no adapter is trained).
+std::optional<AdapterTrainView> make_adapter_train_view(const Adapter* adapter, Adapter* grads);
 
 // A LoRA adapter merged into copies of the adapted matrices, in the base dtype
 // (W' = W + s B A computed in f32, then rounded). Costs O(model) at attach, as

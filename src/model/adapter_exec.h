@@ -41,4 +41,17 @@ struct AdapterExec {
   std::vector<Layer> layers;
 };
 
+// What the training pass (model/train_pass.h) needs of the adapter it trains:
+// its values, as the forward reads them, and where its gradients go: f32
+// buffers shaped as the matrices (A (r, in), B (out, r), C (r, r)), null where
+// a matrix is absent, accumulated with +=. Built by adapters/exec.h from an
+// Adapter and its gradient Adapter; the pointers stay valid while those live.
+struct AdapterTrainView {
+  AdapterExec values;
+  struct Layer {
+    std::array<float*, kTargets> A{}, B{}, C{};
+  };
+  std::vector<Layer> grads;
+};
+
 }  // namespace flora

@@ -53,6 +53,9 @@ BatchedGenerationStats generate_batched(Forward& forward, const std::vector<std:
     if (static_cast<int64_t>(prompts[i].size()) > forward.context())
       fail("generate: prompt {} has {} tokens; the context holds {}", i + 1, prompts[i].size(), forward.context());
   }
+  if (!options.adapters.empty() && options.adapters.size() != prompts.size())
+    fail("generate: {} adapters given for {} prompts (one per prompt, or none)", options.adapters.size(),
+         prompts.size());
   BatchedGenerationStats stats;
   const double t0 = now_seconds();
   if (options.max_new_tokens <= 0) {
@@ -72,13 +75,17 @@ BatchedGenerationStats generate_batched(Forward& forward, const std::vector<std:
   };
   std::vector<std::optional<Running>> running(slots);
   std::vector<int32_t> next(slots);  // each running slot's last chosen token, its next input
+  auto adapter_of = [&](size_t prompt) -> std::optional<const AdapterExec*> {
+    if (options.adapters.empty()) return std::nullopt;
+    return options.adapters[prompt];
+  };
   std::vector<Forward::Chunk> chunks;
   size_t next_prompt = 0;
   int active = 0;
   while (next_prompt < prompts.size() || active > 0) {
     chunks.clear();
     for (int s = 0; s < slots; ++s)
-      if (running[s]) chunks.push_back({s, &next[s], 1});
+      if (running[s]) chunks.push_back({s, &next[s], 1, adapter_of(running[s]->index)});
     // Free slots take the next prompts, up to the prefill budget of one call.
     int64_t admitted = 0;
     for (int s = 0; s < slots && next_prompt < prompts.size(); ++s) {
@@ -90,7 +97,7 @@ BatchedGenerationStats generate_batched(Forward& forward, const std::vector<std:
       sp.seed += next_prompt;
       running[s].emplace(Running{next_prompt, Sampler(sp), {}});
       forward.reset(s);
-      chunks.push_back({s, prompt.data(), n});
+      chunks.push_back({s, prompt.data(), n, adapter_of(next_prompt)});
       admitted += n;
       stats.prompt_tokens += n;
       ++next_prompt;

@@ -43,6 +43,10 @@ struct BatchedGenerationOptions {
   // Prompt tokens admitted into one forward call (at least one whole prompt):
   // bounds the activations of a call, (rows, intermediate_size) floats.
   int64_t max_prefill_tokens = 512;
+  // The adapter of each prompt (nullptr: the base model), so that one batch
+  // serves requests of several adapters; empty: the Forward's own for all.
+  // Not owned; each must outlive the call.
+  std::vector<const AdapterExec*> adapters;
 };
 
 struct SequenceResult {

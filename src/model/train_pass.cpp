@@ -103,8 +103,7 @@ struct TrainPass::State {
   ThreadPool& pool;
   TrainWeights w;
   const TrainGrads* grads;
-  const Adapter* adapter;
-  Adapter* adapter_grads;
+  const AdapterTrainView* adapter;  // null: no adapter
   int64_t max_rows;
   float dropout = 0;
   uint64_t dropout_seed = 0;
@@ -116,7 +115,7 @@ struct TrainPass::State {
   int64_t d, f, qd, kvd, ld_qkv, hd, H, KV, V, r = 0;
   float s = 0;  // adapter scale
   bool flora = false;
-  const AdapterConfig* ac = nullptr;
+  const AdapterExec* ac = nullptr;  // the adapter's values and flags
 
   std::vector<LayerSaved> saved;
   Scratch x_final, rstd_f, xn_f;  // (N, d), (N), (N, d)
@@ -138,17 +137,18 @@ struct TrainPass::State {
   std::vector<double> row_loss;          // (N)
   std::vector<double> seq_loss;          // (B): row_loss summed over each sequence
 
-  State(const LlamaConfig& c, ThreadPool& p, const TrainWeights& weights, const TrainGrads* g, const Adapter* a,
-        Adapter* ag, int64_t rows)
-      : cfg(c), pool(p), w(weights), grads(g), adapter(a), adapter_grads(ag), max_rows(rows) {
+  State(const LlamaConfig& c, ThreadPool& p, const TrainWeights& weights, const TrainGrads* g,
+        const AdapterTrainView* a, int64_t rows)
+      : cfg(c), pool(p), w(weights), grads(g), adapter(a), max_rows(rows) {
     d = c.hidden_size, f = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim(), ld_qkv = qd + 2 * kvd;
     hd = c.head_dim, H = c.num_attention_heads, KV = c.num_key_value_heads, V = c.vocab_size;
     if (adapter) {
-      ac = &adapter->config;
+      ac = &adapter->values;
       r = ac->rank;
-      s = static_cast<float>(ac->scale());
-      flora = ac->family == AdapterFamily::FLoRA;
-      FLORA_ASSERT(adapter_grads && adapter_grads->layers.size() == adapter->layers.size());
+      s = ac->scale;
+      flora = ac->mode == AdapterMode::FLoRA;
+      FLORA_ASSERT(static_cast<int64_t>(ac->layers.size()) == c.num_hidden_layers &&
+                   adapter->grads.size() == ac->layers.size());
     }
     FLORA_ASSERT(static_cast<int64_t>(w.layers.size()) == c.num_hidden_layers);
     saved.resize(c.num_hidden_layers);
@@ -242,12 +242,18 @@ struct TrainPass::State {
 
   // ---- adapters, forward ----------------------------------------------------
 
-  const AdapterMatrix& A(int64_t l, Target m) const { return adapter->layers[l].A[index(m)]; }
-  const AdapterMatrix& Bm(int64_t l, Target m) const { return adapter->layers[l].B[index(m)]; }
-  const AdapterMatrix& C(int64_t l, Target m) const { return adapter->layers[l].C[index(m)]; }
-  AdapterMatrix& gA(int64_t l, Target m) { return adapter_grads->layers[l].A[index(m)]; }
-  AdapterMatrix& gB(int64_t l, Target m) { return adapter_grads->layers[l].B[index(m)]; }
-  AdapterMatrix& gC(int64_t l, Target m) { return adapter_grads->layers[l].C[index(m)]; }
+  const MatrixRef& A(int64_t l, Target m) const { return ac->layers[l].A[index(m)]; }
+  const MatrixRef& Bm(int64_t l, Target m) const { return ac->layers[l].B[index(m)]; }
+  const MatrixRef& C(int64_t l, Target m) const { return ac->layers[l].C[index(m)]; }
+  float* gA(int64_t l, Target m) const { return adapter->grads[l].A[index(m)]; }
+  float* gB(int64_t l, Target m) const { return adapter->grads[l].B[index(m)]; }
+  float* gC(int64_t l, Target m) const { return adapter->grads[l].C[index(m)]; }
+  // Output width of projection m of layer l (the base matrix's rows).
+  int64_t target_out(int64_t l, Target m) const {
+    const TrainLayer& L = w.layers[l];
+    const MatrixRef* mats[kTargets] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
+    return mats[index(m)]->rows;
+  }
 
   // y (N, out) row stride ldy += s * tile(z) (N, r), in parallel over rows.
   void tile_rows(float* y, int64_t ldy, int64_t n_out, const float* z) {
@@ -272,12 +278,12 @@ struct TrainPass::State {
       Scratch& z = S.z[index(m)];
       z.resize(static_cast<size_t>(N * r));
       const float* ud = dropped(u, d, l, m);
-      product(z.data(), r, ud, d, N, A(l, m).ref(), false);
-      const int64_t n_out = target_out(cfg, m);
+      product(z.data(), r, ud, d, N, A(l, m), false);
+      const int64_t n_out = target_out(l, m);
       if (!flora) {  // LoRA: y += s B z
         tmp_r.resize(static_cast<size_t>(N * r));
         for (int64_t i = 0; i < N * r; ++i) tmp_r[i] = s * z[i];
-        product(y, ldy, tmp_r.data(), r, N, Bm(l, m).ref(), true);
+        product(y, ldy, tmp_r.data(), r, N, Bm(l, m), true);
       } else if (ac->repeat_add[index(m)]) {
         tile_rows(y, ldy, n_out, z.data());
       }
@@ -300,22 +306,22 @@ struct TrainPass::State {
     Scratch& z = S.z[mi];
     if (ac->forward[mi]) {
       z.resize(static_cast<size_t>(N * r));
-      product(z.data(), r, dropped(c, n_in, l, m), n_in, N, A(l, m).ref(), false);
+      product(z.data(), r, dropped(c, n_in, l, m), n_in, N, A(l, m), false);
     }
     tmp_r.resize(static_cast<size_t>(N * r));
     if (!flora) {
       if (!ac->forward[mi]) return;
       for (int64_t i = 0; i < N * r; ++i) tmp_r[i] = s * z[i];
-      product(x, d, tmp_r.data(), r, N, Bm(l, m).ref(), true);
+      product(x, d, tmp_r.data(), r, N, Bm(l, m), true);
       return;
     }
     if (ac->backward[mi]) {  // x += s B p
       for (int64_t i = 0; i < N * r; ++i) tmp_r[i] = s * S.p[sb][i];
-      product(x, d, tmp_r.data(), r, N, Bm(l, m).ref(), true);
+      product(x, d, tmp_r.data(), r, N, Bm(l, m), true);
     }
     if (ac->forward[mi] && ac->repeat_add[mi]) tile_rows(x, d, d, z.data());
     if (ac->carry[mi]) {  // carry = ze + C p
-      product(carry.data(), r, S.p[sb].data(), r, N, C(l, m).ref(), false);
+      product(carry.data(), r, S.p[sb].data(), r, N, C(l, m), false);
       for (int64_t i = 0; i < N * r; ++i) carry[i] += z[i];
     } else {
       std::fill(carry.begin(), carry.end(), 0.0f);
@@ -337,20 +343,20 @@ struct TrainPass::State {
     if (!flora) {
       if (!ac->forward[mi]) return;
       // y += s B z: dz = s dy B, dB += s dy^T z
-      product_t(dz.data(), r, dy, d, N, Bm(l, m).ref(), false);
+      product_t(dz.data(), r, dy, d, N, Bm(l, m), false);
       for (float& v : dz) v *= s;
-      weight_grad(gB(l, m).data.data(), dy, d, d, S.z[mi].data(), r, r, N, s);
+      weight_grad(gB(l, m), dy, d, d, S.z[mi].data(), r, r, N, s);
       have_dz = true;
     } else {
       if (ac->backward[mi]) {  // y += s B p
         tmp_r.resize(static_cast<size_t>(N * r));
-        product_t(tmp_r.data(), r, dy, d, N, Bm(l, m).ref(), false);
+        product_t(tmp_r.data(), r, dy, d, N, Bm(l, m), false);
         for (int64_t i = 0; i < N * r; ++i) dp[sb][i] += s * tmp_r[i];
-        weight_grad(gB(l, m).data.data(), dy, d, d, S.p[sb].data(), r, r, N, s);
+        weight_grad(gB(l, m), dy, d, d, S.p[sb].data(), r, r, N, s);
       }
       if (ac->carry[mi]) {  // carry = ze + C p
-        product_t(dp[sb].data(), r, dcarry.data(), r, N, C(l, m).ref(), true);
-        weight_grad(gC(l, m).data.data(), dcarry.data(), r, r, S.p[sb].data(), r, r, N, 1.0f);
+        product_t(dp[sb].data(), r, dcarry.data(), r, N, C(l, m), true);
+        weight_grad(gC(l, m), dcarry.data(), r, r, S.p[sb].data(), r, r, N, 1.0f);
         std::copy(dcarry.begin(), dcarry.begin() + N * r, dz.begin());
         have_dz = true;
       }
@@ -361,9 +367,9 @@ struct TrainPass::State {
     }
     if (!have_dz || !ac->forward[mi]) return;
     // ze = A drop(c): dA += dz^T drop(c), dc += mask(dz A)
-    weight_grad(gA(l, m).data.data(), dz.data(), r, r, dropped(c, n_in, l, m), n_in, n_in, N, 1.0f);
+    weight_grad(gA(l, m), dz.data(), r, r, dropped(c, n_in, l, m), n_in, n_in, N, 1.0f);
     tmp_in.resize(static_cast<size_t>(N * n_in));
-    product_t(tmp_in.data(), n_in, dz.data(), r, N, A(l, m).ref(), false);
+    product_t(tmp_in.data(), n_in, dz.data(), r, N, A(l, m), false);
     add_masked(dc, tmp_in.data(), n_in, l, m);
   }
 
@@ -387,19 +393,19 @@ struct TrainPass::State {
       const float* dy = *dy_it++;
       const int mi = index(m);
       if (!ac->forward[mi]) continue;
-      const int64_t n_out = target_out(cfg, m);
+      const int64_t n_out = target_out(l, m);
       if (!flora) {  // y += s B z
-        product_t(dz.data(), r, dy, ldy, N, Bm(l, m).ref(), false);
+        product_t(dz.data(), r, dy, ldy, N, Bm(l, m), false);
         for (float& v : dz) v *= s;
-        weight_grad(gB(l, m).data.data(), dy, ldy, n_out, S.z[mi].data(), r, r, N, s);
+        weight_grad(gB(l, m), dy, ldy, n_out, S.z[mi].data(), r, r, N, s);
       } else {
         dz.assign(dzsum.begin(), dzsum.end());
         if (ac->repeat_add[mi])
           for (int64_t t = 0; t < N; ++t) ops::fold_add(dz.data() + t * r, dy + t * ldy, n_out, r, s);
       }
-      weight_grad(gA(l, m).data.data(), dz.data(), r, r, dropped(u, d, l, m), d, d, N, 1.0f);
+      weight_grad(gA(l, m), dz.data(), r, r, dropped(u, d, l, m), d, d, N, 1.0f);
       tmp_in.resize(static_cast<size_t>(N * d));
-      product_t(tmp_in.data(), d, dz.data(), r, N, A(l, m).ref(), false);
+      product_t(tmp_in.data(), d, dz.data(), r, N, A(l, m), false);
       add_masked(du, tmp_in.data(), d, l, m);
     }
   }
@@ -691,9 +697,9 @@ struct TrainPass::State {
   }
 };
 
-TrainPass::TrainPass(const LlamaConfig& config, ThreadPool& pool, const TrainWeights& weights,
-                     const TrainGrads* grads, const Adapter* adapter, Adapter* adapter_grads, int64_t max_rows)
-    : s_(std::make_unique<State>(config, pool, weights, grads, adapter, adapter_grads, max_rows)) {}
+TrainPass::TrainPass(const LlamaConfig& config, ThreadPool& pool, const TrainWeights& weights, const TrainGrads* grads,
+                     const AdapterTrainView* adapter, int64_t max_rows)
+    : s_(std::make_unique<State>(config, pool, weights, grads, adapter, max_rows)) {}
 TrainPass::~TrainPass() = default;
 void TrainPass::set_dropout(float p, uint64_t seed) {
   if (!(p >= 0 && p < 1)) fail("dropout must be in [0, 1), got {}", p);

@@ -21,7 +21,7 @@
 #include <memory>
 #include <vector>
 
-#include "adapters/adapter.h"
+#include "model/adapter_exec.h"
 #include "model/weights.h"
 #include "util/threads.h"
 
@@ -64,14 +64,15 @@ struct TrainBatch {
 class TrainPass {
  public:
   // config: the model's. grads: full fine-tuning's gradients (null: base
-  // frozen). adapter, adapter_grads: the trained adapter and its gradients,
-  // same shapes (null: no adapter). max_rows: the most rows (B T) a batch
+  // frozen). adapter: the trained adapter's values and where its gradients
+  // go (model/adapter_exec.h; adapters/exec.h makes it from an Adapter and
+  // its gradient Adapter), null: no adapter. max_rows: the most rows (B T) a batch
   // will have. Input gradients (dx = dy W) read the weights where they are
   // (ops::matmul_cols), so the pass keeps no copy of them and sees the
   // updates of full fine-tuning as they happen. Everything given must outlive
   // the pass.
   TrainPass(const LlamaConfig& config, ThreadPool& pool, const TrainWeights& weights, const TrainGrads* grads,
-            const Adapter* adapter, Adapter* adapter_grads, int64_t max_rows);
+            const AdapterTrainView* adapter, int64_t max_rows);
   ~TrainPass();
   TrainPass(const TrainPass&) = delete;
   TrainPass& operator=(const TrainPass&) = delete;

@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <csignal>
@@ -11,9 +13,8 @@
 #include <sstream>
 #include <thread>
 
-#include <unistd.h>
-
 #include "adapters/adapter.h"
+#include "adapters/exec.h"
 #include "io/tensor_store.h"
 #include "model/dense_weights.h"
 #include "model/train_pass.h"
@@ -476,7 +477,8 @@ TrainSummary run_training(const TrainOptions& opts) {
     return static_cast<int64_t>(m);
   }();
   const TrainWeights weights = o.full ? tr.dense->train_weights() : train_weights_of(*model);
-  TrainPass pass(cfg, pool, weights, o.full ? &tr.grads_view : nullptr, tr.adapter.get(), tr.adapter_grads.get(),
+  const auto adapter_view = make_adapter_train_view(tr.adapter.get(), tr.adapter_grads.get());
+  TrainPass pass(cfg, pool, weights, o.full ? &tr.grads_view : nullptr, adapter_view ? &*adapter_view : nullptr,
                  o.micro_batch * longest);
 
   const int64_t n = static_cast<int64_t>(data.examples.size());
