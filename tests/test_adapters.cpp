@@ -673,6 +673,32 @@ TEST_F(Adapters, LoadRefusesNanAndInfNamingTheElement) {
     }
 }
 
+// The training view points at the adapter's own values and its gradient
+// buffers (no copy: an optimiser step on the adapter is what the next pass
+// reads), and refuses gradients shaped otherwise, naming the matrix.
+TEST_F(Adapters, TrainViewPointsIntoTheAdapterAndChecksGradientShapes) {
+  AdapterConfig c = AdapterConfig::preset("ffba", 4, 8);
+  c.init = AdapterInit::Random;
+  const Adapter adapter = Adapter::create(c, tiny, 3);
+  Adapter grads = adapter.zeros_like();
+  const AdapterTrainView v = make_adapter_train_view(adapter, grads);
+  ASSERT_EQ(v.grads.size(), adapter.layers.size());
+  for (size_t l = 0; l < adapter.layers.size(); ++l)
+    for (int m = 0; m < kTargets; ++m) {
+      const AdapterMatrix& A = adapter.layers[l].A[m];
+      EXPECT_EQ(v.values.layers[l].A[m].data, A.empty() ? nullptr : A.data.data());
+      EXPECT_EQ(v.grads[l].A[m], A.empty() ? nullptr : grads.layers[l].A[m].data.data());
+      EXPECT_EQ(v.grads[l].B[m], adapter.layers[l].B[m].empty() ? nullptr : grads.layers[l].B[m].data.data());
+    }
+  EXPECT_FALSE(make_adapter_train_view(nullptr, nullptr).has_value());
+  Adapter wrong = adapter.zeros_like();
+  wrong.layers[1].A[static_cast<int>(Target::Q)].rows += 1;
+  EXPECT_HAS(error_of([&] { make_adapter_train_view(adapter, wrong); }),
+             "adapter gradients: layer 1 A of q_proj: (5, 64), expected (4, 64)");
+  wrong.layers.pop_back();
+  EXPECT_HAS(error_of([&] { make_adapter_train_view(adapter, wrong); }), "1 layers, expected 2");
+}
+
 TEST_F(Adapters, ShapesAreCheckedByOneCheckEverywhere) {
   const std::string base = path("base");
   write_random_model(tiny, base, 4, DType::BF16);

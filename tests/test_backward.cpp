@@ -654,6 +654,25 @@ TEST(TileFold, MatchLoopsAndAreTransposes) {
     }
 }
 
+// tile_add_range over an output chunk [i0, i1) adds exactly what tile_add
+// adds there (the same single multiply-add per element), and nothing outside.
+TEST(TileFold, RangeIsTheTileOfItsChunk) {
+  std::mt19937 rng(12);
+  for (Tiling tl : {Tiling{12, 4}, Tiling{13, 4}, Tiling{200, 6}, Tiling{2048, 96}})
+    for (int64_t i0 : {int64_t{0}, int64_t{1}, int64_t{5}, tl.n / 2})
+      for (int64_t i1 : {i0, i0 + 1, tl.n}) {
+        if (i1 > tl.n) continue;
+        const auto z = random_floats(tl.r, rng, 1.0), y0 = random_floats(tl.n, rng, 1.0);
+        auto whole = y0, range = y0;
+        ops::tile_add(whole.data(), z.data(), tl.n, tl.r, 0.75f);
+        ops::tile_add_range(range.data(), z.data(), i0, i1, tl.r, 0.75f);
+        for (int64_t i = 0; i < tl.n; ++i) {
+          const float want = i >= i0 && i < i1 ? whole[i] : y0[i];
+          ASSERT_EQ(range[i], want) << "n=" << tl.n << " r=" << tl.r << " [" << i0 << ", " << i1 << ") i=" << i;
+        }
+      }
+}
+
 // ---------------------------------------------------------------- transpose
 
 TEST(Transpose, WithRowStride) {
