@@ -5,6 +5,7 @@
 
 #include "ops/backward.h"
 #include "ops/ops.h"
+#include "ops/rows.h"
 #include "util/error.h"
 #include "util/random.h"
 
@@ -12,14 +13,6 @@ namespace flora {
 
 namespace {
 
-// Output rows per chunk of a product: a multiple of the 4-row register block.
-constexpr int64_t kRowChunk = 64;
-// Output columns per chunk of a transposed product: a multiple of every
-// vector width times matmul_cols' column vectors per register block. Each
-// chunk reads all of x, so chunks are twice that where there are enough for
-// every thread (the LM head's input gradient, x (64, 128256), ran 1.4x faster
-// at 128 columns than at 64).
-constexpr int64_t kColChunk = 64;
 // Rows of the LM head's logits computed at once: (kHeadRows, V) floats, 33 MB
 // at Llama 3's vocabulary, instead of the whole (N, V).
 constexpr int64_t kHeadRows = 64;
@@ -62,10 +55,6 @@ class Scratch {
   size_t size_ = 0, cap_ = 0;
 };
 
-MatrixRef f32_ref(const float* data, int64_t rows, int64_t cols, int64_t stride = 0) {
-  return MatrixRef{data, DType::F32, rows, cols, stride};
-}
-
 }  // namespace
 
 TrainWeights train_weights_of(const LlamaModel& model) {
@@ -81,18 +70,18 @@ TrainWeights train_weights_of(const LlamaModel& model) {
 
 // Activations of one layer that the backward reads. Shapes with N = B T rows.
 struct LayerSaved {
-  Scratch x;       // (N, d) the layer's input (residual stream)
-  Scratch rstd1;   // (N)
-  Scratch xn1;     // (N, d) RMSNorm(x)
-  Scratch qkv;     // (N, q_dim + 2 kv_dim) q and k after RoPE, v
-  Scratch P;       // (B, heads, T, T) attention probabilities
-  Scratch att;     // (N, q_dim) attention output
-  Scratch x_mid;   // (N, d) residual after attention
-  Scratch rstd2;   // (N)
-  Scratch xn2;     // (N, d)
-  Scratch gate;    // (N, f) gate product (with adapter), before SiLU
-  Scratch up;      // (N, f)
-  Scratch h;       // (N, f) SiLU(gate) * up
+  Scratch x;                        // (N, d) the layer's input (residual stream)
+  Scratch rstd1;                    // (N)
+  Scratch xn1;                      // (N, d) RMSNorm(x)
+  Scratch qkv;                      // (N, q_dim + 2 kv_dim) q and k after RoPE, v
+  Scratch P;                        // (B, heads, T, T) attention probabilities
+  Scratch att;                      // (N, q_dim) attention output
+  Scratch x_mid;                    // (N, d) residual after attention
+  Scratch rstd2;                    // (N)
+  Scratch xn2;                      // (N, d)
+  Scratch gate;                     // (N, f) gate product (with adapter), before SiLU
+  Scratch up;                       // (N, f)
+  Scratch h;                        // (N, f) SiLU(gate) * up
   std::array<Scratch, kTargets> z;  // (N, r) A_m drop(u) per target with A (LoRA: for dB)
   std::array<Scratch, 2> zsum;      // (N, r) FLoRA: z of the sub-block before phi
   std::array<Scratch, 2> p;         // (N, r) FLoRA: phi(z)
@@ -118,24 +107,24 @@ struct TrainPass::State {
   const AdapterExec* ac = nullptr;  // the adapter's values and flags
 
   std::vector<LayerSaved> saved;
-  Scratch x_final, rstd_f, xn_f;  // (N, d), (N), (N, d)
-  std::vector<int32_t> tokens, targets;      // (N)
-  Scratch rope_cos, rope_sin;     // (T, hd / 2)
+  Scratch x_final, rstd_f, xn_f;         // (N, d), (N), (N, d)
+  std::vector<int32_t> tokens, targets;  // (N)
+  Scratch rope_cos, rope_sin;            // (T, hd / 2)
 
   // Backward buffers.
   Scratch dx, dx_mid, dxn, dqkv, datt, dh, dgate, dup;  // (N, d) ... (N, f)
-  std::array<Scratch, 2> dp;  // (N, r) d loss / d p of each sub-block (FLoRA)
-  Scratch dcarry;             // (N, r) d loss / d carry_out of the sub-block being differentiated
-  Scratch dz, tmp_r;          // (N, r)
-  Scratch tmp_in;             // (N, max(d, f, q_dim)) adapter input gradients before the dropout mask
-  Scratch drop_buf;           // (N, max(d, f, q_dim)) drop(u)
-  Scratch carry;              // (N, r) forward: the carry into the next sub-block
-  Scratch tr_a, tr_b;         // transposes for weight gradients
-  Scratch attn_scratch;       // (threads, attention_scratch_floats)
-  Scratch dzsum_;                        // (N, r) d loss / d z of the sub-block (FLoRA)
-  Scratch xc, lg, dxc;                   // (kHeadRows, d), (kHeadRows, V), (kHeadRows, d): the LM head's rows
-  std::vector<double> row_loss;          // (N)
-  std::vector<double> seq_loss;          // (B): row_loss summed over each sequence
+  std::array<Scratch, 2> dp;                            // (N, r) d loss / d p of each sub-block (FLoRA)
+  Scratch dcarry;                // (N, r) d loss / d carry_out of the sub-block being differentiated
+  Scratch dz, tmp_r;             // (N, r)
+  Scratch tmp_in;                // (N, max(d, f, q_dim)) adapter input gradients before the dropout mask
+  Scratch drop_buf;              // (N, max(d, f, q_dim)) drop(u)
+  Scratch carry;                 // (N, r) forward: the carry into the next sub-block
+  Scratch tr_a, tr_b;            // transposes for weight gradients
+  Scratch attn_scratch;          // (threads, attention_scratch_floats)
+  Scratch dzsum_;                // (N, r) d loss / d z of the sub-block (FLoRA)
+  Scratch xc, lg, dxc;           // (kHeadRows, d), (kHeadRows, V), (kHeadRows, d): the LM head's rows
+  std::vector<double> row_loss;  // (N)
+  std::vector<double> seq_loss;  // (B): row_loss summed over each sequence
 
   State(const LlamaConfig& c, ThreadPool& p, const TrainWeights& weights, const TrainGrads* g,
         const AdapterTrainView* a, int64_t rows)
@@ -156,51 +145,12 @@ struct TrainPass::State {
 
   // ---- parallel building blocks -------------------------------------------
 
-  // y (N, W.rows) (=|+=) x (N, W.cols) W^T, one parallel region over W's rows.
-  void product(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t n, const MatrixRef& W, bool accumulate) {
-    WorkChunks rows(W.rows, kRowChunk);
-    pool.run([&](int, int) {
-      int64_t r0, r1;
-      while (rows.next(r0, r1)) ops::matmul_rows(y, ldy, x, ldx, n, W, r0, r1, accumulate);
-    });
-  }
-
-  // y (n, W.cols) (=|+=) x (n, W.rows) W, one parallel region over W's columns:
-  // the input gradient dx = dy W of a product y = x W^T, read from W itself
-  // (the model's one copy, or the adapter's current values). Each element is
-  // one chain over W's rows (ops::matmul_cols), so the chunking changes no bit.
-  void product_t(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t n, const MatrixRef& W, bool accumulate) {
-    const bool wide = W.cols >= 2 * (2 * kColChunk) * pool.size();  // two wide chunks per thread
-    WorkChunks cols(W.cols, wide ? 2 * kColChunk : kColChunk);
-    pool.run([&](int, int) {
-      int64_t c0, c1;
-      while (cols.next(c0, c1)) ops::matmul_cols(y, ldy, x, ldx, n, W, c0, c1, accumulate);
-    });
-  }
-
-  // dW (M, K) += scale dy^T x with dy (n, M) row stride ldy, x (n, K) row
-  // stride ldx: both transposed into scratch, then one product whose
-  // "tokens" are the M rows of dy^T and whose weight rows are x^T's K rows.
+  // dW (M, K) += scale dy^T x (ops::weight_grad), with the pass's transpose scratch.
   void weight_grad(float* dW, const float* dy, int64_t ldy, int64_t M, const float* x, int64_t ldx, int64_t K,
                    int64_t n, float scale) {
     tr_a.resize(static_cast<size_t>(M * n));
     tr_b.resize(static_cast<size_t>(K * n));
-    // Column blocks of dy and x become row blocks of the transposes (tiled in ops::transpose).
-    WorkChunks ca((M + 63) / 64, 1), cb((K + 63) / 64, 1);
-    pool.run([&](int, int) {
-      int64_t b0, b1;
-      while (ca.next(b0, b1)) {
-        const int64_t c0 = b0 * 64, c1 = std::min(M, b1 * 64);
-        ops::transpose(tr_a.data() + c0 * n, dy + c0, n, c1 - c0, ldy);
-        if (scale != 1.0f)
-          for (int64_t i = c0 * n; i < c1 * n; ++i) tr_a[i] *= scale;
-      }
-      while (cb.next(b0, b1)) {
-        const int64_t c0 = b0 * 64, c1 = std::min(K, b1 * 64);
-        ops::transpose(tr_b.data() + c0 * n, x + c0, n, c1 - c0, ldx);
-      }
-    });
-    product(dW, K, tr_a.data(), n, M, f32_ref(tr_b.data(), K, n), true);
+    ops::weight_grad(pool, dW, dy, ldy, M, x, ldx, K, n, scale, tr_a.data(), tr_b.data());
   }
 
   // ---- dropout -------------------------------------------------------------
@@ -278,12 +228,12 @@ struct TrainPass::State {
       Scratch& z = S.z[index(m)];
       z.resize(static_cast<size_t>(N * r));
       const float* ud = dropped(u, d, l, m);
-      product(z.data(), r, ud, d, N, A(l, m), false);
+      ops::product(pool, z.data(), r, ud, d, N, A(l, m), false);
       const int64_t n_out = target_out(l, m);
       if (!flora) {  // LoRA: y += s B z
         tmp_r.resize(static_cast<size_t>(N * r));
         for (int64_t i = 0; i < N * r; ++i) tmp_r[i] = s * z[i];
-        product(y, ldy, tmp_r.data(), r, N, Bm(l, m), true);
+        ops::product(pool, y, ldy, tmp_r.data(), r, N, Bm(l, m), true);
       } else if (ac->repeat_add[index(m)]) {
         tile_rows(y, ldy, n_out, z.data());
       }
@@ -299,29 +249,29 @@ struct TrainPass::State {
 
   // The exit product x += c W^T with its adapter; c (N, n_in). Sets `carry`.
   void exit_forward(int64_t l, int sb, Target m, const MatrixRef& W, const float* c, int64_t n_in, float* x) {
-    product(x, d, c, n_in, N, W, true);
+    ops::product(pool, x, d, c, n_in, N, W, true);
     if (!adapter) return;
     LayerSaved& S = saved[l];
     const int mi = index(m);
     Scratch& z = S.z[mi];
     if (ac->forward[mi]) {
       z.resize(static_cast<size_t>(N * r));
-      product(z.data(), r, dropped(c, n_in, l, m), n_in, N, A(l, m), false);
+      ops::product(pool, z.data(), r, dropped(c, n_in, l, m), n_in, N, A(l, m), false);
     }
     tmp_r.resize(static_cast<size_t>(N * r));
     if (!flora) {
       if (!ac->forward[mi]) return;
       for (int64_t i = 0; i < N * r; ++i) tmp_r[i] = s * z[i];
-      product(x, d, tmp_r.data(), r, N, Bm(l, m), true);
+      ops::product(pool, x, d, tmp_r.data(), r, N, Bm(l, m), true);
       return;
     }
     if (ac->backward[mi]) {  // x += s B p
       for (int64_t i = 0; i < N * r; ++i) tmp_r[i] = s * S.p[sb][i];
-      product(x, d, tmp_r.data(), r, N, Bm(l, m), true);
+      ops::product(pool, x, d, tmp_r.data(), r, N, Bm(l, m), true);
     }
     if (ac->forward[mi] && ac->repeat_add[mi]) tile_rows(x, d, d, z.data());
     if (ac->carry[mi]) {  // carry = ze + C p
-      product(carry.data(), r, S.p[sb].data(), r, N, C(l, m), false);
+      ops::product(pool, carry.data(), r, S.p[sb].data(), r, N, C(l, m), false);
       for (int64_t i = 0; i < N * r; ++i) carry[i] += z[i];
     } else {
       std::fill(carry.begin(), carry.end(), 0.0f);
@@ -343,19 +293,19 @@ struct TrainPass::State {
     if (!flora) {
       if (!ac->forward[mi]) return;
       // y += s B z: dz = s dy B, dB += s dy^T z
-      product_t(dz.data(), r, dy, d, N, Bm(l, m), false);
+      ops::product_t(pool, dz.data(), r, dy, d, N, Bm(l, m), false);
       for (float& v : dz) v *= s;
       weight_grad(gB(l, m), dy, d, d, S.z[mi].data(), r, r, N, s);
       have_dz = true;
     } else {
       if (ac->backward[mi]) {  // y += s B p
         tmp_r.resize(static_cast<size_t>(N * r));
-        product_t(tmp_r.data(), r, dy, d, N, Bm(l, m), false);
+        ops::product_t(pool, tmp_r.data(), r, dy, d, N, Bm(l, m), false);
         for (int64_t i = 0; i < N * r; ++i) dp[sb][i] += s * tmp_r[i];
         weight_grad(gB(l, m), dy, d, d, S.p[sb].data(), r, r, N, s);
       }
       if (ac->carry[mi]) {  // carry = ze + C p
-        product_t(dp[sb].data(), r, dcarry.data(), r, N, C(l, m), true);
+        ops::product_t(pool, dp[sb].data(), r, dcarry.data(), r, N, C(l, m), true);
         weight_grad(gC(l, m), dcarry.data(), r, r, S.p[sb].data(), r, r, N, 1.0f);
         std::copy(dcarry.begin(), dcarry.begin() + N * r, dz.begin());
         have_dz = true;
@@ -369,7 +319,7 @@ struct TrainPass::State {
     // ze = A drop(c): dA += dz^T drop(c), dc += mask(dz A)
     weight_grad(gA(l, m), dz.data(), r, r, dropped(c, n_in, l, m), n_in, n_in, N, 1.0f);
     tmp_in.resize(static_cast<size_t>(N * n_in));
-    product_t(tmp_in.data(), n_in, dz.data(), r, N, A(l, m), false);
+    ops::product_t(pool, tmp_in.data(), n_in, dz.data(), r, N, A(l, m), false);
     add_masked(dc, tmp_in.data(), n_in, l, m);
   }
 
@@ -395,7 +345,7 @@ struct TrainPass::State {
       if (!ac->forward[mi]) continue;
       const int64_t n_out = target_out(l, m);
       if (!flora) {  // y += s B z
-        product_t(dz.data(), r, dy, ldy, N, Bm(l, m), false);
+        ops::product_t(pool, dz.data(), r, dy, ldy, N, Bm(l, m), false);
         for (float& v : dz) v *= s;
         weight_grad(gB(l, m), dy, ldy, n_out, S.z[mi].data(), r, r, N, s);
       } else {
@@ -405,58 +355,12 @@ struct TrainPass::State {
       }
       weight_grad(gA(l, m), dz.data(), r, r, dropped(u, d, l, m), d, d, N, 1.0f);
       tmp_in.resize(static_cast<size_t>(N * d));
-      product_t(tmp_in.data(), d, dz.data(), r, N, A(l, m), false);
+      ops::product_t(pool, tmp_in.data(), d, dz.data(), r, N, A(l, m), false);
       add_masked(du, tmp_in.data(), d, l, m);
     }
   }
 
-  // ---- norms -------------------------------------------------------------
-
-  void norm_forward(float* out, float* rstd, const float* x, const float* wn) {
-    WorkChunks rows(N, 8);
-    pool.run([&](int, int) {
-      int64_t t0, t1;
-      while (rows.next(t0, t1))
-        for (int64_t t = t0; t < t1; ++t)
-          ops::rmsnorm_forward(out + t * d, rstd + t, x + t * d, wn, d, float(cfg.rms_norm_eps));
-    });
-  }
-  // dx += through RMSNorm; dw += (full fine-tuning) summed over rows in row
-  // order by column blocks, so the sum does not depend on the threads.
-  void norm_backward(float* dx, float* dw, const float* dout, const float* x, const float* wn, const float* rstd) {
-    WorkChunks rows(N, 8), cols((d + 63) / 64, 1);
-    pool.run([&](int, int) {
-      int64_t t0, t1;
-      while (rows.next(t0, t1))
-        for (int64_t t = t0; t < t1; ++t)
-          ops::rmsnorm_backward(dx + t * d, nullptr, dout + t * d, x + t * d, wn, rstd[t], d);
-      if (!dw) return;
-      int64_t b0, b1;
-      while (cols.next(b0, b1))
-        for (int64_t t = 0; t < N; ++t)
-          for (int64_t j = b0 * 64; j < std::min(d, b1 * 64); ++j)
-            dw[j] += dout[t * d + j] * x[t * d + j] * rstd[t];
-    });
-  }
-
   // ---- layer ---------------------------------------------------------------
-
-  // RoPE on the q and k heads of every row of qkv (N, q_dim + 2 kv_dim), each
-  // row at its position in its sequence; backward: the transposed rotation.
-  void rope_rows(float* qkv, bool backward) {
-    const int64_t half = hd / 2;
-    WorkChunks rows(N, 8);
-    pool.run([&](int, int) {
-      int64_t t0, t1;
-      while (rows.next(t0, t1))
-        for (int64_t t = t0; t < t1; ++t) {
-          const float* cos = rope_cos.data() + (t % T) * half;
-          const float* sin = rope_sin.data() + (t % T) * half;
-          for (int64_t h = 0; h < H + KV; ++h)
-            (backward ? ops::rope_backward : ops::rope_forward)(qkv + t * ld_qkv + h * hd, cos, sin, hd);
-        }
-    });
-  }
 
   void forward_layer(int64_t l, float* x) {
     LayerSaved& S = saved[l];
@@ -468,14 +372,14 @@ struct TrainPass::State {
     std::copy(x, x + N * d, S.x.begin());
 
     // Attention sub-block.
-    norm_forward(S.xn1.data(), S.rstd1.data(), x, L.attn_norm);
+    ops::rmsnorm_rows(pool, S.xn1.data(), S.rstd1.data(), x, L.attn_norm, N, d, float(cfg.rms_norm_eps));
     float* qkv = S.qkv.data();
-    product(qkv, ld_qkv, S.xn1.data(), d, N, L.q, false);
-    product(qkv + qd, ld_qkv, S.xn1.data(), d, N, L.k, false);
-    product(qkv + qd + kvd, ld_qkv, S.xn1.data(), d, N, L.v, false);
+    ops::product(pool, qkv, ld_qkv, S.xn1.data(), d, N, L.q, false);
+    ops::product(pool, qkv + qd, ld_qkv, S.xn1.data(), d, N, L.k, false);
+    ops::product(pool, qkv + qd + kvd, ld_qkv, S.xn1.data(), d, N, L.v, false);
     if (adapter)
       entry_forward(l, 0, {Target::Q, Target::K, Target::V}, S.xn1.data(), {qkv, qkv + qd, qkv + qd + kvd}, ld_qkv);
-    rope_rows(qkv, false);
+    ops::rope_rows(pool, qkv, ld_qkv, N, H + KV, hd, rope_cos.data(), rope_sin.data(), T, false);
     WorkChunks heads(B * H, 1);
     const int64_t group = H / KV, scratch = ops::attention_scratch_floats(T, hd);
     attn_scratch.resize(static_cast<size_t>(pool.size() * scratch));
@@ -485,8 +389,8 @@ struct TrainPass::State {
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t b = i / H, h = i % H, kvh = h / group;
           const float* base = qkv + b * T * ld_qkv;
-          ops::attention_forward(S.att.data() + b * T * qd + h * hd, qd, S.P.data() + i * T * T, base + h * hd,
-                                 ld_qkv, base + qd + kvh * hd, base + qd + kvd + kvh * hd, ld_qkv, T, hd,
+          ops::attention_forward(S.att.data() + b * T * qd + h * hd, qd, S.P.data() + i * T * T, base + h * hd, ld_qkv,
+                                 base + qd + kvh * hd, base + qd + kvd + kvh * hd, ld_qkv, T, hd,
                                  attn_scratch.data() + th * scratch);
         }
     });
@@ -494,17 +398,11 @@ struct TrainPass::State {
     exit_forward(l, 0, Target::O, L.o, S.att.data(), qd, S.x_mid.data());
 
     // FFN sub-block.
-    norm_forward(S.xn2.data(), S.rstd2.data(), S.x_mid.data(), L.ffn_norm);
-    product(S.gate.data(), f, S.xn2.data(), d, N, L.gate, false);
-    product(S.up.data(), f, S.xn2.data(), d, N, L.up, false);
+    ops::rmsnorm_rows(pool, S.xn2.data(), S.rstd2.data(), S.x_mid.data(), L.ffn_norm, N, d, float(cfg.rms_norm_eps));
+    ops::product(pool, S.gate.data(), f, S.xn2.data(), d, N, L.gate, false);
+    ops::product(pool, S.up.data(), f, S.xn2.data(), d, N, L.up, false);
     if (adapter) entry_forward(l, 1, {Target::Gate, Target::Up}, S.xn2.data(), {S.gate.data(), S.up.data()}, f);
-    WorkChunks act_rows(N, 8);
-    pool.run([&](int, int) {
-      int64_t t0, t1;
-      while (act_rows.next(t0, t1))
-        for (int64_t t = t0; t < t1; ++t)
-          ops::swiglu_forward(S.h.data() + t * f, S.gate.data() + t * f, S.up.data() + t * f, f);
-    });
+    ops::swiglu_rows(pool, S.h.data(), S.gate.data(), S.up.data(), N, f);
     std::copy(S.x_mid.begin(), S.x_mid.end(), x);
     exit_forward(l, 1, Target::Down, L.down, S.h.data(), f, x);
   }
@@ -523,34 +421,28 @@ struct TrainPass::State {
 
     // FFN exit: x_out = x_mid + h Wd^T (+ adapter).
     dh.resize(static_cast<size_t>(N * f));
-    product_t(dh.data(), f, dx.data(), d, N, L.down, false);
+    ops::product_t(pool, dh.data(), f, dx.data(), d, N, L.down, false);
     if (G && G->down) weight_grad(G->down, dx.data(), d, d, S.h.data(), f, f, N, 1.0f);
     exit_backward(l, 1, Target::Down, S.h.data(), f, dx.data(), dh.data());
     // h = silu(gate) * up
     dgate.resize(static_cast<size_t>(N * f));
     dup.resize(static_cast<size_t>(N * f));
-    WorkChunks act_rows(N, 8);
-    pool.run([&](int, int) {
-      int64_t t0, t1;
-      while (act_rows.next(t0, t1))
-        for (int64_t t = t0; t < t1; ++t)
-          ops::swiglu_backward(dgate.data() + t * f, dup.data() + t * f, dh.data() + t * f, S.gate.data() + t * f,
-                               S.up.data() + t * f, f);
-    });
+    ops::swiglu_rows_backward(pool, dgate.data(), dup.data(), dh.data(), S.gate.data(), S.up.data(), N, f);
     // FFN entry: gate, up = xn2 Wg^T, xn2 Wu^T (+ adapters).
     dxn.resize(static_cast<size_t>(N * d));
-    product_t(dxn.data(), d, dgate.data(), f, N, L.gate, false);
-    product_t(dxn.data(), d, dup.data(), f, N, L.up, true);
+    ops::product_t(pool, dxn.data(), d, dgate.data(), f, N, L.gate, false);
+    ops::product_t(pool, dxn.data(), d, dup.data(), f, N, L.up, true);
     if (G && G->gate) weight_grad(G->gate, dgate.data(), f, f, S.xn2.data(), d, d, N, 1.0f);
     if (G && G->up) weight_grad(G->up, dup.data(), f, f, S.xn2.data(), d, d, N, 1.0f);
     entry_backward(l, 1, {Target::Gate, Target::Up}, S.xn2.data(), {dgate.data(), dup.data()}, f, dxn.data());
     // dcarry now holds d loss / d (the attention exit's carry_out).
     dx_mid.assign(dx.begin(), dx.begin() + N * d);  // residual
-    norm_backward(dx_mid.data(), G ? G->ffn_norm : nullptr, dxn.data(), S.x_mid.data(), L.ffn_norm, S.rstd2.data());
+    ops::rmsnorm_rows_backward(pool, dx_mid.data(), G ? G->ffn_norm : nullptr, dxn.data(), S.x_mid.data(), L.ffn_norm,
+                               S.rstd2.data(), N, d);
 
     // Attention exit: x_mid = x + att Wo^T (+ adapter).
     datt.resize(static_cast<size_t>(N * qd));
-    product_t(datt.data(), qd, dx_mid.data(), d, N, L.o, false);
+    ops::product_t(pool, datt.data(), qd, dx_mid.data(), d, N, L.o, false);
     if (G && G->o) weight_grad(G->o, dx_mid.data(), d, d, S.att.data(), qd, qd, N, 1.0f);
     exit_backward(l, 0, Target::O, S.att.data(), qd, dx_mid.data(), datt.data());
     // Attention, per (sequence, KV head) so that the query heads of a group add
@@ -568,32 +460,33 @@ struct TrainPass::State {
           for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
             ops::attention_backward(dbase + h * hd, dbase + qd + kvh * hd, dbase + qd + kvd + kvh * hd,
                                     datt.data() + b * T * qd + h * hd, qd, S.P.data() + (b * H + h) * T * T,
-                                    base + h * hd, ld_qkv, base + qd + kvh * hd, base + qd + kvd + kvh * hd, ld_qkv,
-                                    T, hd, attn_scratch.data() + th * scratch);
+                                    base + h * hd, ld_qkv, base + qd + kvh * hd, base + qd + kvd + kvh * hd, ld_qkv, T,
+                                    hd, attn_scratch.data() + th * scratch);
         }
     });
-    rope_rows(dqkv.data(), true);
+    ops::rope_rows(pool, dqkv.data(), ld_qkv, N, H + KV, hd, rope_cos.data(), rope_sin.data(), T, true);
     // Attention entry: q|k|v = xn1 [Wq; Wk; Wv]^T (+ adapters).
     const float* dq = dqkv.data();
     const float* dk = dq + qd;
     const float* dv = dk + kvd;
-    product_t(dxn.data(), d, dq, ld_qkv, N, L.q, false);
-    product_t(dxn.data(), d, dk, ld_qkv, N, L.k, true);
-    product_t(dxn.data(), d, dv, ld_qkv, N, L.v, true);
+    ops::product_t(pool, dxn.data(), d, dq, ld_qkv, N, L.q, false);
+    ops::product_t(pool, dxn.data(), d, dk, ld_qkv, N, L.k, true);
+    ops::product_t(pool, dxn.data(), d, dv, ld_qkv, N, L.v, true);
     if (G && G->q) weight_grad(G->q, dq, ld_qkv, qd, S.xn1.data(), d, d, N, 1.0f);
     if (G && G->k) weight_grad(G->k, dk, ld_qkv, kvd, S.xn1.data(), d, d, N, 1.0f);
     if (G && G->v) weight_grad(G->v, dv, ld_qkv, kvd, S.xn1.data(), d, d, N, 1.0f);
     entry_backward(l, 0, {Target::Q, Target::K, Target::V}, S.xn1.data(), {dq, dk, dv}, ld_qkv, dxn.data());
     // dcarry now holds d loss / d (the previous layer's down carry_out).
     std::copy(dx_mid.begin(), dx_mid.end(), dx.begin());  // residual
-    norm_backward(dx.data(), G ? G->attn_norm : nullptr, dxn.data(), S.x.data(), L.attn_norm, S.rstd1.data());
+    ops::rmsnorm_rows_backward(pool, dx.data(), G ? G->attn_norm : nullptr, dxn.data(), S.x.data(), L.attn_norm,
+                               S.rstd1.data(), N, d);
   }
 
   // Final norm, LM head and cross-entropy over the rows that have a target
   // (every row with keep_logits), kHeadRows at a time. With backward, fills
   // dx (N, d) with d loss / d x_final.
   double head(bool backward, float grad_scale) {
-    norm_forward(xn_f.data(), rstd_f.data(), x_final.data(), w.final_norm);
+    ops::rmsnorm_rows(pool, xn_f.data(), rstd_f.data(), x_final.data(), w.final_norm, N, d, float(cfg.rms_norm_eps));
     std::vector<int64_t> rows;
     for (int64_t t = 0; t < N; ++t)
       if (keep_logits || targets[t] >= 0) rows.push_back(t);
@@ -608,7 +501,7 @@ struct TrainPass::State {
       const int64_t n = std::min<int64_t>(kHeadRows, static_cast<int64_t>(rows.size() - c0));
       for (int64_t i = 0; i < n; ++i)
         std::copy(xn_f.begin() + rows[c0 + i] * d, xn_f.begin() + (rows[c0 + i] + 1) * d, xc.begin() + i * d);
-      product(lg.data(), V, xc.data(), d, n, w.lm_head, false);
+      ops::product(pool, lg.data(), V, xc.data(), d, n, w.lm_head, false);
       WorkChunks items(n, 1);
       pool.run([&](int, int) {
         int64_t i0, i1;
@@ -626,7 +519,7 @@ struct TrainPass::State {
           }
       });
       if (!backward) continue;
-      product_t(dxc.data(), d, lg.data(), V, n, w.lm_head, false);
+      ops::product_t(pool, dxc.data(), d, lg.data(), V, n, w.lm_head, false);
       for (int64_t i = 0; i < n; ++i)
         std::copy(dxc.begin() + i * d, dxc.begin() + (i + 1) * d, dxn.begin() + rows[c0 + i] * d);
       if (dE) weight_grad(dE, lg.data(), V, V, xc.data(), d, d, n, 1.0f);
@@ -642,8 +535,8 @@ struct TrainPass::State {
     }
     if (backward) {
       dx.assign(static_cast<size_t>(N * d), 0.0f);
-      norm_backward(dx.data(), grads ? grads->final_norm : nullptr, dxn.data(), x_final.data(), w.final_norm,
-                    rstd_f.data());
+      ops::rmsnorm_rows_backward(pool, dx.data(), grads ? grads->final_norm : nullptr, dxn.data(), x_final.data(),
+                                 w.final_norm, rstd_f.data(), N, d);
     }
     return loss;
   }
@@ -666,12 +559,7 @@ struct TrainPass::State {
     const std::vector<double> inv_freq = rope_inverse_frequencies(cfg);
     rope_cos.resize(static_cast<size_t>(T * half));
     rope_sin.resize(static_cast<size_t>(T * half));
-    for (int64_t p = 0; p < T; ++p)
-      for (int64_t j = 0; j < half; ++j) {
-        const double angle = static_cast<double>(p) * inv_freq[j];
-        rope_cos[p * half + j] = static_cast<float>(std::cos(angle));
-        rope_sin[p * half + j] = static_cast<float>(std::sin(angle));
-      }
+    for (int64_t p = 0; p < T; ++p) rope_angles(inv_freq, p, rope_cos.data() + p * half, rope_sin.data() + p * half);
     carry.assign(static_cast<size_t>(N * std::max<int64_t>(r, 1)), 0.0f);
     x_final.resize(static_cast<size_t>(N * d));
     rstd_f.resize(static_cast<size_t>(N));
@@ -689,8 +577,7 @@ struct TrainPass::State {
         int64_t b0, b1;
         while (cols.next(b0, b1))
           for (int64_t t = 0; t < N; ++t)
-            for (int64_t j = b0 * 64; j < std::min(d, b1 * 64); ++j)
-              grads->embed[tokens[t] * d + j] += dx[t * d + j];
+            for (int64_t j = b0 * 64; j < std::min(d, b1 * 64); ++j) grads->embed[tokens[t] * d + j] += dx[t * d + j];
       });
     }
     return loss;
