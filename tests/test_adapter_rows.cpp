@@ -138,8 +138,8 @@ TEST_F(AdapterRows, ZeroScaleGivesTheBaseModel) {
     Forward f(*model_, pool, 32);
     const float* l = f.forward_batch({{0, kPrompts[1].data(), 21, adapters_[i]->exec(), 0.0f}}, false);
     EXPECT_EQ(max_diff(l, base.data(), V), 0.0) << adapters_[i]->variant();
-    const float* with = alone(*model_, pool, adapters_[i]->exec(), kPrompts[1], {})[0].data();
-    EXPECT_GT(max_diff(with, base.data(), V), 1e-3) << adapters_[i]->variant() << ": the adapter should matter";
+    const std::vector<float> with = alone(*model_, pool, adapters_[i]->exec(), kPrompts[1], {})[0];
+    EXPECT_GT(max_diff(with.data(), base.data(), V), 1e-3) << adapters_[i]->variant() << ": the adapter should matter";
   }
 }
 
@@ -193,11 +193,23 @@ TEST_F(AdapterRows, ClearErrorsBeforeAnyChange) {
   EXPECT_NE(error_of([&] {
               f.forward_batch({{0, kPrompts[0].data(), 5}, {1, kPrompts[2].data(), 2, &short_exec}}, false);
             }).find("slot 1: the adapter has 1 layers of rank 4, expected 2 layers (the model's) of rank > 0"),
-            std::string::npos)
-      << error_of([&] { f.forward_batch({{1, kPrompts[2].data(), 2, &short_exec}}, false); });
+            std::string::npos);
   EXPECT_NE(error_of([&] {
               f.forward_batch({{0, kPrompts[0].data(), 5, adapters_[0]->exec(), NAN}}, false);
             }).find("slot 0: adapter scale nan is not finite"),
+            std::string::npos);
+  // An adapter made for another model (another width) is refused, not read out of bounds.
+  AdapterExec other_model = *adapters_[0]->exec();
+  other_model.layers[1].A[index(Target::Q)].cols += 1;
+  EXPECT_NE(error_of([&] {
+              f.forward_batch({{1, kPrompts[2].data(), 2, &other_model}}, false);
+            }).find("slot 1: adapter layer 1 q A: expected (4, 64) for this model (r = 4), found (4, 65)"),
+            std::string::npos);
+  AdapterExec missing = *adapters_[1]->exec();  // LoRA: a B where there is an A
+  missing.layers[0].B[index(Target::Down)] = MatrixRef{};
+  EXPECT_NE(error_of([&] {
+              f.forward_batch({{0, kPrompts[2].data(), 2, &missing}}, false);
+            }).find("slot 0: adapter layer 0 down B: expected (64, 4) for this model (r = 4), found no matrix"),
             std::string::npos);
   EXPECT_EQ(f.position(0), 0);
   EXPECT_EQ(f.position(1), 0);

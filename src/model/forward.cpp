@@ -93,8 +93,8 @@ Forward::SitePlan Forward::plan_site(const Site& site) const {
   return plan;
 }
 
-void Forward::run_items(int t, int64_t layer, const Site& site, const SitePlan& plan, WorkChunks& items,
-                        const float* u, int64_t ld_u) {
+void Forward::run_items(int t, int64_t layer, const Site& site, const SitePlan& plan, WorkChunks& items, const float* u,
+                        int64_t ld_u) {
   int64_t i0, i1;
   while (items.next(i0, i1))
     for (int64_t i = i0; i < i1; ++i) plan.items[i].first->region_item(t, layer, site, plan.items[i].second, u, ld_u);
@@ -313,6 +313,33 @@ const float* Forward::forward_batch(const std::vector<Chunk>& chunks, bool all_l
   return run(chunks, all_logits);
 }
 
+// A chunk may name any AdapterExec: one made for another model would read
+// out of bounds, so its matrices are checked against this model's (ADAPTERS.md
+// shapes: A (r, in) where forward, B (out, r) where backward, C (r, r) where a
+// FLoRA carry), L x 21 comparisons per chunk.
+void Forward::check_adapter_shapes(const AdapterExec& a, int slot) const {
+  if (static_cast<int64_t>(a.layers.size()) != cfg_.num_hidden_layers || a.rank <= 0)
+    fail("forward: slot {}: the adapter has {} layers of rank {}, expected {} layers (the model's) of rank > 0", slot,
+         a.layers.size(), a.rank, cfg_.num_hidden_layers);
+  static constexpr const char* kNames[kTargets] = {"q", "k", "v", "o", "gate", "up", "down"};
+  const int64_t r = a.rank;
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    const LayerWeights& w = layers_[l];
+    const MatrixRef* base[kTargets] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
+    for (int m = 0; m < kTargets; ++m) {
+      auto check = [&](bool present, const MatrixRef& x, char which, int64_t rows, int64_t cols) {
+        if (present && (!x.data || x.rows != rows || x.cols != cols))
+          fail("forward: slot {}: adapter layer {} {} {}: expected ({}, {}) for this model (r = {}), found {}", slot, l,
+               kNames[m], which, rows, cols, r, x.data ? fmt::format("({}, {})", x.rows, x.cols) : "no matrix");
+      };
+      const AdapterExec::Layer& al = a.layers[l];
+      check(a.forward[m], al.A[m], 'A', r, base[m]->cols);
+      check(a.backward[m], al.B[m], 'B', base[m]->rows, r);
+      check(a.mode == AdapterMode::FLoRA && a.carry[m], al.C[m], 'C', r, r);
+    }
+  }
+}
+
 // Groups the rows of the call by adapter: consecutive chunks with the same
 // adapter and scale form one run, and each distinct adapter gets a strategy
 // of its mode (taken from the pool, so its buffers are reused) over its runs.
@@ -364,9 +391,7 @@ const float* Forward::run(const std::vector<Chunk>& chunks, bool all_logits) {
       if (c.tokens[i] < 0 || c.tokens[i] >= V)
         fail("token id {} at position {} is outside the vocabulary [0, {})", c.tokens[i], p0 + i, V);
     const AdapterExec* a = c.adapter ? *c.adapter : adapter_;
-    if (a && (static_cast<int64_t>(a->layers.size()) != cfg_.num_hidden_layers || a->rank <= 0))
-      fail("forward: slot {}: the adapter has {} layers of rank {}, expected {} layers (the model's) of rank > 0",
-           c.slot, a->layers.size(), a->rank, cfg_.num_hidden_layers);
+    if (a) check_adapter_shapes(*a, c.slot);
     if (c.scale && !std::isfinite(*c.scale)) fail("forward: slot {}: adapter scale {} is not finite", c.slot, *c.scale);
     T += c.n;
   }

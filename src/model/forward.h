@@ -133,6 +133,8 @@ class Forward {
   void ffn_entry(int64_t layer, int64_t T);
   // Exit product x += W u (+ adapters) for o (u = att) or down (u = h).
   void exit_product(int64_t layer, const Site& site, const MatrixRef& w, const float* u, int64_t ld_u, int64_t T);
+  // Fails unless the adapter's matrices have this model's shapes.
+  void check_adapter_shapes(const AdapterExec& a, int slot) const;
   // The adapters of the call: a strategy per distinct adapter, over its runs of rows.
   void plan_adapters(const std::vector<Chunk>& chunks);
   // The strategies' own work items of a site's product region, and whether
@@ -168,8 +170,8 @@ class Forward {
   std::vector<int32_t> row_segment_;  // (T)
   std::vector<int64_t> row_pos_;      // (T)
   std::vector<AttentionItem> attention_items_;
-  std::vector<int64_t> out_rows_;  // (n_out)
-  std::vector<char> slot_used_;    // (slots) scratch of the distinct-slot check
+  std::vector<int64_t> out_rows_;         // (n_out)
+  std::vector<char> slot_used_;           // (slots) scratch of the distinct-slot check
   const AdapterExec* adapter_ = nullptr;  // of chunks that name none
   const std::vector<LayerWeights>& layers_;
   // Strategies kept across calls for their buffers: the k-th distinct adapter
