@@ -10,7 +10,6 @@ namespace flora {
 
 namespace {
 
-constexpr const char* kShortNames[kTargets] = {"q", "k", "v", "o", "gate", "up", "down"};
 constexpr const char* kModules[kTargets] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                             "gate_proj", "up_proj", "down_proj"};
 constexpr const char* kPaths[kTargets] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
@@ -56,7 +55,7 @@ Mask modules_from_json(const Json& j, const char* key, const std::string& origin
     const std::string name = e.get<std::string>();
     bool found = false;
     for (int i = 0; i < kTargets; ++i)
-      if (name == kModules[i] || name == kShortNames[i]) m[i] = found = true;
+      if (name == kModules[i] || name == target_short_name(static_cast<Target>(i))) m[i] = found = true;
     if (!found)
       fail("{}: key '{}': unknown module '{}' (known: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)",
            origin, key, name);
@@ -89,7 +88,6 @@ const char* init_name(AdapterInit i) {
 
 }  // namespace
 
-const char* target_short_name(Target t) { return kShortNames[static_cast<int>(t)]; }
 const char* target_module(Target t) { return kModules[static_cast<int>(t)]; }
 const char* target_path(Target t) { return kPaths[static_cast<int>(t)]; }
 
@@ -324,7 +322,7 @@ std::array<bool, kTargets> parse_targets(const std::string& list) {
       fail("--targets '{}': empty item (expected a comma-separated list of q,k,v,o,gate,up,down)", list);
     bool found = false;
     for (int i = 0; i < kTargets; ++i)
-      if (item == kShortNames[i] || item == kModules[i]) m[i] = found = true;
+      if (item == target_short_name(static_cast<Target>(i)) || item == kModules[i]) m[i] = found = true;
     if (!found) fail("--targets '{}': unknown projection '{}' (expected q, k, v, o, gate, up, down)", list, item);
     seen = true;
   }

@@ -16,8 +16,6 @@ namespace flora {
 
 // Target, kTargets, kAllTargets, is_exit and Nonlinearity come from
 // model/adapter_exec.h, the forward pass's view of an adapter.
-// "q", "k", "v", "o", "gate", "up", "down" (the --targets spelling)
-const char* target_short_name(Target t);
 // "q_proj", ... (PEFT's target_modules spelling)
 const char* target_module(Target t);
 // "self_attn.q_proj", ..., "mlp.down_proj" (the path inside a layer)

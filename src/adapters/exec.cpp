@@ -82,20 +82,18 @@ MergedLayers merge_lora_layers(const LlamaModel& model, const Adapter& lora) {
   };
   size_t total = 0;
   for (const LayerWeights& w : merged.layers) {
-    const MatrixRef* mats[kTargets] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
     for (int m = 0; m < kTargets; ++m)
-      if (lora.config.forward[m]) total += bytes_of(*mats[m]);
+      if (lora.config.forward[m]) total += bytes_of(projection(w, static_cast<Target>(m)));
   }
   merged.storage = AnonymousBuffer(total, /*huge_pages=*/true);
   size_t used = 0;
   for (size_t l = 0; l < merged.layers.size(); ++l) {
     LayerWeights& w = merged.layers[l];
-    MatrixRef* mats[kTargets] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
     for (int m = 0; m < kTargets; ++m) {
       if (!lora.config.forward[m]) continue;
       const AdapterMatrix& A = lora.layers[l].A[m];  // (r, in)
       const AdapterMatrix& B = lora.layers[l].B[m];  // (out, r)
-      MatrixRef& W = *mats[m];
+      MatrixRef& W = projection(w, static_cast<Target>(m));
       const size_t es = dtype_size(W.dtype);
       uint8_t* out = merged.storage.data() + used;
       used += bytes_of(W);

@@ -22,6 +22,33 @@ constexpr std::array<Target, kTargets> kAllTargets = {Target::Q,    Target::K,  
                                                       Target::Gate, Target::Up, Target::Down};
 inline bool is_exit(Target t) { return t == Target::O || t == Target::Down; }
 inline int index(Target t) { return static_cast<int>(t); }
+// "q", "k", "v", "o", "gate", "up", "down" (the --targets spelling, and messages)
+inline const char* target_short_name(Target t) {
+  static constexpr const char* kNames[kTargets] = {"q", "k", "v", "o", "gate", "up", "down"};
+  return kNames[index(t)];
+}
+// The matrix of projection t in a layer of weights: any struct with the
+// fields q, k, v, o, gate, up, down (LayerWeights, TrainLayer), const or not.
+template <typename Layer>
+auto& projection(Layer& w, Target t) {
+  switch (t) {
+    case Target::Q:
+      return w.q;
+    case Target::K:
+      return w.k;
+    case Target::V:
+      return w.v;
+    case Target::O:
+      return w.o;
+    case Target::Gate:
+      return w.gate;
+    case Target::Up:
+      return w.up;
+    case Target::Down:
+      break;
+  }
+  return w.down;
+}
 
 enum class AdapterMode {
   FLoRA,               // fused: adapter rows in the base products, epilogues, no extra sync point

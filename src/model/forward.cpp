@@ -321,20 +321,20 @@ void Forward::check_adapter_shapes(const AdapterExec& a, int slot) const {
   if (static_cast<int64_t>(a.layers.size()) != cfg_.num_hidden_layers || a.rank <= 0)
     fail("forward: slot {}: the adapter has {} layers of rank {}, expected {} layers (the model's) of rank > 0", slot,
          a.layers.size(), a.rank, cfg_.num_hidden_layers);
-  static constexpr const char* kNames[kTargets] = {"q", "k", "v", "o", "gate", "up", "down"};
   const int64_t r = a.rank;
   for (size_t l = 0; l < a.layers.size(); ++l) {
     const LayerWeights& w = layers_[l];
-    const MatrixRef* base[kTargets] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
     for (int m = 0; m < kTargets; ++m) {
       auto check = [&](bool present, const MatrixRef& x, char which, int64_t rows, int64_t cols) {
         if (present && (!x.data || x.rows != rows || x.cols != cols))
           fail("forward: slot {}: adapter layer {} {} {}: expected ({}, {}) for this model (r = {}), found {}", slot, l,
-               kNames[m], which, rows, cols, r, x.data ? fmt::format("({}, {})", x.rows, x.cols) : "no matrix");
+               target_short_name(static_cast<Target>(m)), which, rows, cols, r,
+               x.data ? fmt::format("({}, {})", x.rows, x.cols) : "no matrix");
       };
       const AdapterExec::Layer& al = a.layers[l];
-      check(a.forward[m], al.A[m], 'A', r, base[m]->cols);
-      check(a.backward[m], al.B[m], 'B', base[m]->rows, r);
+      const MatrixRef& base = projection(w, static_cast<Target>(m));
+      check(a.forward[m], al.A[m], 'A', r, base.cols);
+      check(a.backward[m], al.B[m], 'B', base.rows, r);
       check(a.mode == AdapterMode::FLoRA && a.carry[m], al.C[m], 'C', r, r);
     }
   }

@@ -199,11 +199,7 @@ struct TrainPass::State {
   float* gB(int64_t l, Target m) const { return adapter->grads[l].B[index(m)]; }
   float* gC(int64_t l, Target m) const { return adapter->grads[l].C[index(m)]; }
   // Output width of projection m of layer l (the base matrix's rows).
-  int64_t target_out(int64_t l, Target m) const {
-    const TrainLayer& L = w.layers[l];
-    const MatrixRef* mats[kTargets] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
-    return mats[index(m)]->rows;
-  }
+  int64_t target_out(int64_t l, Target m) const { return projection(w.layers[l], m).rows; }
 
   // y (N, out) row stride ldy += s * tile(z) (N, r), in parallel over rows.
   void tile_rows(float* y, int64_t ldy, int64_t n_out, const float* z) {
