@@ -3,17 +3,18 @@
 // through prefill and KV-cache decode, at several thread counts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "compare.h"
 #include "io/safetensors.h"
 #include "model/forward.h"
 #include "model/weights.h"
 #include "util/error.h"
-#include "compare.h"
 
 namespace flora {
 namespace {
@@ -154,6 +155,30 @@ TEST(Forward, LastLogitsEqualLastRowOfAll) {
   std::vector<float> last_row(all + (T - 1) * V, all + T * V);
   const float* last = b.forward(g.tokens.data(), T, false);
   for (int64_t j = 0; j < V; ++j) ASSERT_EQ(last[j], last_row[j]) << j;
+}
+
+// Prefill and decode run one attention (ops::attention_block: a decode row is
+// a block of one query) and products whose values do not depend on how many
+// tokens share a call, so a prompt's logits are the same bit for bit whether
+// it is prefilled at once, in pieces, or decoded a token at a time.
+TEST(Forward, PrefillInPiecesAndDecodeGiveTheSameLogits) {
+  auto model = LlamaModel::load(kFixtures + "f32");
+  const Golden g = read_golden(kFixtures + "f32/golden.safetensors");
+  const int64_t V = model->config().vocab_size, T = static_cast<int64_t>(g.tokens.size());
+  ASSERT_GE(T, 8);
+  ThreadPool pool(2);
+  Forward whole(*model, pool, T);
+  const float* all = whole.forward(g.tokens.data(), T, true);
+  const std::vector<float> want(all, all + T * V);
+  for (int64_t piece : {1, 3, 5}) {
+    Forward f(*model, pool, T);
+    for (int64_t t0 = 0; t0 < T; t0 += piece) {
+      const int64_t n = std::min(piece, T - t0);
+      const float* got = f.forward(g.tokens.data() + t0, n, true);
+      ASSERT_EQ(0, std::memcmp(got, want.data() + t0 * V, static_cast<size_t>(n * V) * sizeof(float)))
+          << "pieces of " << piece << ", tokens " << t0 << ".." << t0 + n;
+    }
+  }
 }
 
 TEST(Forward, MappedAndCopiedWeightsGiveTheSameLogits) {

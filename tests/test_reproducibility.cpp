@@ -48,7 +48,7 @@ TEST(Reproducible, SequenceLossIgnoresBatchAndPadding) {
   const Sequences data;
   const int64_t kMaxRows = 3 * 40;
   const auto pass_adapter = make_adapter_train_view(&adapter, &grads);
-  TrainPass pass(model->config(), pool, train_weights_of(*model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
+  TrainPass pass(model->config(), pool, weights_view_of(*model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
                  kMaxRows);
 
   // Each sequence alone at its own length: the reference bits.

@@ -16,6 +16,7 @@
 #include "compare.h"
 #include "io/safetensors.h"
 #include "model/dense_weights.h"
+#include "model/forward.h"
 #include "model/train_pass.h"
 #include "train/optimizer.h"
 #include "train/trainer.h"
@@ -77,12 +78,56 @@ TEST(TrainPass, ForwardMatchesTwinLogits) {
     }
     ThreadPool pool(2);
     const auto pass_adapter = make_adapter_train_view(adapter.get(), grads.get());
-    TrainPass pass(model->config(), pool, train_weights_of(*model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
-                   T);
+    TrainPass pass(model->config(), pool, weights_view_of(*model), nullptr, pass_adapter ? &*pass_adapter : nullptr, T);
     pass.keep_logits(true);
     std::vector<int32_t> targets(T, -1);
     pass.run(TrainBatch{1, T, tokens.data(), targets.data()}, false, 1.0f);
     EXPECT_LE(test::max_abs_error(pass.logits().data(), want.data(), static_cast<size_t>(T * V)), 1e-4) << (variant.empty() ? "base" : variant);
+  }
+}
+
+// The training forward is the inference forward (one layer function,
+// Forward::forward_train): its logits of a batch of two sequences equal, bit
+// for bit, each sequence's own inference forward, for the base model and
+// every adapter variant in every execution. This rests on the design's row
+// guarantee (a row's values depend only on its own sequence, never on the
+// rows beside it, how the products split rows or which thread runs them).
+TEST(TrainPass, ForwardIsTheInferenceForwardBitForBit) {
+  auto model = LlamaModel::load(kFixtures + "/f32");
+  const std::vector<int32_t> tokens = {379, 12, 200, 31,  7, 99, 150, 3, 4,  45, 46, 47, 48, 49, 50, 51, 52, 53,
+                                       379, 5,  77,  300, 2, 1,  9,   8, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69};
+  const int64_t B = 2, T = 18, V = model->config().vocab_size;
+  struct Case {
+    std::string variant;
+    LoraExecution execution;
+  };
+  std::vector<Case> cases = {
+      {"", LoraExecution::Unfused}, {"lora", LoraExecution::Unfused}, {"lora", LoraExecution::PartiallyFused}};
+  for (const std::string& v : kVariants)
+    if (v != "lora") cases.push_back({v, LoraExecution::Unfused});
+  for (const Case& c : cases) {
+    const std::string what = c.variant.empty() ? "base" : c.variant + " " + lora_variant_name(c.execution);
+    std::unique_ptr<Adapter> adapter, grads;
+    std::optional<AdapterTrainView> view;
+    if (!c.variant.empty()) {
+      adapter = std::make_unique<Adapter>(Adapter::load(kFixtures + "/adapters/" + c.variant, model->config()));
+      grads = std::make_unique<Adapter>(adapter->zeros_like());
+      view = make_adapter_train_view(*adapter, *grads);
+      view->values = make_adapter_exec(*adapter, c.execution);
+    }
+    ThreadPool pool(2);
+    TrainPass pass(model->config(), pool, weights_view_of(*model), nullptr, view ? &*view : nullptr, B * T);
+    pass.keep_logits(true);
+    std::vector<int32_t> targets(B * T, -1);
+    pass.run(TrainBatch{B, T, tokens.data(), targets.data()}, false, 1.0f);
+    Forward forward(*model, pool, T, view ? &view->values : nullptr);
+    for (int64_t b = 0; b < B; ++b) {
+      forward.reset();
+      const float* want = forward.forward(tokens.data() + b * T, T, true);
+      EXPECT_EQ(0, std::memcmp(want, pass.logits().data() + b * T * V, static_cast<size_t>(T * V) * sizeof(float)))
+          << what << " sequence " << b << ": max |diff| "
+          << test::max_abs_error(pass.logits().data() + b * T * V, want, static_cast<size_t>(T * V));
+    }
   }
 }
 
@@ -162,7 +207,7 @@ TEST_P(TwinGradients, AdapterMatchesTwin) {
   Adapter grads = adapter.zeros_like();
   ThreadPool pool(2);
   const auto pass_adapter = make_adapter_train_view(&adapter, &grads);
-  TrainPass pass(c.model->config(), pool, train_weights_of(*c.model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
+  TrainPass pass(c.model->config(), pool, weights_view_of(*c.model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
                  c.B * c.T);
   const double loss = pass.run(c.batch(), true, 1.0f / static_cast<float>(c.count)) / static_cast<double>(c.count);
   EXPECT_NEAR(loss, read_f64(*c.golden, "loss")[0], 1e-5);
@@ -231,7 +276,7 @@ TEST_P(TwinSteps, LossesMatchTwin) {
     const double clip = adamw ? 0.0 : std::stod(meta.at("sgd_clip_max_norm"));
     train::Optimizer opt(oo, slots);
     ThreadPool pool(2);
-    const TrainWeights w = dense ? dense->train_weights() : train_weights_of(*c.model);
+    const WeightsView w = dense ? dense->train_weights() : weights_view_of(*c.model);
     const auto pass_adapter = make_adapter_train_view(adapter.get(), agrads.get());
     TrainPass pass(c.model->config(), pool, w, dense ? &gview : nullptr, pass_adapter ? &*pass_adapter : nullptr,
                    c.B * c.T);
@@ -272,7 +317,7 @@ TEST(TrainPass, DropoutGradientsMatchFiniteDifferences) {
     std::vector<int32_t> targets = {12, 200, 31, 7, 99, 150, 3, -1, -1, 46, 47, 48, 49, 50, 51, -1};
     ThreadPool pool(2);
     const auto pass_adapter = make_adapter_train_view(&adapter, &grads);
-    TrainPass pass(model->config(), pool, train_weights_of(*model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
+    TrainPass pass(model->config(), pool, weights_view_of(*model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
                    16);
     const TrainBatch batch{2, 8, tokens.data(), targets.data()};
     const double plain = pass.run(batch, false, 1.0f);
@@ -341,10 +386,10 @@ TEST(TrainPass, MicroBatchesAccumulate) {
   Adapter whole = adapter.zeros_like(), parts = adapter.zeros_like();
   ThreadPool pool(2);
   const auto p1_adapter = make_adapter_train_view(&adapter, &whole);
-  TrainPass p1(model->config(), pool, train_weights_of(*model), nullptr, p1_adapter ? &*p1_adapter : nullptr, 16);
+  TrainPass p1(model->config(), pool, weights_view_of(*model), nullptr, p1_adapter ? &*p1_adapter : nullptr, 16);
   const double l1 = p1.run(TrainBatch{2, 8, tokens.data(), targets.data()}, true, 1.0f / 12);
   const auto p2_adapter = make_adapter_train_view(&adapter, &parts);
-  TrainPass p2(model->config(), pool, train_weights_of(*model), nullptr, p2_adapter ? &*p2_adapter : nullptr, 8);
+  TrainPass p2(model->config(), pool, weights_view_of(*model), nullptr, p2_adapter ? &*p2_adapter : nullptr, 8);
   double l2 = p2.run(TrainBatch{1, 8, tokens.data(), targets.data()}, true, 1.0f / 12);
   l2 += p2.run(TrainBatch{1, 8, tokens.data() + 8, targets.data() + 8}, true, 1.0f / 12);
   EXPECT_NEAR(l1, l2, 1e-4);
@@ -461,7 +506,7 @@ void check_blocks_case(const std::string& dtype, const std::string& name, bool c
   Adapter adapter = Adapter::load(kBlocks + "/adapters/" + name, c.model->config());
   Adapter grads = adapter.zeros_like();
   const auto pass_adapter = make_adapter_train_view(&adapter, &grads);
-  TrainPass pass(c.model->config(), pool, train_weights_of(*c.model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
+  TrainPass pass(c.model->config(), pool, weights_view_of(*c.model), nullptr, pass_adapter ? &*pass_adapter : nullptr,
                  c.B * c.T);
   if (check_logits) logit_err = expect_logits(pass, c, kBlocks + "/adapters/" + name + "/golden.safetensors", what);
   const double loss = pass.run(c.batch(), true, 1.0f / static_cast<float>(c.count)) / static_cast<double>(c.count);
@@ -492,7 +537,7 @@ INSTANTIATE_TEST_SUITE_P(Variants, TwinBlocks, ::testing::ValuesIn(blocks_cases(
 
 // BF16 base (the production dtype; the twin computes in float64 on the same
 // RNE-rounded weights): the training pass's forward on the BF16 weights
-// (train_weights_of keeps them BF16: the kernels widen in registers), and the
+// (weights_view_of keeps them BF16: the kernels widen in registers), and the
 // loss and gradients of adapters on the frozen BF16 base and of full
 // fine-tuning from it (f32 masters of the BF16 values).
 class TwinBlocksBf16 : public ::testing::TestWithParam<std::string> {};
@@ -506,7 +551,7 @@ TEST(TwinBlocksBf16, TrainingForwardOnBf16WeightsMatchesTwin) {
   TwinCase c(kBlocks + "/bf16", blocks_golden("bf16", "full"));
   ASSERT_EQ(c.model->layers()[0].q.dtype, DType::BF16);
   ThreadPool pool(2);
-  TrainPass pass(c.model->config(), pool, train_weights_of(*c.model), nullptr, nullptr, c.B * c.T);
+  TrainPass pass(c.model->config(), pool, weights_view_of(*c.model), nullptr, nullptr, c.B * c.T);
   const double logit_err = expect_logits(pass, c, kBlocks + "/bf16/golden.safetensors", "bf16 base");
   const double loss = pass.run(c.batch(), false, 1.0f) / static_cast<double>(c.count);
   const double loss_err = test::element_error(loss, read_f64(*c.golden, "loss")[0]);

@@ -28,7 +28,7 @@ inline const char* target_short_name(Target t) {
   return kNames[index(t)];
 }
 // The matrix of projection t in a layer of weights: any struct with the
-// fields q, k, v, o, gate, up, down (LayerWeights, TrainLayer), const or not.
+// fields q, k, v, o, gate, up, down (LayerWeights, LayerView), const or not.
 template <typename Layer>
 auto& projection(Layer& w, Target t) {
   switch (t) {

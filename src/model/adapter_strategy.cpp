@@ -5,6 +5,7 @@
 #include "ops/backward.h"
 #include "ops/ops.h"
 #include "util/error.h"
+#include "util/random.h"
 
 namespace flora {
 
@@ -15,6 +16,25 @@ void AdapterStrategy::begin(const AdapterExec& exec, std::vector<AdapterRows> ru
   packed_rows_ = 0;
   for (size_t i = 0; i < runs_.size(); ++i) packed_row_[i] = packed_rows_, packed_rows_ += runs_[i].n;
   prepare(threads);
+}
+
+bool AdapterDropout::keep(int64_t layer, Target m, int64_t row, int64_t col) const {
+  uint64_t st = seed ^ (static_cast<uint64_t>(layer) * 0x9e3779b97f4a7c15ull) ^
+                (static_cast<uint64_t>(index(m) + 1) << 56) ^ (static_cast<uint64_t>(row) << 24) ^
+                static_cast<uint64_t>(col);
+  return uniform01(st) >= p;
+}
+
+void AdapterDropout::apply(ThreadPool& pool, float* out, const float* u, int64_t ld_u, int64_t n, int64_t n_in,
+                           int64_t layer, Target m) const {
+  const float inv = 1.0f / (1.0f - p);
+  WorkChunks rows(n, 8);
+  pool.run([&](int, int) {
+    int64_t t0, t1;
+    while (rows.next(t0, t1))
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t c = 0; c < n_in; ++c) out[t * n_in + c] = keep(layer, m, t, c) ? u[t * ld_u + c] * inv : 0.0f;
+  });
 }
 
 namespace {
@@ -51,18 +71,18 @@ class FloraStrategy final : public AdapterStrategy {
     std::fill(carry_.begin(), carry_.begin() + static_cast<int64_t>(zs_), 0.0f);  // the first layer has none
   }
 
-  void before_chunks(int t, int64_t layer, const Site& site, const float* u, int64_t ld_u) override {
+  void before_chunks(int t, int64_t layer, const Site& site, const SiteInput& in) override {
     const AdapterExec& e = exec();
     const AdapterExec::Layer& a = e.layers[layer];
     const int64_t r = rank();
     if (site.exit) {
       // A u of the exit: every thread needs it for repeat-and-add (ffa), else thread 0 for the carry.
       const int m = index(site.targets[0]);
-      if (e.forward[m] && (e.repeat_add[m] || t == 0)) products(z_exit(t), u, ld_u, a.A[m]);
+      if (e.forward[m] && (e.repeat_add[m] || t == 0)) products(z_exit(t), in.a_u[0], in.a_ld, a.A[m]);
       return;
     }
     for (int j = 0; j < site.n_targets; ++j)
-      if (e.forward[index(site.targets[j])]) products(z_entry(t, j), u, ld_u, a.A[index(site.targets[j])]);
+      if (e.forward[index(site.targets[j])]) products(z_entry(t, j), in.a_u[j], in.a_ld, a.A[index(site.targets[j])]);
     if (t != 0) return;
     // z = the carry + the sum of the z_m in target order, then p = phi(z), s p.
     for (size_t i = 0; i < runs_.size(); ++i) {
@@ -74,6 +94,11 @@ class FloraStrategy final : public AdapterStrategy {
           if (e.forward[index(site.targets[j])]) z += z_entry(0, j)[k];
         phi_[k] = apply_nonlinearity(e.nonlinearity, z);
         phi_s_[k] = s * phi_[k];
+        if (saved_) {  // the backward's z and p, at the run's rows of the call
+          const size_t at = static_cast<size_t>(runs_[i].row0 * r) + (k - b);
+          saved_->zsum[site.sub_block][at] = z;
+          saved_->p[site.sub_block][at] = phi_[k];
+        }
       }
     }
   }
@@ -142,7 +167,8 @@ class LoraStrategy : public AdapterStrategy {
   bool defers(const Site& site) const override { return any_forward(exec(), site); }
 
  protected:
-  // Rows [a0, a1) of z_m = s A_m u for every run.
+  // Columns [a0, a1) of z_m = s A_m u for every run, u the input of m's A
+  // (the saved activations get A_m u before the scale).
   void a_products(int m, int64_t layer, const float* u, int64_t ld_u, int64_t a0, int64_t a1) {
     const int64_t r = rank();
     float* z = z_m(m);
@@ -150,8 +176,12 @@ class LoraStrategy : public AdapterStrategy {
       const AdapterRows& run = runs_[i];
       float* zr = z + packed_row(i) * r;
       ops::matmul_rows(zr, r, u + run.row0 * ld_u, ld_u, run.n, exec().layers[layer].A[m], a0, a1, false);
+      float* keep = saved_ ? saved_->z[m] + run.row0 * r : nullptr;
       for (int64_t t = 0; t < run.n; ++t)
-        for (int64_t k = a0; k < a1; ++k) zr[t * r + k] *= run.scale;
+        for (int64_t k = a0; k < a1; ++k) {
+          if (keep) keep[t * r + k] = zr[t * r + k];
+          zr[t * r + k] *= run.scale;
+        }
     }
   }
   void b_products(int m, int64_t layer, SiteOutput out, int64_t r0, int64_t r1) {
@@ -170,7 +200,7 @@ class LoraStrategy : public AdapterStrategy {
 // base product, one region for z = s A u and one for y += B z.
 class LoraUnfusedStrategy final : public LoraStrategy {
  public:
-  void extra_regions(ThreadPool& pool, int64_t layer, const Site& site, const float* u, int64_t ld_u,
+  void extra_regions(ThreadPool& pool, int64_t layer, const Site& site, const SiteInput& in,
                      const SiteOutput* outs) override {
     for (int j = 0; j < site.n_targets; ++j) {
       const int m = index(site.targets[j]);
@@ -178,7 +208,7 @@ class LoraUnfusedStrategy final : public LoraStrategy {
       WorkChunks a_rows(rank(), 4), b_rows(exec().layers[layer].B[m].rows, product_row_chunk(packed_rows()));
       pool.run([&](int, int) {
         int64_t r0, r1;
-        while (a_rows.next(r0, r1)) a_products(m, layer, u, ld_u, r0, r1);
+        while (a_rows.next(r0, r1)) a_products(m, layer, in.a_u[j], in.a_ld, r0, r1);
       });
       pool.run([&](int, int) {
         int64_t r0, r1;
@@ -194,9 +224,9 @@ class LoraUnfusedStrategy final : public LoraStrategy {
 class LoraPartiallyFusedStrategy final : public LoraStrategy {
  public:
   int64_t region_items(const Site& site) const override { return any_forward(exec(), site) ? site.n_targets : 0; }
-  void region_item(int, int64_t layer, const Site& site, int64_t item, const float* u, int64_t ld_u) override {
+  void region_item(int, int64_t layer, const Site& site, int64_t item, const SiteInput& in) override {
     const int m = index(site.targets[item]);
-    if (exec().forward[m]) a_products(m, layer, u, ld_u, 0, rank());
+    if (exec().forward[m]) a_products(m, layer, in.a_u[item], in.a_ld, 0, rank());
   }
   bool needs_follow_up(const Site& site) const override { return any_forward(exec(), site); }
   void late_epilogue(int, int64_t layer, const Site& site, int j, SiteOutput out, int64_t r0, int64_t r1) override {

@@ -61,6 +61,38 @@ struct SiteOutput {
   int64_t ldy;
 };
 
+// The input of a site: u (T, *) row stride ld, the shared input of the site's
+// products, and the input of each target j's A product: u itself, or (the
+// training forward with adapter dropout) u under target j's mask, a_ld its stride.
+struct SiteInput {
+  const float* u;
+  int64_t ld;
+  std::array<const float*, 3> a_u;
+  int64_t a_ld;
+};
+
+// What the training backward reads of an adapter's forward in one layer
+// (model/train_pass.cpp), written by the strategy when the forward saves
+// (Forward::forward_train); rows in call order, null where not needed.
+struct AdapterActivations {
+  std::array<float*, kTargets> z{};   // (rows, r) LoRA: A_m drop(u), before the scale
+  std::array<float*, 2> zsum{}, p{};  // (rows, r) FLoRA, per sub-block: z before phi, and p = phi(z)
+};
+
+// Adapter dropout of training (PEFT's lora_dropout on the inputs of A): the
+// mask of element (row, col) of target m's input in layer l depends only on
+// (seed, l, m, row, col), so a resumed run draws the same masks, and the
+// forward, which drops the inputs, and the backward, which masks their
+// gradients, agree without storing the masks.
+struct AdapterDropout {
+  float p = 0;  // 0: off
+  uint64_t seed = 0;
+  bool keep(int64_t layer, Target m, int64_t row, int64_t col) const;
+  // out (n, n_in) dense = u (n, n_in) row stride ld_u, times mask / (1 - p), in parallel over rows.
+  void apply(ThreadPool& pool, float* out, const float* u, int64_t ld_u, int64_t n, int64_t n_in, int64_t layer,
+             Target m) const;
+};
+
 class AdapterStrategy {
  public:
   virtual ~AdapterStrategy() = default;
@@ -69,16 +101,18 @@ class AdapterStrategy {
   // Sizes the strategy's buffers (kept across calls).
   void begin(const AdapterExec& exec, std::vector<AdapterRows> runs, int threads);
   const AdapterExec& exec() const { return *exec_; }
+  // Where the next layer's activations go for the backward (null: not saved).
+  void save_to(const AdapterActivations* saved) { saved_ = saved; }
 
-  // In the site's product region, every thread t, after the site's input u
-  // (the call's T rows, row stride ld_u) is ready and before its output chunks.
-  virtual void before_chunks(int t, int64_t layer, const Site& site, const float* u, int64_t ld_u) {}
+  // In the site's product region, every thread t, after the site's input (the
+  // call's T rows) is ready and before its output chunks.
+  virtual void before_chunks(int t, int64_t layer, const Site& site, const SiteInput& in) {}
   // In each output chunk: rows [r0, r1) of target j of the site are written.
   virtual void epilogue(int t, int64_t layer, const Site& site, int j, SiteOutput out, int64_t r0, int64_t r1) {}
   // Work items of the strategy's own in the product's region, shared over the
   // threads like output chunks (partially fused LoRA: the A products).
   virtual int64_t region_items(const Site& site) const { return 0; }
-  virtual void region_item(int t, int64_t layer, const Site& site, int64_t item, const float* u, int64_t ld_u) {}
+  virtual void region_item(int t, int64_t layer, const Site& site, int64_t item, const SiteInput& in) {}
   // In the product region, every thread, after its chunks and items.
   virtual void after_chunks(int t, int64_t layer, const Site& site) {}
 
@@ -86,7 +120,7 @@ class AdapterStrategy {
   // region: its consumer (RoPE, SwiGLU) then waits for a follow-up region.
   virtual bool defers(const Site& site) const { return false; }
   // Regions of the strategy's own after the product region (unfused LoRA).
-  virtual void extra_regions(ThreadPool& pool, int64_t layer, const Site& site, const float* u, int64_t ld_u,
+  virtual void extra_regions(ThreadPool& pool, int64_t layer, const Site& site, const SiteInput& in,
                              const SiteOutput* outs) {}
   // True when the strategy works in the site's follow-up region (late_epilogue).
   virtual bool needs_follow_up(const Site& site) const { return false; }
@@ -106,6 +140,7 @@ class AdapterStrategy {
 
   const AdapterExec* exec_ = nullptr;
   std::vector<AdapterRows> runs_;
+  const AdapterActivations* saved_ = nullptr;
 
  private:
   std::vector<int64_t> packed_row_;

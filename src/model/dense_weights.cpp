@@ -65,25 +65,24 @@ int64_t DenseWeights::size() const {
   return n;
 }
 
-TrainWeights DenseWeights::train_weights() const {
+WeightsView DenseWeights::train_weights() const {
   const LlamaConfig& c = config;
   const int64_t d = c.hidden_size, f = c.intermediate_size;
   auto m = [&](const std::string& name, int64_t rows, int64_t cols) {
     return MatrixRef{find(name), DType::F32, rows, cols, 0};
   };
-  TrainWeights w;
+  WeightsView w;
   w.embed = m("model.embed_tokens.weight", c.vocab_size, d);
   w.tied = c.tie_word_embeddings;
   w.lm_head = w.tied ? w.embed : m("lm_head.weight", c.vocab_size, d);
   w.final_norm = find("model.norm.weight");
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
-    w.layers.push_back(TrainLayer{m(layer_name(l, "self_attn.q_proj"), c.q_dim(), d),
-                                  m(layer_name(l, "self_attn.k_proj"), c.kv_dim(), d),
-                                  m(layer_name(l, "self_attn.v_proj"), c.kv_dim(), d),
-                                  m(layer_name(l, "self_attn.o_proj"), d, c.q_dim()),
-                                  m(layer_name(l, "mlp.gate_proj"), f, d), m(layer_name(l, "mlp.up_proj"), f, d),
-                                  m(layer_name(l, "mlp.down_proj"), d, f), find(layer_name(l, "input_layernorm")),
-                                  find(layer_name(l, "post_attention_layernorm"))});
+    w.layers.push_back(LayerView{
+        m(layer_name(l, "self_attn.q_proj"), c.q_dim(), d), m(layer_name(l, "self_attn.k_proj"), c.kv_dim(), d),
+        m(layer_name(l, "self_attn.v_proj"), c.kv_dim(), d), m(layer_name(l, "self_attn.o_proj"), d, c.q_dim()),
+        m(layer_name(l, "mlp.gate_proj"), f, d), m(layer_name(l, "mlp.up_proj"), f, d),
+        m(layer_name(l, "mlp.down_proj"), d, f), find(layer_name(l, "input_layernorm")),
+        find(layer_name(l, "post_attention_layernorm"))});
   return w;
 }
 

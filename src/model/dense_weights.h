@@ -24,7 +24,7 @@ struct DenseWeights {
   int64_t size() const;                  // elements in all
 
   // Views for TrainPass: F32 MatrixRefs / gradient pointers into `data`.
-  TrainWeights train_weights() const;
+  WeightsView train_weights() const;
   TrainGrads train_grads();
   // Writes DIR/config.json and DIR/model.safetensors (dtype F32 or BF16),
   // atomically per file.

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "ops/backward.h"
+#include "ops/rows.h"
 #include "util/error.h"
 
 namespace flora {
@@ -24,22 +25,25 @@ KVCache::KVCache(const LlamaConfig& c, int64_t capacity)
 
 Forward::Forward(const LlamaModel& model, ThreadPool& pool, int64_t context, const AdapterExec* adapter,
                  const std::vector<LayerWeights>* layers, int slots)
-    : model_(model),
-      cfg_(model.config()),
+    : cfg_(model.config()),
+      w_(weights_view_of(model, layers)),
       pool_(pool),
       inv_freq_(rope_inverse_frequencies(model.config())),
-      adapter_(adapter),
-      layers_(layers ? *layers : model.layers()) {
+      adapter_(adapter) {
   if (context <= 0) fail("context must be positive, got {}", context);
   if (context > cfg_.max_position_embeddings)
     fail("context {} exceeds the model's max_position_embeddings {}", context, cfg_.max_position_embeddings);
   if (slots <= 0) fail("slots must be positive, got {}", slots);
-  FLORA_ASSERT(static_cast<int64_t>(layers_.size()) == cfg_.num_hidden_layers);
+  FLORA_ASSERT(static_cast<int64_t>(w_.layers.size()) == cfg_.num_hidden_layers);
   caches_.reserve(slots);
   for (int i = 0; i < slots; ++i) caches_.emplace_back(model.config(), context);
   slot_used_.assign(slots, 0);
-  scores_.resize(static_cast<size_t>(pool.size()) * context);
   block_scores_.resize(static_cast<size_t>(pool.size()) * kQueryBlock * context);
+}
+
+Forward::Forward(const LlamaConfig& config, const WeightsView& weights, ThreadPool& pool)
+    : cfg_(config), w_(weights), pool_(pool), inv_freq_(rope_inverse_frequencies(config)) {
+  FLORA_ASSERT(static_cast<int64_t>(w_.layers.size()) == cfg_.num_hidden_layers);
 }
 
 void Forward::truncate(int slot, int64_t n) {
@@ -53,14 +57,46 @@ void Forward::ensure_buffers(int64_t T, int64_t n_out) {
   if (T > capacity_T_) {
     const int64_t d = cfg_.hidden_size, f = cfg_.intermediate_size;
     x_.resize(T * d);
-    xn_.resize(static_cast<size_t>(pool_.size()) * T * d);
-    qkv_.resize(T * (cfg_.q_dim() + 2 * cfg_.kv_dim()));
-    att_.resize(T * cfg_.q_dim());
-    gate_.resize(T * f);
-    up_.resize(T * f);
+    if (!acts_) {  // forward_train writes these into its LayerActivations
+      xn_.resize(static_cast<size_t>(pool_.size()) * T * d);
+      qkv_.resize(T * (cfg_.q_dim() + 2 * cfg_.kv_dim()));
+      att_.resize(T * cfg_.q_dim());
+      gate_.resize(T * f);
+      up_.resize(T * f);
+    }
     capacity_T_ = T;
   }
   logits_.resize(n_out * cfg_.vocab_size);
+}
+
+void Forward::bind_layer(int64_t layer) {
+  act_ = acts_ ? &(*acts_)[layer] : nullptr;
+  if (act_) {
+    qkv_p_ = act_->qkv, att_p_ = act_->att, gate_p_ = act_->gate, up_p_ = act_->up, h_p_ = act_->h;
+  } else {
+    qkv_p_ = qkv_.data(), att_p_ = att_.data(), gate_p_ = gate_.data(), up_p_ = up_.data();
+    h_p_ = gate_p_;  // SwiGLU in place: h overwrites gate
+  }
+  for (AdapterStrategy* s : active_) s->save_to(act_ ? &act_->adapter : nullptr);
+}
+
+// The site's input; under dropout (forward_train), each adapted target's A
+// reads its own masked copy of u, formed here in one region per target.
+SiteInput Forward::site_input(int64_t layer, const Site& site, const float* u, int64_t ld_u, int64_t n_in, int64_t T) {
+  SiteInput in{u, ld_u, {u, u, u}, ld_u};
+  if (dropout_.p <= 0 || active_.empty()) return in;
+  const AdapterExec& e = active_[0]->exec();  // forward_train runs one adapter
+  const size_t stride = static_cast<size_t>(T) * std::max({cfg_.hidden_size, cfg_.q_dim(), cfg_.intermediate_size});
+  if (dropped_.size() < 3 * stride) dropped_.resize(3 * stride);
+  in.a_ld = n_in;
+  for (int j = 0; j < site.n_targets; ++j) {
+    const Target m = site.targets[j];
+    if (!e.forward[index(m)]) continue;
+    float* out = dropped_.data() + j * stride;
+    dropout_.apply(pool_, out, u, ld_u, T, n_in, layer, m);
+    in.a_u[j] = out;
+  }
+  return in;
 }
 
 // RoPE and the cache write of head h (of the stack [q; k; v]) for every row:
@@ -70,12 +106,12 @@ void Forward::rope_and_cache(int64_t layer, int64_t h, int64_t T) {
   const int64_t nq = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads;
   if (h < nq + nkv)  // RoPE on q and k heads
     for (int64_t i = 0; i < T; ++i)
-      ops::rope_forward(qkv_.data() + i * ld + h * hd, rope_cos_.data() + i * half, rope_sin_.data() + i * half, hd);
-  if (h >= nq) {  // k and v heads go to the cache
+      ops::rope_forward(qkv_p_ + i * ld + h * hd, rope_cos_.data() + i * half, rope_sin_.data() + i * half, hd);
+  if (h >= nq && !acts_) {  // k and v heads go to the cache (forward_train has none: attention reads qkv)
     const bool is_k = h < nq + nkv;
     const int64_t kv_head = is_k ? h - nq : h - nq - nkv;
     for (int64_t i = 0; i < T; ++i) {
-      const float* src = qkv_.data() + i * ld + h * hd;
+      const float* src = qkv_p_ + i * ld + h * hd;
       KVCache& cache = caches_[segments_[row_segment_[i]].slot];
       float* dst = (is_k ? cache.k(layer, row_pos_[i]) : cache.v(layer, row_pos_[i])) + kv_head * hd;
       std::copy(src, src + hd, dst);
@@ -93,38 +129,45 @@ Forward::SitePlan Forward::plan_site(const Site& site) const {
   return plan;
 }
 
-void Forward::run_items(int t, int64_t layer, const Site& site, const SitePlan& plan, WorkChunks& items, const float* u,
-                        int64_t ld_u) {
+void Forward::run_items(int t, int64_t layer, const Site& site, const SitePlan& plan, WorkChunks& items,
+                        const SiteInput& in) {
   int64_t i0, i1;
   while (items.next(i0, i1))
-    for (int64_t i = i0; i < i1; ++i) plan.items[i].first->region_item(t, layer, site, plan.items[i].second, u, ld_u);
+    for (int64_t i = i0; i < i1; ++i) plan.items[i].first->region_item(t, layer, site, plan.items[i].second, in);
 }
 
 // Region 1: RMSNorm, the fused q|k|v product, RoPE and the KV cache write.
 // Threads own whole heads of the stacked q|k|v rows, so RoPE and the cache
 // write need no further synchronisation. When an adapter defers the outputs
-// (LoRA), RoPE and the cache write move to a follow-up region.
+// (LoRA), RoPE and the cache write move to a follow-up region. Each thread
+// normalises its own copy of the rows, except in forward_train, which saves
+// one (a region of its own, as is dropout's).
 void Forward::attention_entry(int64_t layer, int64_t T) {
-  const LayerWeights& w = layers_[layer];
+  const LayerView& w = w_.layers[layer];
   const Site& site = kAttentionEntry;
   const int64_t d = cfg_.hidden_size, hd = cfg_.head_dim, ld = cfg_.q_dim() + 2 * cfg_.kv_dim();
   const int64_t heads_total = cfg_.num_attention_heads + 2 * cfg_.num_key_value_heads;
+  const float eps = float(cfg_.rms_norm_eps);
   const MatrixRef* mats[3] = {&w.q, &w.k, &w.v};
   const int64_t offsets[3] = {0, w.q.rows, w.q.rows + w.k.rows};  // of q, k, v in the stack
-  const SiteOutput outs[3] = {{qkv_.data(), ld}, {qkv_.data() + offsets[1], ld}, {qkv_.data() + offsets[2], ld}};
+  const SiteOutput outs[3] = {{qkv_p_, ld}, {qkv_p_ + offsets[1], ld}, {qkv_p_ + offsets[2], ld}};
   // Rows [r0, r1) of product j that fall in heads [h0, h1) of the stack; false when none.
   auto rows_of = [&](int j, int64_t h0, int64_t h1, int64_t& r0, int64_t& r1) {
     r0 = std::max(h0 * hd, offsets[j]) - offsets[j];
     r1 = std::min(h1 * hd, offsets[j] + mats[j]->rows) - offsets[j];
     return r0 < r1;
   };
+  if (act_) ops::rmsnorm_rows(pool_, act_->xn1, act_->rstd1, x_.data(), w.attn_norm, T, d, eps);
+  auto xn_of = [&](int t) { return act_ ? act_->xn1 : xn_.data() + static_cast<size_t>(t) * T * d; };
+  const SiteInput saved_in = act_ ? site_input(layer, site, act_->xn1, d, d, T) : SiteInput{};
   const SitePlan plan = plan_site(site);
   WorkChunks heads(heads_total, 1), items(static_cast<int64_t>(plan.items.size()), 1);
   pool_.run([&](int t, int) {
-    float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
-    for (int64_t i = 0; i < T; ++i)
-      ops::rmsnorm(xn + i * d, x_.data() + i * d, w.attn_norm.data(), d, float(cfg_.rms_norm_eps));
-    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, xn, d);
+    const float* xn = xn_of(t);
+    if (!act_)
+      for (int64_t i = 0; i < T; ++i) ops::rmsnorm(xn_of(t) + i * d, x_.data() + i * d, w.attn_norm, d, eps);
+    const SiteInput in = act_ ? saved_in : SiteInput{xn, d, {xn, xn, xn}, d};
+    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, in);
     int64_t h0, h1;
     while (heads.next(h0, h1)) {
       for (int j = 0; j < 3; ++j) {
@@ -136,11 +179,13 @@ void Forward::attention_entry(int64_t layer, int64_t T) {
       if (!plan.defers)
         for (int64_t h = h0; h < h1; ++h) rope_and_cache(layer, h, T);
     }
-    run_items(t, layer, site, plan, items, xn, d);
+    run_items(t, layer, site, plan, items, in);
     for (AdapterStrategy* s : active_) s->after_chunks(t, layer, site);
   });
   if (!plan.defers) return;
-  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, xn_.data(), d, outs);
+  const float* xn0 = xn_of(0);  // thread 0's copy
+  const SiteInput in0 = act_ ? saved_in : SiteInput{xn0, d, {xn0, xn0, xn0}, d};
+  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, in0, outs);
   WorkChunks heads2(heads_total, 1);
   pool_.run([&](int t, int) {  // the adapters' follow-up work (partially fused LoRA's B products), RoPE, the cache
     int64_t h0, h1;
@@ -156,78 +201,39 @@ void Forward::attention_entry(int64_t layer, int64_t T) {
   });
 }
 
-// Region 2 for a block of queries of a segment longer than one row (prefill):
-// S = Q K^T over the positions the block's last query sees (one product on the
-// matrix kernel), then the causal softmax by row and O = P V row by row.
-// S: (kQueryBlock, context) with row stride context, this thread's.
-void Forward::attention_block(int64_t layer, const Segment& s, const AttentionItem& item, float* S) {
-  const int64_t hd = cfg_.head_dim, qd = cfg_.q_dim(), ld = qd + 2 * cfg_.kv_dim(), kvd = cfg_.kv_dim();
-  const int64_t group = cfg_.num_attention_heads / cfg_.num_key_value_heads, ctx = context();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  KVCache& cache = caches_[s.slot];
-  const int64_t h = item.head, i0 = item.i0, tq = item.tq, p0 = s.p0;
-  const int64_t kv_off = (h / group) * hd, n = p0 + i0 + tq;  // positions the last query sees
-  const MatrixRef K{cache.k(layer, 0) + kv_off, DType::F32, n, hd, kvd};
-  ops::matmul_rows(S, ctx, qkv_.data() + (s.row0 + i0) * ld + h * hd, ld, tq, K, 0, n, false);
-  for (int64_t i = 0; i < tq; ++i) {
-    float* row = S + i * ctx;
-    const int64_t visible = p0 + i0 + i + 1;
-    float mx = -INFINITY;
-    for (int64_t p = 0; p < visible; ++p) mx = std::max(mx, row[p] *= scale);
-    float sum = 0;
-    for (int64_t p = 0; p < visible; ++p) sum += (row[p] = std::exp(row[p] - mx));
-    const float inv = 1.0f / sum;
-    for (int64_t p = 0; p < visible; ++p) row[p] *= inv;
-  }
-  for (int64_t i = 0; i < tq; ++i) {  // O = P V, row by row over the visible positions
-    float* out = att_.data() + (s.row0 + i0 + i) * qd + h * hd;
-    std::fill(out, out + hd, 0.0f);
-    const float* row = S + i * ctx;
-    for (int64_t p = 0, visible = p0 + i0 + i + 1; p < visible; ++p)
-      ops::axpy(row[p], cache.v(layer, p) + kv_off, out, hd);
-  }
-}
-
-// Region 2 for a segment of one row (decode): one query of head h over all
-// the positions of its slot. scores: (context), this thread's.
-void Forward::attention_row(int64_t layer, const Segment& s, int64_t h, float* scores) {
-  const int64_t hd = cfg_.head_dim, qd = cfg_.q_dim(), ld = qd + 2 * cfg_.kv_dim();
-  const int64_t group = cfg_.num_attention_heads / cfg_.num_key_value_heads, kv_off = (h / group) * hd;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  KVCache& cache = caches_[s.slot];
-  const float* q = qkv_.data() + s.row0 * ld + h * hd;
-  const int64_t n = s.p0 + 1;  // positions visible to this query
-  float mx = -INFINITY;
-  for (int64_t p = 0; p < n; ++p) {
-    scores[p] = ops::dot(q, cache.k(layer, p) + kv_off, hd) * scale;
-    mx = std::max(mx, scores[p]);
-  }
-  float sum = 0;
-  for (int64_t p = 0; p < n; ++p) sum += (scores[p] = std::exp(scores[p] - mx));
-  float* out = att_.data() + s.row0 * qd + h * hd;
-  std::fill(out, out + hd, 0.0f);
-  const float inv = 1.0f / sum;
-  for (int64_t p = 0; p < n; ++p) ops::axpy(scores[p] * inv, cache.v(layer, p) + kv_off, out, hd);
-}
-
-// Region 2: causal grouped-query attention of every row over the cached
-// positions of its own sequence. Work items (built once per call): (segment,
-// head) for single rows, (segment, head, block of kQueryBlock queries) for
-// longer segments.
+// Region 2: causal grouped-query attention of every row over the positions
+// of its own sequence (ops::attention_block): the KV cache of its slot, or in
+// forward_train the keys and values of its sequence's own rows. Work items
+// (built once per call): (segment, head, block of up to kQueryBlock queries).
+// The scores of a block go to the thread's scratch, or in forward_train to the
+// saved P, whose rows are (T) wide: zeros past each block's last key.
 void Forward::attention(int64_t layer) {
+  const int64_t hd = cfg_.head_dim, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), ld = qd + 2 * kvd;
+  const int64_t heads = cfg_.num_attention_heads, group = heads / cfg_.num_key_value_heads;
   WorkChunks items(static_cast<int64_t>(attention_items_.size()), 1);
   pool_.run([&](int t, int) {
-    float* scores = scores_.data() + static_cast<size_t>(t) * context();
-    float* S = block_scores_.data() + static_cast<size_t>(t) * kQueryBlock * context();
     int64_t w0, w1;
     while (items.next(w0, w1))
       for (int64_t w = w0; w < w1; ++w) {
         const AttentionItem& item = attention_items_[w];
         const Segment& s = segments_[item.segment];
-        if (s.n == 1)
-          attention_row(layer, s, item.head, scores);
-        else
-          attention_block(layer, s, item, S);
+        const int64_t kv_off = (item.head / group) * hd, i0 = item.i0, tq = item.tq;
+        const float *k, *v;
+        int64_t ld_kv, ld_s;
+        float* S;
+        if (act_) {
+          k = qkv_p_ + s.row0 * ld + qd + kv_off, v = k + kvd, ld_kv = ld;
+          S = act_->P + ((item.segment * heads + item.head) * s.n + i0) * s.n, ld_s = s.n;
+        } else {
+          KVCache& cache = caches_[s.slot];
+          k = cache.k(layer, 0) + kv_off, v = cache.v(layer, 0) + kv_off, ld_kv = kvd;
+          S = block_scores_.data() + static_cast<size_t>(t) * kQueryBlock * context(), ld_s = context();
+        }
+        const int64_t row = s.row0 + i0;
+        ops::attention_block(att_p_ + row * qd + item.head * hd, qd, S, ld_s, qkv_p_ + row * ld + item.head * hd, ld,
+                             tq, k, v, ld_kv, s.p0 + i0, hd);
+        if (act_)
+          for (int64_t i = 0; i < tq; ++i) std::fill(S + i * ld_s + i0 + tq, S + (i + 1) * ld_s, 0.0f);
       }
   });
 }
@@ -238,19 +244,20 @@ void Forward::exit_product(int64_t layer, const Site& site, const MatrixRef& w, 
                            int64_t T) {
   const int64_t d = cfg_.hidden_size;
   const SiteOutput out{x_.data(), d};
+  const SiteInput in = site_input(layer, site, u, ld_u, w.cols, T);
   const SitePlan plan = plan_site(site);
   WorkChunks rows(d, product_row_chunk(T)), items(static_cast<int64_t>(plan.items.size()), 1);
   pool_.run([&](int t, int) {
-    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, u, ld_u);
+    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, in);
     int64_t r0, r1;
     while (rows.next(r0, r1)) {
       ops::matmul_rows(x_.data(), d, u, ld_u, T, w, r0, r1, true);
       for (AdapterStrategy* s : active_) s->epilogue(t, layer, site, 0, out, r0, r1);
     }
-    run_items(t, layer, site, plan, items, u, ld_u);
+    run_items(t, layer, site, plan, items, in);
     for (AdapterStrategy* s : active_) s->after_chunks(t, layer, site);
   });
-  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, u, ld_u, &out);
+  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, in, &out);
   if (!plan.follow_up) return;
   WorkChunks rows2(d, product_row_chunk(T));
   pool_.run([&](int t, int) {  // partially fused LoRA: x += B (s A u)
@@ -261,36 +268,44 @@ void Forward::exit_product(int64_t layer, const Site& site, const MatrixRef& w, 
 }
 
 // Region 4: RMSNorm -> gate|up (+ adapters) -> SiLU(gate) * up; SwiGLU moves
-// to a follow-up region when an adapter defers the outputs (LoRA).
+// to a follow-up region when an adapter defers the outputs (LoRA). The norm
+// as in region 1.
 void Forward::ffn_entry(int64_t layer, int64_t T) {
-  const LayerWeights& w = layers_[layer];
+  const LayerView& w = w_.layers[layer];
   const Site& site = kFfnEntry;
   const int64_t d = cfg_.hidden_size, f = cfg_.intermediate_size;
-  const SiteOutput outs[2] = {{gate_.data(), f}, {up_.data(), f}};
-  auto swiglu = [&](int64_t r0, int64_t r1) {  // in place: h overwrites gate
+  const float eps = float(cfg_.rms_norm_eps);
+  const SiteOutput outs[2] = {{gate_p_, f}, {up_p_, f}};
+  auto swiglu = [&](int64_t r0, int64_t r1) {
     for (int64_t i = 0; i < T; ++i)
-      ops::swiglu_forward(gate_.data() + i * f + r0, gate_.data() + i * f + r0, up_.data() + i * f + r0, r1 - r0);
+      ops::swiglu_forward(h_p_ + i * f + r0, gate_p_ + i * f + r0, up_p_ + i * f + r0, r1 - r0);
   };
+  if (act_) ops::rmsnorm_rows(pool_, act_->xn2, act_->rstd2, x_.data(), w.ffn_norm, T, d, eps);
+  auto xn_of = [&](int t) { return act_ ? act_->xn2 : xn_.data() + static_cast<size_t>(t) * T * d; };
+  const SiteInput saved_in = act_ ? site_input(layer, site, act_->xn2, d, d, T) : SiteInput{};
   const SitePlan plan = plan_site(site);
   WorkChunks rows(f, product_row_chunk(T)), items(static_cast<int64_t>(plan.items.size()), 1);
   pool_.run([&](int t, int) {
-    float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
-    for (int64_t i = 0; i < T; ++i)
-      ops::rmsnorm(xn + i * d, x_.data() + i * d, w.ffn_norm.data(), d, float(cfg_.rms_norm_eps));
-    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, xn, d);
+    const float* xn = xn_of(t);
+    if (!act_)
+      for (int64_t i = 0; i < T; ++i) ops::rmsnorm(xn_of(t) + i * d, x_.data() + i * d, w.ffn_norm, d, eps);
+    const SiteInput in = act_ ? saved_in : SiteInput{xn, d, {xn, xn, xn}, d};
+    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, in);
     int64_t r0, r1;
     while (rows.next(r0, r1)) {
-      ops::matmul_rows(gate_.data(), f, xn, d, T, w.gate, r0, r1, false);
-      ops::matmul_rows(up_.data(), f, xn, d, T, w.up, r0, r1, false);
+      ops::matmul_rows(gate_p_, f, xn, d, T, w.gate, r0, r1, false);
+      ops::matmul_rows(up_p_, f, xn, d, T, w.up, r0, r1, false);
       for (AdapterStrategy* s : active_)
         for (int j = 0; j < 2; ++j) s->epilogue(t, layer, site, j, outs[j], r0, r1);
       if (!plan.defers) swiglu(r0, r1);
     }
-    run_items(t, layer, site, plan, items, xn, d);
+    run_items(t, layer, site, plan, items, in);
     for (AdapterStrategy* s : active_) s->after_chunks(t, layer, site);
   });
   if (!plan.defers) return;
-  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, xn_.data(), d, outs);
+  const float* xn0 = xn_of(0);  // thread 0's copy
+  const SiteInput in0 = act_ ? saved_in : SiteInput{xn0, d, {xn0, xn0, xn0}, d};
+  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, in0, outs);
   WorkChunks rows2(f, product_row_chunk(T));
   pool_.run([&](int t, int) {  // (partially fused LoRA: the B products and adds,) then SwiGLU
     int64_t r0, r1;
@@ -323,7 +338,7 @@ void Forward::check_adapter_shapes(const AdapterExec& a, int slot) const {
          a.layers.size(), a.rank, cfg_.num_hidden_layers);
   const int64_t r = a.rank;
   for (size_t l = 0; l < a.layers.size(); ++l) {
-    const LayerWeights& w = layers_[l];
+    const LayerView& w = w_.layers[l];
     for (int m = 0; m < kTargets; ++m) {
       auto check = [&](bool present, const MatrixRef& x, char which, int64_t rows, int64_t cols) {
         if (present && (!x.data || x.rows != rows || x.cols != cols))
@@ -373,11 +388,57 @@ void Forward::plan_adapters(const std::vector<Chunk>& chunks) {
   }
 }
 
+// Segments chunk by chunk (chunk i at positions p0s[i]..), each row's segment
+// and position, the attention items, and the RoPE angles of every row.
+void Forward::lay_out(const std::vector<Chunk>& chunks, const std::vector<int64_t>& p0s) {
+  const int64_t half = cfg_.head_dim / 2, heads = cfg_.num_attention_heads;
+  int64_t T = 0;
+  for (const Chunk& c : chunks) T += c.n;
+  segments_.clear();
+  row_segment_.resize(T);
+  row_pos_.resize(T);
+  attention_items_.clear();
+  int64_t row = 0;
+  for (size_t k = 0; k < chunks.size(); ++k) {
+    const Chunk& c = chunks[k];
+    const int32_t seg = static_cast<int32_t>(segments_.size());
+    segments_.push_back({c.slot, row, c.n, p0s[k]});
+    for (int64_t i = 0; i < c.n; ++i) row_segment_[row + i] = seg, row_pos_[row + i] = p0s[k] + i;
+    for (int32_t h = 0; h < heads; ++h)
+      for (int64_t i0 = 0; i0 < c.n; i0 += kQueryBlock)
+        attention_items_.push_back({seg, h, i0, std::min(kQueryBlock, c.n - i0)});
+    row += c.n;
+  }
+  rope_cos_.resize(T * half);
+  rope_sin_.resize(T * half);
+  for (int64_t i = 0; i < T; ++i)
+    rope_angles(inv_freq_, row_pos_[i], rope_cos_.data() + i * half, rope_sin_.data() + i * half);
+}
+
+// The layer function: decode, prefill, batched rows of many sequences and the training forward.
+void Forward::layers(int64_t T) {
+  const int64_t d = cfg_.hidden_size;
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    const LayerView& w = w_.layers[l];
+    bind_layer(l);
+    if (act_) std::copy(x_.begin(), x_.begin() + T * d, act_->x);
+    attention_entry(l, T);
+    attention(l);
+    exit_product(l, kAttentionExit, w.o, att_p_, cfg_.q_dim(), T);
+    if (act_) std::copy(x_.begin(), x_.begin() + T * d, act_->x_mid);
+    ffn_entry(l, T);
+    exit_product(l, kFfnExit, w.down, h_p_, cfg_.intermediate_size, T);
+  }
+}
+
 const float* Forward::run(const std::vector<Chunk>& chunks, bool all_logits) {
   // Check everything before any state changes, so that a refused call leaves the caches as they were.
   const int64_t V = cfg_.vocab_size;
+  if (caches_.empty()) fail("forward: this Forward is for forward_train only (it has no KV cache)");
   int64_t T = 0;
   std::fill(slot_used_.begin(), slot_used_.end(), 0);
+  std::vector<int64_t> p0s;
+  p0s.reserve(chunks.size());
   for (const Chunk& c : chunks) {
     if (c.slot < 0 || c.slot >= slots()) fail("forward: slot {}: expected 0..{}", c.slot, slots() - 1);
     if (slot_used_[c.slot]) fail("forward: slot {} appears twice in one call", c.slot);
@@ -394,66 +455,58 @@ const float* Forward::run(const std::vector<Chunk>& chunks, bool all_logits) {
     if (a) check_adapter_shapes(*a, c.slot);
     if (c.scale && !std::isfinite(*c.scale)) fail("forward: slot {}: adapter scale {} is not finite", c.slot, *c.scale);
     T += c.n;
+    p0s.push_back(p0);
   }
   const uint64_t sync0 = pool_.sync_points();
-  const int64_t d = cfg_.hidden_size, f = cfg_.intermediate_size, half = cfg_.head_dim / 2;
-  const int64_t heads = cfg_.num_attention_heads;
+  const int64_t d = cfg_.hidden_size;
 
-  // The call's layout: segments, each row's segment and position, attention
-  // items and the rows whose logits are returned.
-  segments_.clear();
-  row_segment_.resize(T);
-  row_pos_.resize(T);
-  attention_items_.clear();
+  lay_out(chunks, p0s);
+  // The rows whose logits are returned: each segment's last, or all.
   out_rows_.clear();
-  int64_t row = 0;
-  for (const Chunk& c : chunks) {
-    const int32_t seg = static_cast<int32_t>(segments_.size());
-    const int64_t p0 = caches_[c.slot].size();
-    segments_.push_back({c.slot, row, c.n, p0});
-    for (int64_t i = 0; i < c.n; ++i) {
-      row_segment_[row + i] = seg;
-      row_pos_[row + i] = p0 + i;
-      if (all_logits) out_rows_.push_back(row + i);
-    }
-    if (!all_logits) out_rows_.push_back(row + c.n - 1);
-    const int64_t block = c.n == 1 ? 1 : kQueryBlock;
-    for (int32_t h = 0; h < heads; ++h)
-      for (int64_t i0 = 0; i0 < c.n; i0 += block) attention_items_.push_back({seg, h, i0, std::min(block, c.n - i0)});
-    row += c.n;
-  }
+  for (const Segment& s : segments_)
+    for (int64_t i = all_logits ? 0 : s.n - 1; i < s.n; ++i) out_rows_.push_back(s.row0 + i);
   const int64_t n_out = static_cast<int64_t>(out_rows_.size());
   ensure_buffers(T, n_out);
-  row = 0;
+  int64_t row = 0;
   for (const Chunk& c : chunks)
-    for (int64_t i = 0; i < c.n; ++i) embedding_row(model_.embed(), c.tokens[i], x_.data() + row++ * d);
-  rope_cos_.resize(T * half);
-  rope_sin_.resize(T * half);
-  for (int64_t i = 0; i < T; ++i)
-    rope_angles(inv_freq_, row_pos_[i], rope_cos_.data() + i * half, rope_sin_.data() + i * half);
+    for (int64_t i = 0; i < c.n; ++i) embedding_row(w_.embed, c.tokens[i], x_.data() + row++ * d);
   plan_adapters(chunks);
+  layers(T);
 
-  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
-    const LayerWeights& w = layers_[l];
-    attention_entry(l, T);
-    attention(l);
-    exit_product(l, kAttentionExit, w.o, att_.data(), cfg_.q_dim(), T);
-    ffn_entry(l, T);
-    exit_product(l, kFfnExit, w.down, gate_.data(), f, T);
-  }
-
-  // Final norm and LM head, for the rows asked for (each segment's last, or all).
+  // Final norm and LM head, for the rows asked for.
   WorkChunks vocab_rows(V, 512);
   pool_.run([&](int t, int) {
     float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
     for (int64_t i = 0; i < n_out; ++i)
-      ops::rmsnorm(xn + i * d, x_.data() + out_rows_[i] * d, model_.final_norm().data(), d, float(cfg_.rms_norm_eps));
+      ops::rmsnorm(xn + i * d, x_.data() + out_rows_[i] * d, w_.final_norm, d, float(cfg_.rms_norm_eps));
     int64_t r0, r1;
-    while (vocab_rows.next(r0, r1)) ops::matmul_rows(logits_.data(), V, xn, d, n_out, model_.lm_head(), r0, r1, false);
+    while (vocab_rows.next(r0, r1)) ops::matmul_rows(logits_.data(), V, xn, d, n_out, w_.lm_head, r0, r1, false);
   });
   for (const Segment& s : segments_) caches_[s.slot].set_size(s.p0 + s.n);
   last_sync_points_ = pool_.sync_points() - sync0;
   return logits_.data();
+}
+
+const float* Forward::forward_train(const int32_t* tokens, int64_t B, int64_t T, const AdapterExec* adapter,
+                                    const AdapterDropout& dropout, const std::vector<LayerActivations>& acts) {
+  FLORA_ASSERT(B > 0 && T > 0 && static_cast<int64_t>(acts.size()) == cfg_.num_hidden_layers);
+  if (T > cfg_.max_position_embeddings)
+    fail("sequence length {} exceeds the model's max_position_embeddings {}", T, cfg_.max_position_embeddings);
+  if (adapter) check_adapter_shapes(*adapter, 0);
+  const int64_t N = B * T, d = cfg_.hidden_size;
+  std::vector<Chunk> chunks;
+  for (int64_t b = 0; b < B; ++b) chunks.emplace_back(0, tokens + b * T, T, adapter);
+  acts_ = &acts;
+  dropout_ = dropout;
+  ensure_buffers(N, 0);
+  lay_out(chunks, std::vector<int64_t>(B, 0));
+  for (int64_t t = 0; t < N; ++t) embedding_row(w_.embed, tokens[t], x_.data() + t * d);
+  plan_adapters(chunks);
+  layers(N);
+  acts_ = nullptr, act_ = nullptr;
+  dropout_ = AdapterDropout{};
+  for (AdapterStrategy* s : active_) s->save_to(nullptr);
+  return x_.data();
 }
 
 }  // namespace flora

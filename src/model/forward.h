@@ -12,6 +12,11 @@
 // arithmetic does not depend on the other rows of the call, so a batched
 // sequence gets the same logits, bit for bit, as it gets alone.
 //
+// Training: forward_train runs the same layers over B sequences of T tokens,
+// each from position 0 with no KV cache (keys and values are the pass's own
+// rows), and saves in LayerActivations what the backward reads
+// (model/train_pass.cpp); the adapter's A inputs may be dropped out.
+//
 // Per layer, five parallel regions (synchronisation points):
 //   1. RMSNorm (each thread its own copy) -> fused q|k|v product -> RoPE -> KV cache
 //   2. attention (heads x query tokens)
@@ -58,6 +63,24 @@ class KVCache {
   std::vector<float> k_, v_;
 };
 
+// What the training backward reads of one layer, written by forward_train.
+// Rows N = B T; P holds each sequence's attention probabilities.
+struct LayerActivations {
+  float* x = nullptr;      // (N, d) the layer's input (residual stream)
+  float* rstd1 = nullptr;  // (N)
+  float* xn1 = nullptr;    // (N, d) RMSNorm(x)
+  float* qkv = nullptr;    // (N, q_dim + 2 kv_dim) q and k after RoPE, v
+  float* P = nullptr;      // (B, heads, T, T) attention probabilities (zeros above the diagonal)
+  float* att = nullptr;    // (N, q_dim) attention output
+  float* x_mid = nullptr;  // (N, d) residual after attention
+  float* rstd2 = nullptr;  // (N)
+  float* xn2 = nullptr;    // (N, d)
+  float* gate = nullptr;   // (N, f) gate product (with adapter), before SiLU
+  float* up = nullptr;     // (N, f)
+  float* h = nullptr;      // (N, f) SiLU(gate) * up
+  AdapterActivations adapter;
+};
+
 class Forward {
  public:
   // context: the most positions a sequence will hold (prompt + generated).
@@ -67,6 +90,9 @@ class Forward {
   // slots: KV caches of that many independent sequences, `context` positions each.
   Forward(const LlamaModel& model, ThreadPool& pool, int64_t context, const AdapterExec* adapter = nullptr,
           const std::vector<LayerWeights>* layers = nullptr, int slots = 1);
+  // A Forward for forward_train only (no KV cache) over `weights` (the frozen
+  // base, or full fine-tuning's f32 masters, read as they change), not owned.
+  Forward(const LlamaConfig& config, const WeightsView& weights, ThreadPool& pool);
 
   // Runs `tokens` (T of them) after the positions cached in slot 0 and returns
   // the logits: of the last token (V) or, with all_logits, of every token (T, V).
@@ -93,6 +119,16 @@ class Forward {
   // with all_logits of every token, (sum of n, V) chunk after chunk. The
   // pointer is valid until the next call.
   const float* forward_batch(const std::vector<Chunk>& chunks, bool all_logits);
+
+  // The training forward: B sequences of T tokens (B T rows, sequence b at
+  // rows b T..), each its own causal context from position 0, every row run
+  // with `adapter` (null: none) at its own scale, its A inputs under
+  // `dropout`. Writes acts[l] for every layer (buffers sized for B, T and the
+  // adapter's rank; adapter entries where the adapter's mode saves them).
+  // Returns the residual stream after the last layer, (B T, d), valid until
+  // the next call. Token ids are not checked here (the training pass does).
+  const float* forward_train(const int32_t* tokens, int64_t B, int64_t T, const AdapterExec* adapter,
+                             const AdapterDropout& dropout, const std::vector<LayerActivations>& acts);
 
   const LlamaConfig& config() const { return cfg_; }
   int slots() const { return static_cast<int>(caches_.size()); }
@@ -122,17 +158,23 @@ class Forward {
   };
 
   const float* run(const std::vector<Chunk>& chunks, bool all_logits);
+  // The layout of a call: segments (chunk by chunk), each row's segment and
+  // position, the attention items and the RoPE angles of every row.
+  void lay_out(const std::vector<Chunk>& chunks, const std::vector<int64_t>& p0s);
   void ensure_buffers(int64_t T, int64_t n_out);
+  // Every layer over the T rows of the call (in x_).
+  void layers(int64_t T);
+  // Where layer l reads and writes its activations: the Forward's own
+  // buffers, or (forward_train) the layer's LayerActivations.
+  void bind_layer(int64_t layer);
   void attention_entry(int64_t layer, int64_t T);
   void rope_and_cache(int64_t layer, int64_t head, int64_t T);
   void attention(int64_t layer);
-  // A segment of one row (decode): dot products over its cached positions.
-  void attention_row(int64_t layer, const Segment& s, int64_t head, float* scores);
-  // A block of queries of a longer segment (prefill): S = Q K^T as one product.
-  void attention_block(int64_t layer, const Segment& s, const AttentionItem& item, float* S);
   void ffn_entry(int64_t layer, int64_t T);
   // Exit product x += W u (+ adapters) for o (u = att) or down (u = h).
   void exit_product(int64_t layer, const Site& site, const MatrixRef& w, const float* u, int64_t ld_u, int64_t T);
+  // The input of a site's products: u, and the A inputs under dropout (forward_train).
+  SiteInput site_input(int64_t layer, const Site& site, const float* u, int64_t ld_u, int64_t n_in, int64_t T);
   // Fails unless the adapter's matrices have this model's shapes.
   void check_adapter_shapes(const AdapterExec& a, int slot) const;
   // The adapters of the call: a strategy per distinct adapter, over its runs of rows.
@@ -144,13 +186,12 @@ class Forward {
     bool defers = false, follow_up = false;
   };
   SitePlan plan_site(const Site& site) const;
-  void run_items(int t, int64_t layer, const Site& site, const SitePlan& plan, WorkChunks& items, const float* u,
-                 int64_t ld_u);
+  void run_items(int t, int64_t layer, const Site& site, const SitePlan& plan, WorkChunks& items, const SiteInput& in);
 
-  const LlamaModel& model_;
   const LlamaConfig& cfg_;
+  WeightsView w_;
   ThreadPool& pool_;
-  std::vector<KVCache> caches_;   // (slots)
+  std::vector<KVCache> caches_;   // (slots); none for forward_train
   std::vector<double> inv_freq_;  // (head_dim / 2)
   int64_t capacity_T_ = 0;
   // Activations of the T tokens in flight:
@@ -160,8 +201,7 @@ class Forward {
   std::vector<float> att_;                  // (T, q_dim) attention output
   std::vector<float> gate_;                 // (T, f) gate product, then SiLU(gate) * up
   std::vector<float> up_;                   // (T, f)
-  std::vector<float> scores_;               // (threads, context) attention scores of one query
-  std::vector<float> block_scores_;         // (threads, kQueryBlock, context) prefill: scores of a block of queries
+  std::vector<float> block_scores_;         // (threads, kQueryBlock, context) scores of a block of queries
   std::vector<float> logits_;               // (T or 1, V)
   std::vector<float> rope_cos_, rope_sin_;  // (T, head_dim / 2) for the positions in flight
   // The call in flight: its segments, each row's segment and position, the
@@ -173,7 +213,14 @@ class Forward {
   std::vector<int64_t> out_rows_;         // (n_out)
   std::vector<char> slot_used_;           // (slots) scratch of the distinct-slot check
   const AdapterExec* adapter_ = nullptr;  // of chunks that name none
-  const std::vector<LayerWeights>& layers_;
+  // forward_train: the layers' activations (else null), the dropout, its
+  // masked A inputs (3, T, max(d, q_dim, f)), and the bound layer's.
+  const std::vector<LayerActivations>* acts_ = nullptr;
+  AdapterDropout dropout_;
+  std::vector<float> dropped_;
+  const LayerActivations* act_ = nullptr;
+  // The bound layer's buffers (bind_layer): q|k|v, attention output, gate, up and h = SiLU(gate) * up.
+  float *qkv_p_ = nullptr, *att_p_ = nullptr, *gate_p_ = nullptr, *up_p_ = nullptr, *h_p_ = nullptr;
   // Strategies kept across calls for their buffers: the k-th distinct adapter
   // of a mode in a call runs on strategy_pool_[mode][k]. active_: this call's.
   std::array<std::vector<std::unique_ptr<AdapterStrategy>>, 3> strategy_pool_;

@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include "model/forward.h"
 #include "ops/backward.h"
 #include "ops/ops.h"
 #include "ops/rows.h"
 #include "util/error.h"
-#include "util/random.h"
 
 namespace flora {
 
@@ -57,17 +57,6 @@ class Scratch {
 
 }  // namespace
 
-TrainWeights train_weights_of(const LlamaModel& model) {
-  TrainWeights w;
-  w.embed = model.embed();
-  w.lm_head = model.lm_head();
-  w.tied = model.config().tie_word_embeddings;
-  w.final_norm = model.final_norm().data();
-  for (const LayerWeights& l : model.layers())
-    w.layers.push_back(TrainLayer{l.q, l.k, l.v, l.o, l.gate, l.up, l.down, l.attn_norm.data(), l.ffn_norm.data()});
-  return w;
-}
-
 // Activations of one layer that the backward reads. Shapes with N = B T rows.
 struct LayerSaved {
   Scratch x;                        // (N, d) the layer's input (residual stream)
@@ -90,12 +79,11 @@ struct LayerSaved {
 struct TrainPass::State {
   const LlamaConfig& cfg;
   ThreadPool& pool;
-  TrainWeights w;
+  WeightsView w;
   const TrainGrads* grads;
   const AdapterTrainView* adapter;  // null: no adapter
   int64_t max_rows;
-  float dropout = 0;
-  uint64_t dropout_seed = 0;
+  AdapterDropout dropout;
   bool keep_logits = false;
   std::vector<float> logits;  // (N, V) when keep_logits
 
@@ -106,8 +94,11 @@ struct TrainPass::State {
   bool flora = false;
   const AdapterExec* ac = nullptr;  // the adapter's values and flags
 
+  Forward forward;  // the model's one layer function, run with a sink (LayerActivations)
   std::vector<LayerSaved> saved;
-  Scratch x_final, rstd_f, xn_f;         // (N, d), (N), (N, d)
+  std::vector<LayerActivations> acts;    // views of `saved`, what forward_train writes
+  const float* x_final = nullptr;        // (N, d) the residual after the last layer (the forward's)
+  Scratch rstd_f, xn_f;                  // (N), (N, d)
   std::vector<int32_t> tokens, targets;  // (N)
   Scratch rope_cos, rope_sin;            // (T, hd / 2)
 
@@ -118,7 +109,6 @@ struct TrainPass::State {
   Scratch dz, tmp_r;             // (N, r)
   Scratch tmp_in;                // (N, max(d, f, q_dim)) adapter input gradients before the dropout mask
   Scratch drop_buf;              // (N, max(d, f, q_dim)) drop(u)
-  Scratch carry;                 // (N, r) forward: the carry into the next sub-block
   Scratch tr_a, tr_b;            // transposes for weight gradients
   Scratch attn_scratch;          // (threads, attention_scratch_floats)
   Scratch dzsum_;                // (N, r) d loss / d z of the sub-block (FLoRA)
@@ -126,9 +116,9 @@ struct TrainPass::State {
   std::vector<double> row_loss;  // (N)
   std::vector<double> seq_loss;  // (B): row_loss summed over each sequence
 
-  State(const LlamaConfig& c, ThreadPool& p, const TrainWeights& weights, const TrainGrads* g,
-        const AdapterTrainView* a, int64_t rows)
-      : cfg(c), pool(p), w(weights), grads(g), adapter(a), max_rows(rows) {
+  State(const LlamaConfig& c, ThreadPool& p, const WeightsView& weights, const TrainGrads* g, const AdapterTrainView* a,
+        int64_t rows)
+      : cfg(c), pool(p), w(weights), grads(g), adapter(a), max_rows(rows), forward(c, weights, p) {
     d = c.hidden_size, f = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim(), ld_qkv = qd + 2 * kvd;
     hd = c.head_dim, H = c.num_attention_heads, KV = c.num_key_value_heads, V = c.vocab_size;
     if (adapter) {
@@ -141,6 +131,7 @@ struct TrainPass::State {
     }
     FLORA_ASSERT(static_cast<int64_t>(w.layers.size()) == c.num_hidden_layers);
     saved.resize(c.num_hidden_layers);
+    acts.resize(c.num_hidden_layers);
   }
 
   // ---- parallel building blocks -------------------------------------------
@@ -155,38 +146,24 @@ struct TrainPass::State {
 
   // ---- dropout -------------------------------------------------------------
 
-  bool keep(int64_t layer, Target m, int64_t row, int64_t col) const {
-    uint64_t st = dropout_seed ^ (static_cast<uint64_t>(layer) * 0x9e3779b97f4a7c15ull) ^
-                  (static_cast<uint64_t>(index(m) + 1) << 56) ^ (static_cast<uint64_t>(row) << 24) ^
-                  static_cast<uint64_t>(col);
-    return uniform01(st) >= dropout;
-  }
-  // drop(u) for the adapter of (layer, m): u itself when dropout is off,
-  // else u * mask / (1 - p) in drop_buf. u: (N, n_in) dense.
+  // drop(u) for the adapter of (layer, m), as the forward drew it: u itself
+  // when dropout is off, else u * mask / (1 - p) in drop_buf. u: (N, n_in) dense.
   const float* dropped(const float* u, int64_t n_in, int64_t layer, Target m) {
-    if (dropout <= 0) return u;
+    if (dropout.p <= 0) return u;
     drop_buf.resize(static_cast<size_t>(N * n_in));
-    const float inv = 1.0f / (1.0f - dropout);
-    WorkChunks rows(N, 8);
-    pool.run([&](int, int) {
-      int64_t t0, t1;
-      while (rows.next(t0, t1))
-        for (int64_t t = t0; t < t1; ++t)
-          for (int64_t c = 0; c < n_in; ++c)
-            drop_buf[t * n_in + c] = keep(layer, m, t, c) ? u[t * n_in + c] * inv : 0.0f;
-    });
+    dropout.apply(pool, drop_buf.data(), u, n_in, N, n_in, layer, m);
     return drop_buf.data();
   }
   // du += mask(g) / (1 - p) (or du += g without dropout). g, du: (N, n_in)
   void add_masked(float* du, const float* g, int64_t n_in, int64_t layer, Target m) {
-    const float inv = dropout > 0 ? 1.0f / (1.0f - dropout) : 1.0f;
+    const float inv = dropout.p > 0 ? 1.0f / (1.0f - dropout.p) : 1.0f;
     WorkChunks rows(N, 8);
     pool.run([&](int, int) {
       int64_t t0, t1;
       while (rows.next(t0, t1))
         for (int64_t t = t0; t < t1; ++t)
           for (int64_t c = 0; c < n_in; ++c)
-            if (dropout <= 0 || keep(layer, m, t, c)) du[t * n_in + c] += g[t * n_in + c] * inv;
+            if (dropout.p <= 0 || dropout.keep(layer, m, t, c)) du[t * n_in + c] += g[t * n_in + c] * inv;
     });
   }
 
@@ -200,79 +177,6 @@ struct TrainPass::State {
   float* gC(int64_t l, Target m) const { return adapter->grads[l].C[index(m)]; }
   // Output width of projection m of layer l (the base matrix's rows).
   int64_t target_out(int64_t l, Target m) const { return projection(w.layers[l], m).rows; }
-
-  // y (N, out) row stride ldy += s * tile(z) (N, r), in parallel over rows.
-  void tile_rows(float* y, int64_t ldy, int64_t n_out, const float* z) {
-    WorkChunks rows(N, 8);
-    pool.run([&](int, int) {
-      int64_t t0, t1;
-      while (rows.next(t0, t1))
-        for (int64_t t = t0; t < t1; ++t) ops::tile_add(y + t * ldy, z + t * r, n_out, r, s);
-    });
-  }
-
-  // The entry adapters of a sub-block: targets share input u (N, d); y_m is
-  // target m's output (N, n_out_m) inside a buffer of row stride ldy.
-  // FLoRA: forms zsum = carry + sum z_m and p = phi(zsum), consuming `carry`.
-  void entry_forward(int64_t l, int sb, std::initializer_list<Target> targets, const float* u,
-                     std::initializer_list<float*> outs, int64_t ldy) {
-    LayerSaved& S = saved[l];
-    auto out_it = outs.begin();
-    for (Target m : targets) {
-      float* y = *out_it++;
-      if (!ac->forward[index(m)]) continue;
-      Scratch& z = S.z[index(m)];
-      z.resize(static_cast<size_t>(N * r));
-      const float* ud = dropped(u, d, l, m);
-      ops::product(pool, z.data(), r, ud, d, N, A(l, m), false);
-      const int64_t n_out = target_out(l, m);
-      if (!flora) {  // LoRA: y += s B z
-        tmp_r.resize(static_cast<size_t>(N * r));
-        for (int64_t i = 0; i < N * r; ++i) tmp_r[i] = s * z[i];
-        ops::product(pool, y, ldy, tmp_r.data(), r, N, Bm(l, m), true);
-      } else if (ac->repeat_add[index(m)]) {
-        tile_rows(y, ldy, n_out, z.data());
-      }
-    }
-    if (!flora) return;
-    S.zsum[sb].assign(carry.begin(), carry.begin() + N * r);
-    for (Target m : targets)
-      if (ac->forward[index(m)])
-        for (int64_t i = 0; i < N * r; ++i) S.zsum[sb][i] += S.z[index(m)][i];
-    S.p[sb].resize(static_cast<size_t>(N * r));
-    for (int64_t i = 0; i < N * r; ++i) S.p[sb][i] = apply_nonlinearity(ac->nonlinearity, S.zsum[sb][i]);
-  }
-
-  // The exit product x += c W^T with its adapter; c (N, n_in). Sets `carry`.
-  void exit_forward(int64_t l, int sb, Target m, const MatrixRef& W, const float* c, int64_t n_in, float* x) {
-    ops::product(pool, x, d, c, n_in, N, W, true);
-    if (!adapter) return;
-    LayerSaved& S = saved[l];
-    const int mi = index(m);
-    Scratch& z = S.z[mi];
-    if (ac->forward[mi]) {
-      z.resize(static_cast<size_t>(N * r));
-      ops::product(pool, z.data(), r, dropped(c, n_in, l, m), n_in, N, A(l, m), false);
-    }
-    tmp_r.resize(static_cast<size_t>(N * r));
-    if (!flora) {
-      if (!ac->forward[mi]) return;
-      for (int64_t i = 0; i < N * r; ++i) tmp_r[i] = s * z[i];
-      ops::product(pool, x, d, tmp_r.data(), r, N, Bm(l, m), true);
-      return;
-    }
-    if (ac->backward[mi]) {  // x += s B p
-      for (int64_t i = 0; i < N * r; ++i) tmp_r[i] = s * S.p[sb][i];
-      ops::product(pool, x, d, tmp_r.data(), r, N, Bm(l, m), true);
-    }
-    if (ac->forward[mi] && ac->repeat_add[mi]) tile_rows(x, d, d, z.data());
-    if (ac->carry[mi]) {  // carry = ze + C p
-      ops::product(pool, carry.data(), r, S.p[sb].data(), r, N, C(l, m), false);
-      for (int64_t i = 0; i < N * r; ++i) carry[i] += z[i];
-    } else {
-      std::fill(carry.begin(), carry.end(), 0.0f);
-    }
-  }
 
   // ---- adapters, backward ---------------------------------------------------
 
@@ -358,49 +262,26 @@ struct TrainPass::State {
 
   // ---- layer ---------------------------------------------------------------
 
-  void forward_layer(int64_t l, float* x) {
-    LayerSaved& S = saved[l];
-    const TrainLayer& L = w.layers[l];
-    auto fit = [&](Scratch& v, int64_t n) { v.resize(static_cast<size_t>(n)); };
-    fit(S.x, N * d), fit(S.rstd1, N), fit(S.xn1, N * d), fit(S.qkv, N * ld_qkv), fit(S.P, B * H * T * T);
-    fit(S.att, N * qd), fit(S.x_mid, N * d), fit(S.rstd2, N), fit(S.xn2, N * d);
-    fit(S.gate, N * f), fit(S.up, N * f), fit(S.h, N * f);
-    std::copy(x, x + N * d, S.x.begin());
-
-    // Attention sub-block.
-    ops::rmsnorm_rows(pool, S.xn1.data(), S.rstd1.data(), x, L.attn_norm, N, d, float(cfg.rms_norm_eps));
-    float* qkv = S.qkv.data();
-    ops::product(pool, qkv, ld_qkv, S.xn1.data(), d, N, L.q, false);
-    ops::product(pool, qkv + qd, ld_qkv, S.xn1.data(), d, N, L.k, false);
-    ops::product(pool, qkv + qd + kvd, ld_qkv, S.xn1.data(), d, N, L.v, false);
-    if (adapter)
-      entry_forward(l, 0, {Target::Q, Target::K, Target::V}, S.xn1.data(), {qkv, qkv + qd, qkv + qd + kvd}, ld_qkv);
-    ops::rope_rows(pool, qkv, ld_qkv, N, H + KV, hd, rope_cos.data(), rope_sin.data(), T, false);
-    WorkChunks heads(B * H, 1);
-    const int64_t group = H / KV, scratch = ops::attention_scratch_floats(T, hd);
-    attn_scratch.resize(static_cast<size_t>(pool.size() * scratch));
-    pool.run([&](int th, int) {
-      int64_t i0, i1;
-      while (heads.next(i0, i1))
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t b = i / H, h = i % H, kvh = h / group;
-          const float* base = qkv + b * T * ld_qkv;
-          ops::attention_forward(S.att.data() + b * T * qd + h * hd, qd, S.P.data() + i * T * T, base + h * hd, ld_qkv,
-                                 base + qd + kvh * hd, base + qd + kvd + kvh * hd, ld_qkv, T, hd,
-                                 attn_scratch.data() + th * scratch);
-        }
-    });
-    std::copy(x, x + N * d, S.x_mid.begin());
-    exit_forward(l, 0, Target::O, L.o, S.att.data(), qd, S.x_mid.data());
-
-    // FFN sub-block.
-    ops::rmsnorm_rows(pool, S.xn2.data(), S.rstd2.data(), S.x_mid.data(), L.ffn_norm, N, d, float(cfg.rms_norm_eps));
-    ops::product(pool, S.gate.data(), f, S.xn2.data(), d, N, L.gate, false);
-    ops::product(pool, S.up.data(), f, S.xn2.data(), d, N, L.up, false);
-    if (adapter) entry_forward(l, 1, {Target::Gate, Target::Up}, S.xn2.data(), {S.gate.data(), S.up.data()}, f);
-    ops::swiglu_rows(pool, S.h.data(), S.gate.data(), S.up.data(), N, f);
-    std::copy(S.x_mid.begin(), S.x_mid.end(), x);
-    exit_forward(l, 1, Target::Down, L.down, S.h.data(), f, x);
+  // Sizes the saved activations for the batch and points the forward's sink at them.
+  void bind_activations() {
+    auto fit = [&](Scratch& v, int64_t n) {
+      v.resize(static_cast<size_t>(n));
+      return v.data();
+    };
+    for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+      LayerSaved& S = saved[l];
+      LayerActivations& a = acts[l];
+      a.x = fit(S.x, N * d), a.rstd1 = fit(S.rstd1, N), a.xn1 = fit(S.xn1, N * d), a.qkv = fit(S.qkv, N * ld_qkv);
+      a.P = fit(S.P, B * H * T * T), a.att = fit(S.att, N * qd), a.x_mid = fit(S.x_mid, N * d);
+      a.rstd2 = fit(S.rstd2, N), a.xn2 = fit(S.xn2, N * d);
+      a.gate = fit(S.gate, N * f), a.up = fit(S.up, N * f), a.h = fit(S.h, N * f);
+      a.adapter = AdapterActivations{};
+      if (!adapter) continue;
+      for (Target m : kAllTargets)  // LoRA's backward reads z = A drop(u) for dB
+        if (!flora && ac->forward[index(m)]) a.adapter.z[index(m)] = fit(S.z[index(m)], N * r);
+      for (int sb = 0; flora && sb < 2; ++sb)
+        a.adapter.zsum[sb] = fit(S.zsum[sb], N * r), a.adapter.p[sb] = fit(S.p[sb], N * r);
+    }
   }
 
   // dx (N, d): d loss / d (this layer's output) in, d loss / d (its input) out.
@@ -408,7 +289,7 @@ struct TrainPass::State {
   // attention carry_in) out.
   void backward_layer(int64_t l) {
     LayerSaved& S = saved[l];
-    const TrainLayer& L = w.layers[l];
+    const LayerView& L = w.layers[l];
     const TrainLayerGrads* G = grads ? &grads->layers[l] : nullptr;
     if (flora) {
       dp[0].assign(static_cast<size_t>(N * r), 0.0f);
@@ -445,6 +326,7 @@ struct TrainPass::State {
     // into their shared dk, dv in a fixed order.
     dqkv.assign(static_cast<size_t>(N * ld_qkv), 0.0f);
     const int64_t group = H / KV, scratch = ops::attention_scratch_floats(T, hd);
+    attn_scratch.resize(static_cast<size_t>(pool.size() * scratch));
     WorkChunks kv_items(B * KV, 1);
     pool.run([&](int th, int) {
       int64_t i0, i1;
@@ -482,7 +364,7 @@ struct TrainPass::State {
   // (every row with keep_logits), kHeadRows at a time. With backward, fills
   // dx (N, d) with d loss / d x_final.
   double head(bool backward, float grad_scale) {
-    ops::rmsnorm_rows(pool, xn_f.data(), rstd_f.data(), x_final.data(), w.final_norm, N, d, float(cfg.rms_norm_eps));
+    ops::rmsnorm_rows(pool, xn_f.data(), rstd_f.data(), x_final, w.final_norm, N, d, float(cfg.rms_norm_eps));
     std::vector<int64_t> rows;
     for (int64_t t = 0; t < N; ++t)
       if (keep_logits || targets[t] >= 0) rows.push_back(t);
@@ -531,7 +413,7 @@ struct TrainPass::State {
     }
     if (backward) {
       dx.assign(static_cast<size_t>(N * d), 0.0f);
-      ops::rmsnorm_rows_backward(pool, dx.data(), grads ? grads->final_norm : nullptr, dxn.data(), x_final.data(),
+      ops::rmsnorm_rows_backward(pool, dx.data(), grads ? grads->final_norm : nullptr, dxn.data(), x_final,
                                  w.final_norm, rstd_f.data(), N, d);
     }
     return loss;
@@ -556,12 +438,10 @@ struct TrainPass::State {
     rope_cos.resize(static_cast<size_t>(T * half));
     rope_sin.resize(static_cast<size_t>(T * half));
     for (int64_t p = 0; p < T; ++p) rope_angles(inv_freq, p, rope_cos.data() + p * half, rope_sin.data() + p * half);
-    carry.assign(static_cast<size_t>(N * std::max<int64_t>(r, 1)), 0.0f);
-    x_final.resize(static_cast<size_t>(N * d));
     rstd_f.resize(static_cast<size_t>(N));
     xn_f.resize(static_cast<size_t>(N * d));
-    for (int64_t t = 0; t < N; ++t) embedding_row(w.embed, tokens[t], x_final.data() + t * d);
-    for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) forward_layer(l, x_final.data());
+    bind_activations();
+    x_final = forward.forward_train(tokens.data(), B, T, ac, dropout, acts);
     const double loss = head(backward, grad_scale);
     if (!backward) return loss;
 
@@ -580,14 +460,13 @@ struct TrainPass::State {
   }
 };
 
-TrainPass::TrainPass(const LlamaConfig& config, ThreadPool& pool, const TrainWeights& weights, const TrainGrads* grads,
+TrainPass::TrainPass(const LlamaConfig& config, ThreadPool& pool, const WeightsView& weights, const TrainGrads* grads,
                      const AdapterTrainView* adapter, int64_t max_rows)
     : s_(std::make_unique<State>(config, pool, weights, grads, adapter, max_rows)) {}
 TrainPass::~TrainPass() = default;
 void TrainPass::set_dropout(float p, uint64_t seed) {
   if (!(p >= 0 && p < 1)) fail("dropout must be in [0, 1), got {}", p);
-  s_->dropout = p;
-  s_->dropout_seed = seed;
+  s_->dropout = AdapterDropout{p, seed};
 }
 double TrainPass::run(const TrainBatch& batch, bool backward, float grad_scale) {
   return s_->run(batch, backward, grad_scale);

@@ -1,17 +1,19 @@
-// Training: a forward pass over a batch that saves what the backward needs,
-// and the backward, written out by hand op by op as llm.c does (the ops are in
-// ops/backward.h). Parameter gradients are computed only for what is trained —
-// an adapter, or every weight (full fine-tuning) — and accumulate with +=, so
-// gradient accumulation over micro-batches is free; input gradients flow
-// through frozen weights.
+// Training: the model's one forward (Forward::forward_train, model/forward.h:
+// the layer function inference runs, here saving what the backward needs in
+// LayerActivations), then the LM head with the cross-entropy, and the
+// backward, written out by hand op by op as llm.c does (the ops are in
+// ops/backward.h and ops/rows.h). Parameter gradients are computed only for
+// what is trained — an adapter, or every weight (full fine-tuning) — and
+// accumulate with +=, so gradient accumulation over micro-batches is free;
+// input gradients flow through frozen weights.
 //
 // Layout: a batch is B sequences of T positions, N = B T rows, each sequence
 // its own causal context from position 0. Rows are token-major: row b T + t.
 //
-// The adapter math is ADAPTERS.md's, computed directly (separate small
-// products): fusion is a property of inference execution (model/forward.cpp),
-// not of the gradients. Per sub-block (attention: q, k, v -> o; FFN: gate, up
-// -> down):
+// The adapter math is ADAPTERS.md's. The forward runs it through the adapter's
+// execution strategy (model/adapter_strategy.h: fused for FLoRA, as inference
+// runs it); the backward computes its gradients directly (separate small
+// products). Per sub-block (attention: q, k, v -> o; FFN: gate, up -> down):
 //   entry m:  z_m = A_m drop(u);  LoRA: y_m += s B_m z_m;  FLoRA repeat-add: y_m += s tile(z_m)
 //   FLoRA:    z = sum z_m + carry_in;  p = phi(z)
 //   exit:     y = W c + s B p;  ze = A drop(c);  y += s tile(ze) (repeat-add);  carry_out = ze + C p
@@ -26,22 +28,6 @@
 #include "util/threads.h"
 
 namespace flora {
-
-// The weights a training pass reads, in their stored dtype (frozen BF16 base,
-// or the f32 masters of full fine-tuning).
-struct TrainLayer {
-  MatrixRef q, k, v, o, gate, up, down;  // as LayerWeights
-  const float* attn_norm = nullptr;      // (d)
-  const float* ffn_norm = nullptr;       // (d)
-};
-struct TrainWeights {
-  MatrixRef embed;    // (V, d)
-  MatrixRef lm_head;  // (V, d); the same data as embed when tied
-  bool tied = false;
-  const float* final_norm = nullptr;  // (d)
-  std::vector<TrainLayer> layers;
-};
-TrainWeights train_weights_of(const LlamaModel& model);
 
 // Gradients of full fine-tuning, f32, shaped as the weights; null = frozen.
 struct TrainLayerGrads {
@@ -71,7 +57,7 @@ class TrainPass {
   // (ops::matmul_cols), so the pass keeps no copy of them and sees the
   // updates of full fine-tuning as they happen. Everything given must outlive
   // the pass.
-  TrainPass(const LlamaConfig& config, ThreadPool& pool, const TrainWeights& weights, const TrainGrads* grads,
+  TrainPass(const LlamaConfig& config, ThreadPool& pool, const WeightsView& weights, const TrainGrads* grads,
             const AdapterTrainView* adapter, int64_t max_rows);
   ~TrainPass();
   TrainPass(const TrainPass&) = delete;

@@ -167,4 +167,15 @@ void embedding_row(const MatrixRef& embed, int64_t id, float* out) {
   }
 }
 
+WeightsView weights_view_of(const LlamaModel& model, const std::vector<LayerWeights>* layers) {
+  WeightsView w;
+  w.embed = model.embed();
+  w.lm_head = model.lm_head();
+  w.tied = model.config().tie_word_embeddings;
+  w.final_norm = model.final_norm().data();
+  for (const LayerWeights& l : layers ? *layers : model.layers())
+    w.layers.push_back(LayerView{l.q, l.k, l.v, l.o, l.gate, l.up, l.down, l.attn_norm.data(), l.ffn_norm.data()});
+  return w;
+}
+
 }  // namespace flora

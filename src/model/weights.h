@@ -89,6 +89,24 @@ class LlamaModel {
   std::string nonfinite_report_;
 };
 
+// The weights a pass reads, as views in their stored formats: a loaded
+// model's, a merged LoRA's layers over it, or the f32 masters of full
+// fine-tuning (model/dense_weights.h). Not owning.
+struct LayerView {
+  MatrixRef q, k, v, o, gate, up, down;  // as LayerWeights
+  const float* attn_norm = nullptr;      // (d)
+  const float* ffn_norm = nullptr;       // (d)
+};
+struct WeightsView {
+  MatrixRef embed;    // (V, d)
+  MatrixRef lm_head;  // (V, d); the same data as embed when tied
+  bool tied = false;
+  const float* final_norm = nullptr;  // (d)
+  std::vector<LayerView> layers;
+};
+// The model's weights; layers (optional) replace its layer weights (a merged LoRA).
+WeightsView weights_view_of(const LlamaModel& model, const std::vector<LayerWeights>* layers = nullptr);
+
 // Row `id` of the embedding, widened to f32. out: (d)
 void embedding_row(const MatrixRef& embed, int64_t id, float* out);
 

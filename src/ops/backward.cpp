@@ -31,16 +31,6 @@ MatrixRef f32_matrix(const float* data, int64_t rows, int64_t cols, int64_t stri
 
 }  // namespace
 
-void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t n, float eps) {
-  // The sum of squares in double; the output expression is ops::rmsnorm's
-  // (x * inv * w), so the two differ only by the rounding of the sum.
-  double ss = 0;
-  for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * double(x[i]);
-  const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
-  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
-  *rstd = inv;
-}
-
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, float rstd, int64_t n) {
   // out_i = x_i r w_i with r = (mean(x^2) + eps)^(-1/2), dr/dx_j = -r^3 x_j / n, so
   // dx_j = r w_j dout_j - x_j (r^3 / n) sum_i dout_i w_i x_i.
@@ -85,44 +75,36 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 }
 
 int64_t attention_scratch_floats(int64_t T, int64_t hd) {
-  // Forward: V^T (hd, T). Backward: dS (T, T), a transposed T x T operand
-  // (dS^T, then P^T) (T, T), and a transposed (T, hd) operand (K^T, Q^T, dO^T) (hd, T).
+  // dS (T, T), a transposed T x T operand (dS^T, then P^T) (T, T), and a
+  // transposed (T, hd) operand (K^T, Q^T, dO^T) (hd, T).
   return 2 * T * T + hd * T;
 }
 
-void attention_forward(float* out, int64_t ld_out, float* P, const float* q, int64_t ld_q, const float* k,
-                       const float* v, int64_t ld_kv, int64_t T, int64_t hd, float* scratch) {
+void attention_block(float* out, int64_t ld_out, float* S, int64_t ld_s, const float* q, int64_t ld_q, int64_t tq,
+                     const float* k, const float* v, int64_t ld_kv, int64_t p0, int64_t hd) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  for (int64_t i0 = 0; i0 < T; i0 += kCausalBlock) {
-    // S = Q K^T for the block's queries over the keys its last query sees, written into P (row stride T).
-    const int64_t tq = std::min(kCausalBlock, T - i0), n = i0 + tq;
-    matmul_rows(P + i0 * T, T, q + i0 * ld_q, ld_q, tq, f32_matrix(k, n, hd, ld_kv), 0, n, false);
-    for (int64_t i = i0; i < i0 + tq; ++i) {  // causal softmax of row i over positions 0..i
-      float* row = P + i * T;
-      float mx = -INFINITY;
-      for (int64_t p = 0; p <= i; ++p) mx = std::max(mx, row[p] *= scale);
-      double sum = 0;
-      for (int64_t p = 0; p <= i; ++p) sum += (row[p] = std::exp(row[p] - mx));
-      const float inv = float(1.0 / sum);
-      for (int64_t p = 0; p <= i; ++p) row[p] *= inv;
-      std::fill(row + i + 1, row + T, 0.0f);  // exact zeros: the backward's transposes read them
-    }
+  const int64_t n = p0 + tq;  // the keys the block's last query sees
+  // S = Q K^T, one product on the matrix kernel (each element a dot of hd, whatever tq and n).
+  matmul_rows(S, ld_s, q, ld_q, tq, f32_matrix(k, n, hd, ld_kv), 0, n, false);
+  for (int64_t i = 0; i < tq; ++i) {  // the causal softmax of row i over its p0 + i + 1 keys
+    float* row = S + i * ld_s;
+    const int64_t visible = p0 + i + 1;
+    float mx = -INFINITY;
+    for (int64_t p = 0; p < visible; ++p) mx = std::max(mx, row[p] *= scale);
+    double sum = 0;
+    for (int64_t p = 0; p < visible; ++p) sum += (row[p] = std::exp(row[p] - mx));
+    const float inv = float(1.0 / sum);
+    for (int64_t p = 0; p < visible; ++p) row[p] *= inv;
+    std::fill(row + visible, row + n, 0.0f);  // exact zeros: the backward's transposes read them
   }
-  // out = P V as out[i, c] = sum_p P[i, p] V^T[c, p], p <= i. The sum runs over
-  // lengths that depend on i alone, never on T: the keys before the row's block
-  // (i0, one product for the block) plus the row's own part of the diagonal
-  // block (i - i0 + 1). A sum over the block's end i0 + tq would change its
-  // vector grouping with the padded length T (the zeros past i are exact, the
-  // grouping is not), so a sequence's loss would depend on the batch it is in.
-  float* vT = scratch;  // (hd, T)
-  transpose(vT, v, T, hd, ld_kv);
-  for (int64_t i0 = 0; i0 < T; i0 += kCausalBlock) {
-    const int64_t tq = std::min(kCausalBlock, T - i0);
-    if (i0 > 0)
-      matmul_rows(out + i0 * ld_out, ld_out, P + i0 * T, T, tq, f32_matrix(vT, hd, i0, T), 0, hd, false);
-    for (int64_t i = i0; i < i0 + tq; ++i)
-      matmul_rows(out + i * ld_out, ld_out, P + i * T + i0, T, 1, f32_matrix(vT + i0, hd, i - i0 + 1, T), 0, hd,
-                  i0 > 0);
+  // O = P V row by row over the row's visible keys only: a sum whose length
+  // and order depend on the row's position alone, never on the block or the
+  // padded length, so a sequence's values do not depend on what shares its pass.
+  for (int64_t i = 0; i < tq; ++i) {
+    float* o = out + i * ld_out;
+    std::fill(o, o + hd, 0.0f);
+    const float* row = S + i * ld_s;
+    for (int64_t p = 0, visible = p0 + i + 1; p < visible; ++p) axpy(row[p], v + p * ld_kv, o, hd);
   }
 }
 

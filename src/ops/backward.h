@@ -1,9 +1,8 @@
-// The training ops: for every op of the Llama forward that training needs, a
-// forward that saves what its backward needs, and the backward, as llm.c
-// writes them. Each works on one thread over one slice (a row, a head of one
-// sequence); model/train_pass.cpp decides what runs in parallel. Products go
-// through the kernels of ops.h, so the backward of y = x W^T is two more
-// products: dx = dy W by ops::matmul_cols on W as stored (no copy of W^T), and
+// The ops of the Llama layer with their backward, as llm.c writes them: for
+// every op that training differentiates, the forward (shared with inference:
+// attention_block is the forward pass's attention) and the backward. Each works on one thread over one slice (a row, a
+// head of one sequence); model/train_pass.cpp decides what runs in parallel. Products go through the kernels of ops.h,
+// so the backward of y = x W^T is two more products: dx = dy W by ops::matmul_cols on W as stored (no copy of W^T), and
 // dW += dy^T x by ops::matmul_rows on dy^T and x^T, formed with transpose()
 // below.
 //
@@ -19,9 +18,7 @@
 
 namespace flora::ops {
 
-// out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps); saves rstd. out may not alias x.
-// x, w, out: (n)
-void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t n, float eps);
+// The backward of ops::rmsnorm (ops.h), from the rstd it returned.
 // dx += d out/dx . dout;  dw += dout * x * rstd (dw may be null: a frozen norm).
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, float rstd, int64_t n);
 
@@ -36,17 +33,22 @@ void swiglu_forward(float* h, const float* g, const float* u, int64_t n);
 // dg = dh * u * silu'(g), du = dh * silu(g): both overwritten (g and u feed nothing else).
 void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n);
 
-// Causal softmax attention of one head over one sequence of T positions:
-//   P = softmax(q k^T / sqrt(hd)) with row i seeing positions 0..i, out = P v.
-// q (T, hd) row stride ld_q; k, v (T, hd) row stride ld_kv; out (T, hd) row
-// stride ld_out, overwritten; P (T, T) saved for the backward (zeros above the
-// diagonal). scratch: attention_scratch_floats(T, hd) floats, contents
-// ignored (the forward uses hd * T of them, the backward all).
-void attention_forward(float* out, int64_t ld_out, float* P, const float* q, int64_t ld_q, const float* k,
-                       const float* v, int64_t ld_kv, int64_t T, int64_t hd, float* scratch);
+// Causal softmax attention of a block of tq queries of one head, the first at
+// position p0 (it sees keys 0..p0), query i at p0 + i (keys 0..p0 + i):
+//   S = softmax(q K^T / sqrt(hd)) by row (the sum in double), out = S V.
+// The one attention of the model: decode (tq = 1 over the KV cache), prefill
+// (blocks of queries) and the training forward (p0 = 0, S the saved P).
+// q (tq, hd) row stride ld_q; k, v (p0 + tq, hd) row stride ld_kv; out (tq, hd)
+// row stride ld_out, overwritten; S (tq, p0 + tq) row stride ld_s: the
+// probabilities on return, exact zeros after each row's visible keys.
+void attention_block(float* out, int64_t ld_out, float* S, int64_t ld_s, const float* q, int64_t ld_q, int64_t tq,
+                     const float* k, const float* v, int64_t ld_kv, int64_t p0, int64_t hd);
+// The backward over one sequence of T positions with P (T, T) its whole
+// attention_block(p0 = 0, tq = T) probabilities (zeros above the diagonal).
 // dq, dk, dv += the gradients, from dout (T, hd) row stride ld_dout and the
 // saved P. dq has row stride ld_q, dk and dv ld_kv (the layouts of q, k, v);
 // several query heads of one KV group call this in turn on the same dk, dv.
+// scratch: attention_scratch_floats(T, hd) floats, contents ignored.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, int64_t ld_dout, const float* P,
                         const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv, int64_t T,
                         int64_t hd, float* scratch);

@@ -317,14 +317,20 @@ float Sum(const float* HWY_RESTRICT x, int64_t n) {
   return s;
 }
 
-void RmsNorm(float* out, const float* x, const float* HWY_RESTRICT w, int64_t n, float eps) {
+float RmsNorm(float* out, const float* x, const float* HWY_RESTRICT w, int64_t n, float eps) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  const float inv = 1.0f / std::sqrt(Dot(x, x, n) / static_cast<float>(n) + eps);
+  // The sum of squares in double (each square is exact there), in one order on
+  // every target: the inverse norm, and so the output, is the same bit for bit
+  // on every SIMD target, and within an eps of the exact value whatever n.
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * double(x[i]);
+  const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
   const VF iv = hn::Set(df, inv);
   int64_t i = 0;
   for (; i + N <= n; i += N) hn::StoreU(hn::Mul(hn::Mul(hn::LoadU(df, x + i), iv), hn::LoadU(df, w + i)), df, out + i);
   for (; i < n; ++i) out[i] = x[i] * inv * w[i];
+  return inv;
 }
 
 }  // namespace HWY_NAMESPACE
@@ -352,8 +358,8 @@ void matmul_cols(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, 
 float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
 float sum(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(Sum)(x, n); }
 void axpy(float a, const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, y, n); }
-void rmsnorm(float* out, const float* x, const float* w, int64_t n, float eps) {
-  HWY_DYNAMIC_DISPATCH(RmsNorm)(out, x, w, n, eps);
+float rmsnorm(float* out, const float* x, const float* w, int64_t n, float eps) {
+  return HWY_DYNAMIC_DISPATCH(RmsNorm)(out, x, w, n, eps);
 }
 
 std::string simd_target_name(int64_t target) { return hwy::TargetName(target); }

@@ -57,8 +57,10 @@ float dot(const float* a, const float* b, int64_t n);
 float sum(const float* x, int64_t n);
 // y += a * x
 void axpy(float a, const float* x, float* y, int64_t n);
-// out = x / sqrt(mean(x^2) + eps) * w; out may alias x. w: (n) f32.
-void rmsnorm(float* out, const float* x, const float* w, int64_t n, float eps);
+// out = x * rstd * w with rstd = 1 / sqrt(mean(x^2) + eps), returned (the
+// training backward reads it); out may alias x. w: (n) f32. The one RMSNorm
+// of the model: the forward's, the training pass's and the final norm.
+float rmsnorm(float* out, const float* x, const float* w, int64_t n, float eps);
 
 // Name of the SIMD target the dispatcher picked on this machine ("AVX3", ...).
 // The environment variable FLORA_CPU=avx512|avx2|sse4|scalar caps it (read once,

@@ -67,7 +67,7 @@ void rmsnorm_rows(ThreadPool& pool, float* out, float* rstd, const float* x, con
   pool.run([&](int, int) {
     int64_t t0, t1;
     while (rows.next(t0, t1))
-      for (int64_t t = t0; t < t1; ++t) rmsnorm_forward(out + t * d, rstd + t, x + t * d, w, d, eps);
+      for (int64_t t = t0; t < t1; ++t) rstd[t] = rmsnorm(out + t * d, x + t * d, w, d, eps);
   });
 }
 

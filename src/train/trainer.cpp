@@ -476,7 +476,7 @@ TrainSummary run_training(const TrainOptions& opts) {
     for (const Example& e : eval_data.examples) m = std::max(m, e.input_ids.size());
     return static_cast<int64_t>(m);
   }();
-  const TrainWeights weights = o.full ? tr.dense->train_weights() : train_weights_of(*model);
+  const WeightsView weights = o.full ? tr.dense->train_weights() : weights_view_of(*model);
   const auto adapter_view = make_adapter_train_view(tr.adapter.get(), tr.adapter_grads.get());
   TrainPass pass(cfg, pool, weights, o.full ? &tr.grads_view : nullptr, adapter_view ? &*adapter_view : nullptr,
                  o.micro_batch * longest);
