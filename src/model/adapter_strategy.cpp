@@ -4,6 +4,7 @@
 
 #include "ops/backward.h"
 #include "ops/ops.h"
+#include "ops/rows.h"
 #include "util/error.h"
 #include "util/random.h"
 
@@ -28,12 +29,19 @@ bool AdapterDropout::keep(int64_t layer, Target m, int64_t row, int64_t col) con
 void AdapterDropout::apply(ThreadPool& pool, float* out, const float* u, int64_t ld_u, int64_t n, int64_t n_in,
                            int64_t layer, Target m) const {
   const float inv = 1.0f / (1.0f - p);
-  WorkChunks rows(n, 8);
-  pool.run([&](int, int) {
-    int64_t t0, t1;
-    while (rows.next(t0, t1))
-      for (int64_t t = t0; t < t1; ++t)
-        for (int64_t c = 0; c < n_in; ++c) out[t * n_in + c] = keep(layer, m, t, c) ? u[t * ld_u + c] * inv : 0.0f;
+  ops::for_chunks(pool, n, 8, [&](int, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t c = 0; c < n_in; ++c) out[t * n_in + c] = keep(layer, m, t, c) ? u[t * ld_u + c] * inv : 0.0f;
+  });
+}
+
+void AdapterDropout::add_masked(ThreadPool& pool, float* du, const float* g, int64_t n, int64_t n_in, int64_t layer,
+                                Target m) const {
+  const float inv = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+  ops::for_chunks(pool, n, 8, [&](int, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t c = 0; c < n_in; ++c)
+        if (p <= 0 || keep(layer, m, t, c)) du[t * n_in + c] += g[t * n_in + c] * inv;
   });
 }
 
@@ -205,15 +213,10 @@ class LoraUnfusedStrategy final : public LoraStrategy {
     for (int j = 0; j < site.n_targets; ++j) {
       const int m = index(site.targets[j]);
       if (!exec().forward[m]) continue;
-      WorkChunks a_rows(rank(), 4), b_rows(exec().layers[layer].B[m].rows, product_row_chunk(packed_rows()));
-      pool.run([&](int, int) {
-        int64_t r0, r1;
-        while (a_rows.next(r0, r1)) a_products(m, layer, in.a_u[j], in.a_ld, r0, r1);
-      });
-      pool.run([&](int, int) {
-        int64_t r0, r1;
-        while (b_rows.next(r0, r1)) b_products(m, layer, outs[j], r0, r1);
-      });
+      ops::for_chunks(pool, rank(), 4,
+                      [&](int, int64_t r0, int64_t r1) { a_products(m, layer, in.a_u[j], in.a_ld, r0, r1); });
+      ops::for_chunks(pool, exec().layers[layer].B[m].rows, product_row_chunk(packed_rows()),
+                      [&](int, int64_t r0, int64_t r1) { b_products(m, layer, outs[j], r0, r1); });
     }
   }
 };

@@ -91,6 +91,8 @@ struct AdapterDropout {
   // out (n, n_in) dense = u (n, n_in) row stride ld_u, times mask / (1 - p), in parallel over rows.
   void apply(ThreadPool& pool, float* out, const float* u, int64_t ld_u, int64_t n, int64_t n_in, int64_t layer,
              Target m) const;
+  // Its transpose on a gradient: du (n, n_in) += g (n, n_in) * mask / (1 - p) (du += g when off).
+  void add_masked(ThreadPool& pool, float* du, const float* g, int64_t n, int64_t n_in, int64_t layer, Target m) const;
 };
 
 class AdapterStrategy {

@@ -9,14 +9,6 @@
 
 namespace flora {
 
-namespace {
-
-// Prefill attention works on blocks of this many queries of one head, so that
-// scores and outputs are matrix products (the 4 x 4 register blocks of ops).
-constexpr int64_t kQueryBlock = 16;
-
-}  // namespace
-
 KVCache::KVCache(const LlamaConfig& c, int64_t capacity)
     : capacity_(capacity),
       kv_dim_(c.kv_dim()),
@@ -38,7 +30,7 @@ Forward::Forward(const LlamaModel& model, ThreadPool& pool, int64_t context, con
   caches_.reserve(slots);
   for (int i = 0; i < slots; ++i) caches_.emplace_back(model.config(), context);
   slot_used_.assign(slots, 0);
-  block_scores_.resize(static_cast<size_t>(pool.size()) * kQueryBlock * context);
+  block_scores_.resize(static_cast<size_t>(pool.size()) * ops::kAttentionBlock * context);
 }
 
 Forward::Forward(const LlamaConfig& config, const WeightsView& weights, ThreadPool& pool)
@@ -129,13 +121,6 @@ Forward::SitePlan Forward::plan_site(const Site& site) const {
   return plan;
 }
 
-void Forward::run_items(int t, int64_t layer, const Site& site, const SitePlan& plan, WorkChunks& items,
-                        const SiteInput& in) {
-  int64_t i0, i1;
-  while (items.next(i0, i1))
-    for (int64_t i = i0; i < i1; ++i) plan.items[i].first->region_item(t, layer, site, plan.items[i].second, in);
-}
-
 // Region 1: RMSNorm, the fused q|k|v product, RoPE and the KV cache write.
 // Threads own whole heads of the stacked q|k|v rows, so RoPE and the cache
 // write need no further synchronisation. When an adapter defers the outputs
@@ -151,91 +136,80 @@ void Forward::attention_entry(int64_t layer, int64_t T) {
   const MatrixRef* mats[3] = {&w.q, &w.k, &w.v};
   const int64_t offsets[3] = {0, w.q.rows, w.q.rows + w.k.rows};  // of q, k, v in the stack
   const SiteOutput outs[3] = {{qkv_p_, ld}, {qkv_p_ + offsets[1], ld}, {qkv_p_ + offsets[2], ld}};
-  // Rows [r0, r1) of product j that fall in heads [h0, h1) of the stack; false when none.
-  auto rows_of = [&](int j, int64_t h0, int64_t h1, int64_t& r0, int64_t& r1) {
-    r0 = std::max(h0 * hd, offsets[j]) - offsets[j];
-    r1 = std::min(h1 * hd, offsets[j] + mats[j]->rows) - offsets[j];
-    return r0 < r1;
-  };
   if (act_) ops::rmsnorm_rows(pool_, act_->xn1, act_->rstd1, x_.data(), w.attn_norm, T, d, eps);
-  auto xn_of = [&](int t) { return act_ ? act_->xn1 : xn_.data() + static_cast<size_t>(t) * T * d; };
   const SiteInput saved_in = act_ ? site_input(layer, site, act_->xn1, d, d, T) : SiteInput{};
+  auto input_of = [&](const float* xn) { return act_ ? saved_in : SiteInput{xn, d, {xn, xn, xn}, d}; };
   const SitePlan plan = plan_site(site);
-  WorkChunks heads(heads_total, 1), items(static_cast<int64_t>(plan.items.size()), 1);
-  pool_.run([&](int t, int) {
-    const float* xn = xn_of(t);
-    if (!act_)
-      for (int64_t i = 0; i < T; ++i) ops::rmsnorm(xn_of(t) + i * d, x_.data() + i * d, w.attn_norm, d, eps);
-    const SiteInput in = act_ ? saved_in : SiteInput{xn, d, {xn, xn, xn}, d};
-    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, in);
-    int64_t h0, h1;
-    while (heads.next(h0, h1)) {
-      for (int j = 0; j < 3; ++j) {
-        int64_t r0, r1;
-        if (!rows_of(j, h0, h1, r0, r1)) continue;
-        ops::matmul_rows(outs[j].y, ld, xn, d, T, *mats[j], r0, r1, false);
-        for (AdapterStrategy* s : active_) s->epilogue(t, layer, site, j, outs[j], r0, r1);
-      }
-      if (!plan.defers)
-        for (int64_t h = h0; h < h1; ++h) rope_and_cache(layer, h, T);
-    }
-    run_items(t, layer, site, plan, items, in);
-    for (AdapterStrategy* s : active_) s->after_chunks(t, layer, site);
-  });
+  ops::ProductRegion g;
+  g.T = T, g.n_operands = 3, g.stacked = true, g.chunk = hd, g.ldx = d;
+  for (int j = 0; j < 3; ++j) g.operands[j] = {mats[j], outs[j].y, ld, false};
+  g.input = [&](int t) -> const float* {
+    if (act_) return act_->xn1;
+    float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
+    for (int64_t i = 0; i < T; ++i) ops::rmsnorm(xn + i * d, x_.data() + i * d, w.attn_norm, d, eps);
+    return xn;
+  };
+  g.before = [&](int t, const float* xn) {
+    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, input_of(xn));
+  };
+  g.epilogue = [&](int t, int j, int64_t r0, int64_t r1) {
+    for (AdapterStrategy* s : active_) s->epilogue(t, layer, site, j, outs[j], r0, r1);
+  };
+  if (!plan.defers)
+    g.chunk_done = [&](int, int64_t c0, int64_t c1) {
+      for (int64_t h = c0 / hd; h < c1 / hd; ++h) rope_and_cache(layer, h, T);
+    };
+  add_items(g, layer, site, plan, input_of);
+  ops::product_region(pool_, g);
   if (!plan.defers) return;
-  const float* xn0 = xn_of(0);  // thread 0's copy
-  const SiteInput in0 = act_ ? saved_in : SiteInput{xn0, d, {xn0, xn0, xn0}, d};
-  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, in0, outs);
-  WorkChunks heads2(heads_total, 1);
-  pool_.run([&](int t, int) {  // the adapters' follow-up work (partially fused LoRA's B products), RoPE, the cache
-    int64_t h0, h1;
-    while (heads2.next(h0, h1)) {
-      if (plan.follow_up)
-        for (int j = 0; j < 3; ++j) {
-          int64_t r0, r1;
-          if (rows_of(j, h0, h1, r0, r1))
-            for (AdapterStrategy* s : active_) s->late_epilogue(t, layer, site, j, outs[j], r0, r1);
-        }
-      for (int64_t h = h0; h < h1; ++h) rope_and_cache(layer, h, T);
+  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, input_of(xn_.data()), outs);
+  ops::for_chunks(pool_, heads_total, 1, [&](int t, int64_t h0, int64_t h1) {
+    // The adapters' follow-up work (partially fused LoRA's B products) on these heads, then RoPE and the cache.
+    for (int j = 0; plan.follow_up && j < 3; ++j) {
+      const int64_t r0 = std::max(h0 * hd, offsets[j]) - offsets[j];
+      const int64_t r1 = std::min(h1 * hd, offsets[j] + mats[j]->rows) - offsets[j];
+      if (r0 < r1)
+        for (AdapterStrategy* s : active_) s->late_epilogue(t, layer, site, j, outs[j], r0, r1);
     }
+    for (int64_t h = h0; h < h1; ++h) rope_and_cache(layer, h, T);
   });
 }
 
 // Region 2: causal grouped-query attention of every row over the positions
-// of its own sequence (ops::attention_block): the KV cache of its slot, or in
-// forward_train the keys and values of its sequence's own rows. Work items
-// (built once per call): (segment, head, block of up to kQueryBlock queries).
-// The scores of a block go to the thread's scratch, or in forward_train to the
-// saved P, whose rows are (T) wide: zeros past each block's last key.
+// of its own sequence (ops::attention_rows): the KV cache of its slot, or in
+// forward_train its sequence's own rows, whose probabilities are saved.
 void Forward::attention(int64_t layer) {
   const int64_t hd = cfg_.head_dim, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), ld = qd + 2 * kvd;
-  const int64_t heads = cfg_.num_attention_heads, group = heads / cfg_.num_key_value_heads;
-  WorkChunks items(static_cast<int64_t>(attention_items_.size()), 1);
-  pool_.run([&](int t, int) {
-    int64_t w0, w1;
-    while (items.next(w0, w1))
-      for (int64_t w = w0; w < w1; ++w) {
-        const AttentionItem& item = attention_items_[w];
-        const Segment& s = segments_[item.segment];
-        const int64_t kv_off = (item.head / group) * hd, i0 = item.i0, tq = item.tq;
-        const float *k, *v;
-        int64_t ld_kv, ld_s;
-        float* S;
-        if (act_) {
-          k = qkv_p_ + s.row0 * ld + qd + kv_off, v = k + kvd, ld_kv = ld;
-          S = act_->P + ((item.segment * heads + item.head) * s.n + i0) * s.n, ld_s = s.n;
-        } else {
-          KVCache& cache = caches_[s.slot];
-          k = cache.k(layer, 0) + kv_off, v = cache.v(layer, 0) + kv_off, ld_kv = kvd;
-          S = block_scores_.data() + static_cast<size_t>(t) * kQueryBlock * context(), ld_s = context();
-        }
-        const int64_t row = s.row0 + i0;
-        ops::attention_block(att_p_ + row * qd + item.head * hd, qd, S, ld_s, qkv_p_ + row * ld + item.head * hd, ld,
-                             tq, k, v, ld_kv, s.p0 + i0, hd);
-        if (act_)
-          for (int64_t i = 0; i < tq; ++i) std::fill(S + i * ld_s + i0 + tq, S + (i + 1) * ld_s, 0.0f);
-      }
-  });
+  const int64_t heads = cfg_.num_attention_heads;
+  attention_segments_.resize(segments_.size());
+  for (size_t i = 0; i < segments_.size(); ++i) {
+    const Segment& s = segments_[i];
+    ops::AttentionSegment& a = attention_segments_[i];
+    a.row0 = s.row0, a.n = s.n, a.p0 = s.p0;
+    if (act_) {  // the sequence's own rows, and the saved P
+      a.k = qkv_p_ + s.row0 * ld + qd, a.v = a.k + kvd, a.ld_kv = ld;
+      a.P = act_->P + static_cast<int64_t>(i) * heads * s.n * s.n;
+    } else {
+      KVCache& cache = caches_[s.slot];
+      a.k = cache.k(layer, 0), a.v = cache.v(layer, 0), a.ld_kv = kvd, a.P = nullptr;
+    }
+  }
+  ops::attention_rows(pool_, att_p_, qd, qkv_p_, ld, attention_segments_, heads, cfg_.num_key_value_heads, hd,
+                      block_scores_.data(), act_ ? 0 : context());
+}
+
+// The strategies' own work items of a site's product region (partially fused LoRA's A products).
+template <typename InputOf>
+void Forward::add_items(ops::ProductRegion& g, int64_t layer, const Site& site, const SitePlan& plan,
+                        const InputOf& input_of) {
+  g.items = static_cast<int64_t>(plan.items.size());
+  if (g.items)
+    g.item = [&, layer](int t, int64_t i, const float* x) {
+      plan.items[i].first->region_item(t, layer, site, plan.items[i].second, input_of(x));
+    };
+  g.after = [&, layer](int t) {
+    for (AdapterStrategy* s : active_) s->after_chunks(t, layer, site);
+  };
 }
 
 // Regions 3 and 5: x += W u, with the adapters of the exit site, the
@@ -245,25 +219,24 @@ void Forward::exit_product(int64_t layer, const Site& site, const MatrixRef& w, 
   const int64_t d = cfg_.hidden_size;
   const SiteOutput out{x_.data(), d};
   const SiteInput in = site_input(layer, site, u, ld_u, w.cols, T);
+  auto input_of = [&](const float*) { return in; };
   const SitePlan plan = plan_site(site);
-  WorkChunks rows(d, product_row_chunk(T)), items(static_cast<int64_t>(plan.items.size()), 1);
-  pool_.run([&](int t, int) {
+  ops::ProductRegion g;
+  g.T = T, g.chunk = product_row_chunk(T), g.ldx = ld_u;
+  g.operands[0] = {&w, x_.data(), d, true};
+  g.input = [&](int) { return u; };
+  g.before = [&](int t, const float*) {
     for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, in);
-    int64_t r0, r1;
-    while (rows.next(r0, r1)) {
-      ops::matmul_rows(x_.data(), d, u, ld_u, T, w, r0, r1, true);
-      for (AdapterStrategy* s : active_) s->epilogue(t, layer, site, 0, out, r0, r1);
-    }
-    run_items(t, layer, site, plan, items, in);
-    for (AdapterStrategy* s : active_) s->after_chunks(t, layer, site);
-  });
+  };
+  g.epilogue = [&](int t, int, int64_t r0, int64_t r1) {
+    for (AdapterStrategy* s : active_) s->epilogue(t, layer, site, 0, out, r0, r1);
+  };
+  add_items(g, layer, site, plan, input_of);
+  ops::product_region(pool_, g);
   for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, in, &out);
   if (!plan.follow_up) return;
-  WorkChunks rows2(d, product_row_chunk(T));
-  pool_.run([&](int t, int) {  // partially fused LoRA: x += B (s A u)
-    int64_t r0, r1;
-    while (rows2.next(r0, r1))
-      for (AdapterStrategy* s : active_) s->late_epilogue(t, layer, site, 0, out, r0, r1);
+  ops::for_chunks(pool_, d, product_row_chunk(T), [&](int t, int64_t r0, int64_t r1) {
+    for (AdapterStrategy* s : active_) s->late_epilogue(t, layer, site, 0, out, r0, r1);  // x += B (s A u)
   });
 }
 
@@ -281,40 +254,35 @@ void Forward::ffn_entry(int64_t layer, int64_t T) {
       ops::swiglu_forward(h_p_ + i * f + r0, gate_p_ + i * f + r0, up_p_ + i * f + r0, r1 - r0);
   };
   if (act_) ops::rmsnorm_rows(pool_, act_->xn2, act_->rstd2, x_.data(), w.ffn_norm, T, d, eps);
-  auto xn_of = [&](int t) { return act_ ? act_->xn2 : xn_.data() + static_cast<size_t>(t) * T * d; };
   const SiteInput saved_in = act_ ? site_input(layer, site, act_->xn2, d, d, T) : SiteInput{};
+  auto input_of = [&](const float* xn) { return act_ ? saved_in : SiteInput{xn, d, {xn, xn, xn}, d}; };
   const SitePlan plan = plan_site(site);
-  WorkChunks rows(f, product_row_chunk(T)), items(static_cast<int64_t>(plan.items.size()), 1);
-  pool_.run([&](int t, int) {
-    const float* xn = xn_of(t);
-    if (!act_)
-      for (int64_t i = 0; i < T; ++i) ops::rmsnorm(xn_of(t) + i * d, x_.data() + i * d, w.ffn_norm, d, eps);
-    const SiteInput in = act_ ? saved_in : SiteInput{xn, d, {xn, xn, xn}, d};
-    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, in);
-    int64_t r0, r1;
-    while (rows.next(r0, r1)) {
-      ops::matmul_rows(gate_p_, f, xn, d, T, w.gate, r0, r1, false);
-      ops::matmul_rows(up_p_, f, xn, d, T, w.up, r0, r1, false);
-      for (AdapterStrategy* s : active_)
-        for (int j = 0; j < 2; ++j) s->epilogue(t, layer, site, j, outs[j], r0, r1);
-      if (!plan.defers) swiglu(r0, r1);
-    }
-    run_items(t, layer, site, plan, items, in);
-    for (AdapterStrategy* s : active_) s->after_chunks(t, layer, site);
-  });
+  ops::ProductRegion g;
+  g.T = T, g.n_operands = 2, g.chunk = product_row_chunk(T), g.ldx = d;
+  g.operands[0] = {&w.gate, gate_p_, f, false};
+  g.operands[1] = {&w.up, up_p_, f, false};
+  g.input = [&](int t) -> const float* {
+    if (act_) return act_->xn2;
+    float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
+    for (int64_t i = 0; i < T; ++i) ops::rmsnorm(xn + i * d, x_.data() + i * d, w.ffn_norm, d, eps);
+    return xn;
+  };
+  g.before = [&](int t, const float* xn) {
+    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, input_of(xn));
+  };
+  g.epilogue = [&](int t, int j, int64_t r0, int64_t r1) {
+    for (AdapterStrategy* s : active_) s->epilogue(t, layer, site, j, outs[j], r0, r1);
+  };
+  if (!plan.defers) g.chunk_done = [&](int, int64_t r0, int64_t r1) { swiglu(r0, r1); };
+  add_items(g, layer, site, plan, input_of);
+  ops::product_region(pool_, g);
   if (!plan.defers) return;
-  const float* xn0 = xn_of(0);  // thread 0's copy
-  const SiteInput in0 = act_ ? saved_in : SiteInput{xn0, d, {xn0, xn0, xn0}, d};
-  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, in0, outs);
-  WorkChunks rows2(f, product_row_chunk(T));
-  pool_.run([&](int t, int) {  // (partially fused LoRA: the B products and adds,) then SwiGLU
-    int64_t r0, r1;
-    while (rows2.next(r0, r1)) {
-      if (plan.follow_up)
-        for (AdapterStrategy* s : active_)
-          for (int j = 0; j < 2; ++j) s->late_epilogue(t, layer, site, j, outs[j], r0, r1);
-      swiglu(r0, r1);
-    }
+  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, input_of(xn_.data()), outs);
+  ops::for_chunks(pool_, f, product_row_chunk(T), [&](int t, int64_t r0, int64_t r1) {
+    // (partially fused LoRA: the B products and adds,) then SwiGLU
+    for (AdapterStrategy* s : active_)
+      for (int j = 0; plan.follow_up && j < 2; ++j) s->late_epilogue(t, layer, site, j, outs[j], r0, r1);
+    swiglu(r0, r1);
   });
 }
 
@@ -391,22 +359,18 @@ void Forward::plan_adapters(const std::vector<Chunk>& chunks) {
 // Segments chunk by chunk (chunk i at positions p0s[i]..), each row's segment
 // and position, the attention items, and the RoPE angles of every row.
 void Forward::lay_out(const std::vector<Chunk>& chunks, const std::vector<int64_t>& p0s) {
-  const int64_t half = cfg_.head_dim / 2, heads = cfg_.num_attention_heads;
+  const int64_t half = cfg_.head_dim / 2;
   int64_t T = 0;
   for (const Chunk& c : chunks) T += c.n;
   segments_.clear();
   row_segment_.resize(T);
   row_pos_.resize(T);
-  attention_items_.clear();
   int64_t row = 0;
   for (size_t k = 0; k < chunks.size(); ++k) {
     const Chunk& c = chunks[k];
     const int32_t seg = static_cast<int32_t>(segments_.size());
     segments_.push_back({c.slot, row, c.n, p0s[k]});
     for (int64_t i = 0; i < c.n; ++i) row_segment_[row + i] = seg, row_pos_[row + i] = p0s[k] + i;
-    for (int32_t h = 0; h < heads; ++h)
-      for (int64_t i0 = 0; i0 < c.n; i0 += kQueryBlock)
-        attention_items_.push_back({seg, h, i0, std::min(kQueryBlock, c.n - i0)});
     row += c.n;
   }
   rope_cos_.resize(T * half);
@@ -473,15 +437,17 @@ const float* Forward::run(const std::vector<Chunk>& chunks, bool all_logits) {
   plan_adapters(chunks);
   layers(T);
 
-  // Final norm and LM head, for the rows asked for.
-  WorkChunks vocab_rows(V, 512);
-  pool_.run([&](int t, int) {
+  // Final norm (each thread its own copy) and LM head, for the rows asked for.
+  ops::ProductRegion head;
+  head.T = n_out, head.chunk = 512, head.ldx = d;
+  head.operands[0] = {&w_.lm_head, logits_.data(), V, false};
+  head.input = [&](int t) -> const float* {
     float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
     for (int64_t i = 0; i < n_out; ++i)
       ops::rmsnorm(xn + i * d, x_.data() + out_rows_[i] * d, w_.final_norm, d, float(cfg_.rms_norm_eps));
-    int64_t r0, r1;
-    while (vocab_rows.next(r0, r1)) ops::matmul_rows(logits_.data(), V, xn, d, n_out, w_.lm_head, r0, r1, false);
-  });
+    return xn;
+  };
+  ops::product_region(pool_, head);
   for (const Segment& s : segments_) caches_[s.slot].set_size(s.p0 + s.n);
   last_sync_points_ = pool_.sync_points() - sync0;
   return logits_.data();

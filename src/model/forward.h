@@ -44,6 +44,7 @@
 #include "model/adapter_exec.h"
 #include "model/adapter_strategy.h"
 #include "model/weights.h"
+#include "ops/rows.h"
 #include "util/threads.h"
 
 namespace flora {
@@ -151,11 +152,6 @@ class Forward {
     int slot;
     int64_t row0, n, p0;
   };
-  // A work item of attention: queries [i0, i0 + tq) of a segment, one head.
-  struct AttentionItem {
-    int32_t segment, head;
-    int64_t i0, tq;
-  };
 
   const float* run(const std::vector<Chunk>& chunks, bool all_logits);
   // The layout of a call: segments (chunk by chunk), each row's segment and
@@ -186,7 +182,9 @@ class Forward {
     bool defers = false, follow_up = false;
   };
   SitePlan plan_site(const Site& site) const;
-  void run_items(int t, int64_t layer, const Site& site, const SitePlan& plan, WorkChunks& items, const SiteInput& in);
+  // The plan's work items and the strategies' after_chunks in a product region; input_of(x) gives the SiteInput.
+  template <typename InputOf>
+  void add_items(ops::ProductRegion& g, int64_t layer, const Site& site, const SitePlan& plan, const InputOf& input_of);
 
   const LlamaConfig& cfg_;
   WeightsView w_;
@@ -201,7 +199,7 @@ class Forward {
   std::vector<float> att_;                  // (T, q_dim) attention output
   std::vector<float> gate_;                 // (T, f) gate product, then SiLU(gate) * up
   std::vector<float> up_;                   // (T, f)
-  std::vector<float> block_scores_;         // (threads, kQueryBlock, context) scores of a block of queries
+  std::vector<float> block_scores_;         // (threads, ops::kAttentionBlock, context) scores of a block of queries
   std::vector<float> logits_;               // (T or 1, V)
   std::vector<float> rope_cos_, rope_sin_;  // (T, head_dim / 2) for the positions in flight
   // The call in flight: its segments, each row's segment and position, the
@@ -209,7 +207,7 @@ class Forward {
   std::vector<Segment> segments_;
   std::vector<int32_t> row_segment_;  // (T)
   std::vector<int64_t> row_pos_;      // (T)
-  std::vector<AttentionItem> attention_items_;
+  std::vector<ops::AttentionSegment> attention_segments_;  // (segments) of the layer in flight
   std::vector<int64_t> out_rows_;         // (n_out)
   std::vector<char> slot_used_;           // (slots) scratch of the distinct-slot check
   const AdapterExec* adapter_ = nullptr;  // of chunks that name none

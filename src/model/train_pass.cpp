@@ -114,6 +114,8 @@ struct TrainPass::State {
   Scratch dzsum_;                // (N, r) d loss / d z of the sub-block (FLoRA)
   Scratch xc, lg, dxc;           // (kHeadRows, d), (kHeadRows, V), (kHeadRows, d): the LM head's rows
   std::vector<double> row_loss;  // (N)
+  std::vector<int32_t> chunk_targets;  // (kHeadRows) the targets of the LM head's rows in flight
+  std::vector<double> chunk_loss;      // (kHeadRows) their losses
   std::vector<double> seq_loss;  // (B): row_loss summed over each sequence
 
   State(const LlamaConfig& c, ThreadPool& p, const WeightsView& weights, const TrainGrads* g, const AdapterTrainView* a,
@@ -153,18 +155,6 @@ struct TrainPass::State {
     drop_buf.resize(static_cast<size_t>(N * n_in));
     dropout.apply(pool, drop_buf.data(), u, n_in, N, n_in, layer, m);
     return drop_buf.data();
-  }
-  // du += mask(g) / (1 - p) (or du += g without dropout). g, du: (N, n_in)
-  void add_masked(float* du, const float* g, int64_t n_in, int64_t layer, Target m) {
-    const float inv = dropout.p > 0 ? 1.0f / (1.0f - dropout.p) : 1.0f;
-    WorkChunks rows(N, 8);
-    pool.run([&](int, int) {
-      int64_t t0, t1;
-      while (rows.next(t0, t1))
-        for (int64_t t = t0; t < t1; ++t)
-          for (int64_t c = 0; c < n_in; ++c)
-            if (dropout.p <= 0 || dropout.keep(layer, m, t, c)) du[t * n_in + c] += g[t * n_in + c] * inv;
-    });
   }
 
   // ---- adapters, forward ----------------------------------------------------
@@ -220,7 +210,7 @@ struct TrainPass::State {
     weight_grad(gA(l, m), dz.data(), r, r, dropped(c, n_in, l, m), n_in, n_in, N, 1.0f);
     tmp_in.resize(static_cast<size_t>(N * n_in));
     ops::product_t(pool, tmp_in.data(), n_in, dz.data(), r, N, A(l, m), false);
-    add_masked(dc, tmp_in.data(), n_in, l, m);
+    dropout.add_masked(pool, dc, tmp_in.data(), N, n_in, l, m);
   }
 
   // Entry adapters of sub-block sb with input u (N, d); dys[m] (row stride
@@ -256,7 +246,7 @@ struct TrainPass::State {
       weight_grad(gA(l, m), dz.data(), r, r, dropped(u, d, l, m), d, d, N, 1.0f);
       tmp_in.resize(static_cast<size_t>(N * d));
       ops::product_t(pool, tmp_in.data(), d, dz.data(), r, N, A(l, m), false);
-      add_masked(du, tmp_in.data(), d, l, m);
+      dropout.add_masked(pool, du, tmp_in.data(), N, d, l, m);
     }
   }
 
@@ -322,26 +312,11 @@ struct TrainPass::State {
     ops::product_t(pool, datt.data(), qd, dx_mid.data(), d, N, L.o, false);
     if (G && G->o) weight_grad(G->o, dx_mid.data(), d, d, S.att.data(), qd, qd, N, 1.0f);
     exit_backward(l, 0, Target::O, S.att.data(), qd, dx_mid.data(), datt.data());
-    // Attention, per (sequence, KV head) so that the query heads of a group add
-    // into their shared dk, dv in a fixed order.
+    // Attention (its saved probabilities P), per (sequence, KV head).
     dqkv.assign(static_cast<size_t>(N * ld_qkv), 0.0f);
-    const int64_t group = H / KV, scratch = ops::attention_scratch_floats(T, hd);
-    attn_scratch.resize(static_cast<size_t>(pool.size() * scratch));
-    WorkChunks kv_items(B * KV, 1);
-    pool.run([&](int th, int) {
-      int64_t i0, i1;
-      while (kv_items.next(i0, i1))
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t b = i / KV, kvh = i % KV;
-          const float* base = S.qkv.data() + b * T * ld_qkv;
-          float* dbase = dqkv.data() + b * T * ld_qkv;
-          for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
-            ops::attention_backward(dbase + h * hd, dbase + qd + kvh * hd, dbase + qd + kvd + kvh * hd,
-                                    datt.data() + b * T * qd + h * hd, qd, S.P.data() + (b * H + h) * T * T,
-                                    base + h * hd, ld_qkv, base + qd + kvh * hd, base + qd + kvd + kvh * hd, ld_qkv, T,
-                                    hd, attn_scratch.data() + th * scratch);
-        }
-    });
+    attn_scratch.resize(static_cast<size_t>(pool.size() * ops::attention_scratch_floats(T, hd)));
+    ops::attention_rows_backward(pool, dqkv.data(), datt.data(), qd, S.qkv.data(), ld_qkv, S.P.data(), B, T, H, KV, hd,
+                                 attn_scratch.data());
     ops::rope_rows(pool, dqkv.data(), ld_qkv, N, H + KV, hd, rope_cos.data(), rope_sin.data(), T, true);
     // Attention entry: q|k|v = xn1 [Wq; Wk; Wv]^T (+ adapters).
     const float* dq = dqkv.data();
@@ -373,6 +348,8 @@ struct TrainPass::State {
     lg.resize(static_cast<size_t>(kHeadRows * V));
     dxc.resize(static_cast<size_t>(kHeadRows * d));
     row_loss.assign(static_cast<size_t>(N), 0.0);
+    chunk_targets.resize(kHeadRows);
+    chunk_loss.resize(kHeadRows);
     if (backward) dxn.assign(static_cast<size_t>(N * d), 0.0f);
     float* dE = grads ? (w.tied ? grads->embed : grads->lm_head) : nullptr;
     for (size_t c0 = 0; c0 < rows.size(); c0 += kHeadRows) {
@@ -380,22 +357,11 @@ struct TrainPass::State {
       for (int64_t i = 0; i < n; ++i)
         std::copy(xn_f.begin() + rows[c0 + i] * d, xn_f.begin() + (rows[c0 + i] + 1) * d, xc.begin() + i * d);
       ops::product(pool, lg.data(), V, xc.data(), d, n, w.lm_head, false);
-      WorkChunks items(n, 1);
-      pool.run([&](int, int) {
-        int64_t i0, i1;
-        while (items.next(i0, i1))
-          for (int64_t i = i0; i < i1; ++i) {
-            const int64_t t = rows[c0 + i];
-            float* row = lg.data() + i * V;
-            if (keep_logits) std::copy(row, row + V, logits.begin() + t * V);
-            if (targets[t] < 0) {
-              if (backward) std::fill(row, row + V, 0.0f);
-              continue;
-            }
-            row_loss[t] = backward ? ops::cross_entropy_forward_backward(row, V, targets[t], grad_scale)
-                                   : ops::cross_entropy_forward(row, V, targets[t]);
-          }
-      });
+      for (int64_t i = 0; keep_logits && i < n; ++i)
+        std::copy(lg.begin() + i * V, lg.begin() + (i + 1) * V, logits.begin() + rows[c0 + i] * V);
+      for (int64_t i = 0; i < n; ++i) chunk_targets[i] = targets[rows[c0 + i]];
+      ops::cross_entropy_rows(pool, chunk_loss.data(), lg.data(), chunk_targets.data(), n, V, backward, grad_scale);
+      for (int64_t i = 0; i < n; ++i) row_loss[rows[c0 + i]] = chunk_loss[i];
       if (!backward) continue;
       ops::product_t(pool, dxc.data(), d, lg.data(), V, n, w.lm_head, false);
       for (int64_t i = 0; i < n; ++i)
@@ -447,15 +413,7 @@ struct TrainPass::State {
 
     dcarry.assign(static_cast<size_t>(N * std::max<int64_t>(r, 1)), 0.0f);  // the last layer's carry is dropped
     for (int64_t l = cfg.num_hidden_layers - 1; l >= 0; --l) backward_layer(l);
-    if (grads && grads->embed) {  // x[t] = E[token t]: dE[token] += dx[t], by column blocks, rows in order
-      WorkChunks cols((d + 63) / 64, 1);
-      pool.run([&](int, int) {
-        int64_t b0, b1;
-        while (cols.next(b0, b1))
-          for (int64_t t = 0; t < N; ++t)
-            for (int64_t j = b0 * 64; j < std::min(d, b1 * 64); ++j) grads->embed[tokens[t] * d + j] += dx[t * d + j];
-      });
-    }
+    if (grads && grads->embed) ops::embedding_backward(pool, grads->embed, tokens.data(), dx.data(), N, d);
     return loss;
   }
 };

@@ -21,6 +21,115 @@ constexpr int64_t kRows = 8;
 
 }  // namespace
 
+void product_region(ThreadPool& pool, const ProductRegion& g) {
+  const int n = g.n_operands;
+  // The stack's row offset of each operand (stacked), or the common row count.
+  std::array<int64_t, 4> offset{};
+  for (int j = 0; j < n; ++j) offset[j + 1] = offset[j] + g.operands[j].w->rows;
+  const int64_t rows = g.stacked ? offset[n] : g.operands[0].w->rows;
+  WorkChunks chunks(rows, g.chunk), items(g.items, 1);
+  pool.run([&](int t, int) {
+    const float* x = g.input(t);
+    if (g.before) g.before(t, x);
+    int64_t c0, c1;
+    while (chunks.next(c0, c1)) {
+      for (int j = 0; j < n; ++j) {
+        const ProductOperand& o = g.operands[j];
+        // The chunk's rows of operand j: all of [c0, c1), or (stacked) its part of the stack.
+        const int64_t r0 = g.stacked ? std::max(c0, offset[j]) - offset[j] : c0;
+        const int64_t r1 = g.stacked ? std::min(c1, offset[j + 1]) - offset[j] : c1;
+        if (r0 >= r1) continue;
+        matmul_rows(o.y, o.ldy, x, g.ldx, g.T, *o.w, r0, r1, o.accumulate);
+        if (g.epilogue) g.epilogue(t, j, r0, r1);
+      }
+      if (g.chunk_done) g.chunk_done(t, c0, c1);
+    }
+    int64_t i0, i1;
+    while (items.next(i0, i1))
+      for (int64_t i = i0; i < i1; ++i) g.item(t, i, x);
+    if (g.after) g.after(t);
+  });
+}
+
+void for_chunks(ThreadPool& pool, int64_t n, int64_t chunk,
+                const std::function<void(int t, int64_t c0, int64_t c1)>& body) {
+  WorkChunks chunks(n, chunk);
+  pool.run([&](int t, int) {
+    int64_t c0, c1;
+    while (chunks.next(c0, c1)) body(t, c0, c1);
+  });
+}
+
+void attention_rows(ThreadPool& pool, float* out, int64_t ld_out, const float* q, int64_t ld_q,
+                    const std::vector<AttentionSegment>& segments, int64_t heads, int64_t kv_heads, int64_t hd,
+                    float* scratch, int64_t max_keys) {
+  // Item w of segment s is (head, block) = (w / blocks, w % blocks) after the segment's first item.
+  std::vector<int64_t> first(segments.size() + 1, 0);
+  for (size_t s = 0; s < segments.size(); ++s)
+    first[s + 1] = first[s] + heads * ((segments[s].n + kAttentionBlock - 1) / kAttentionBlock);
+  const int64_t group = heads / kv_heads;
+  WorkChunks items(first.back(), 1);
+  pool.run([&](int t, int) {
+    int64_t w0, w1;
+    size_t s = 0;
+    while (items.next(w0, w1))
+      for (int64_t w = w0; w < w1; ++w) {
+        while (first[s + 1] <= w) ++s;  // a thread's items come in increasing order
+        const AttentionSegment& g = segments[s];
+        const int64_t blocks = (g.n + kAttentionBlock - 1) / kAttentionBlock, local = w - first[s];
+        const int64_t h = local / blocks, i0 = (local % blocks) * kAttentionBlock;
+        const int64_t tq = std::min(kAttentionBlock, g.n - i0), kv_off = (h / group) * hd, row = g.row0 + i0;
+        float* S = g.P ? g.P + (h * g.n + i0) * g.n : scratch + static_cast<int64_t>(t) * kAttentionBlock * max_keys;
+        const int64_t ld_s = g.P ? g.n : max_keys;
+        attention_block(out + row * ld_out + h * hd, ld_out, S, ld_s, q + row * ld_q + h * hd, ld_q, tq, g.k + kv_off,
+                        g.v + kv_off, g.ld_kv, g.p0 + i0, hd);
+        if (g.P)  // the saved rows are n wide: zeros past the block's last key
+          for (int64_t i = 0; i < tq; ++i) std::fill(S + i * ld_s + i0 + tq, S + (i + 1) * ld_s, 0.0f);
+      }
+  });
+}
+
+void attention_rows_backward(ThreadPool& pool, float* dqkv, const float* dout, int64_t ld_out, const float* qkv,
+                             int64_t ld, const float* P, int64_t B, int64_t T, int64_t heads, int64_t kv_heads,
+                             int64_t hd, float* scratch) {
+  const int64_t group = heads / kv_heads, qd = heads * hd, kvd = kv_heads * hd;
+  const int64_t per_thread = attention_scratch_floats(T, hd);
+  for_chunks(pool, B * kv_heads, 1, [&](int t, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / kv_heads, g = i % kv_heads;
+      const float* base = qkv + b * T * ld;
+      float* dbase = dqkv + b * T * ld;
+      for (int64_t h = g * group; h < (g + 1) * group; ++h)
+        attention_backward(dbase + h * hd, dbase + qd + g * hd, dbase + qd + kvd + g * hd,
+                           dout + b * T * ld_out + h * hd, ld_out, P + (b * heads + h) * T * T, base + h * hd, ld,
+                           base + qd + g * hd, base + qd + kvd + g * hd, ld, T, hd, scratch + t * per_thread);
+    }
+  });
+}
+
+void cross_entropy_rows(ThreadPool& pool, double* loss, float* logits, const int32_t* targets, int64_t n, int64_t V,
+                        bool backward, float grad_scale) {
+  for_chunks(pool, n, 1, [&](int, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      float* row = logits + i * V;
+      if (targets[i] < 0) {
+        loss[i] = 0;
+        if (backward) std::fill(row, row + V, 0.0f);
+      } else {
+        loss[i] = backward ? cross_entropy_forward_backward(row, V, targets[i], grad_scale)
+                           : cross_entropy_forward(row, V, targets[i]);
+      }
+    }
+  });
+}
+
+void embedding_backward(ThreadPool& pool, float* dE, const int32_t* tokens, const float* dx, int64_t n, int64_t d) {
+  for_chunks(pool, (d + 63) / 64, 1, [&](int, int64_t b0, int64_t b1) {
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t j = b0 * 64; j < std::min(d, b1 * 64); ++j) dE[tokens[t] * d + j] += dx[t * d + j];
+  });
+}
+
 void product(ThreadPool& pool, float* y, int64_t ldy, const float* x, int64_t ldx, int64_t n, const MatrixRef& W,
              bool accumulate) {
   WorkChunks rows(W.rows, kRowChunk);
