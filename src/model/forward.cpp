@@ -130,39 +130,21 @@ Forward::SitePlan Forward::plan_site(const Site& site) const {
 void Forward::attention_entry(int64_t layer, int64_t T) {
   const LayerView& w = w_.layers[layer];
   const Site& site = kAttentionEntry;
-  const int64_t d = cfg_.hidden_size, hd = cfg_.head_dim, ld = cfg_.q_dim() + 2 * cfg_.kv_dim();
+  const int64_t hd = cfg_.head_dim, ld = cfg_.q_dim() + 2 * cfg_.kv_dim();
   const int64_t heads_total = cfg_.num_attention_heads + 2 * cfg_.num_key_value_heads;
-  const float eps = float(cfg_.rms_norm_eps);
   const MatrixRef* mats[3] = {&w.q, &w.k, &w.v};
   const int64_t offsets[3] = {0, w.q.rows, w.q.rows + w.k.rows};  // of q, k, v in the stack
   const SiteOutput outs[3] = {{qkv_p_, ld}, {qkv_p_ + offsets[1], ld}, {qkv_p_ + offsets[2], ld}};
-  if (act_) ops::rmsnorm_rows(pool_, act_->xn1, act_->rstd1, x_.data(), w.attn_norm, T, d, eps);
-  const SiteInput saved_in = act_ ? site_input(layer, site, act_->xn1, d, d, T) : SiteInput{};
-  auto input_of = [&](const float* xn) { return act_ ? saved_in : SiteInput{xn, d, {xn, xn, xn}, d}; };
   const SitePlan plan = plan_site(site);
   ops::ProductRegion g;
-  g.T = T, g.n_operands = 3, g.stacked = true, g.chunk = hd, g.ldx = d;
+  g.T = T, g.n_operands = 3, g.stacked = true, g.chunk = hd;
   for (int j = 0; j < 3; ++j) g.operands[j] = {mats[j], outs[j].y, ld, false};
-  g.input = [&](int t) -> const float* {
-    if (act_) return act_->xn1;
-    float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
-    for (int64_t i = 0; i < T; ++i) ops::rmsnorm(xn + i * d, x_.data() + i * d, w.attn_norm, d, eps);
-    return xn;
-  };
-  g.before = [&](int t, const float* xn) {
-    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, input_of(xn));
-  };
-  g.epilogue = [&](int t, int j, int64_t r0, int64_t r1) {
-    for (AdapterStrategy* s : active_) s->epilogue(t, layer, site, j, outs[j], r0, r1);
-  };
   if (!plan.defers)
     g.chunk_done = [&](int, int64_t c0, int64_t c1) {
       for (int64_t h = c0 / hd; h < c1 / hd; ++h) rope_and_cache(layer, h, T);
     };
-  add_items(g, layer, site, plan, input_of);
-  ops::product_region(pool_, g);
+  entry_region(g, layer, site, plan, w.attn_norm, act_ ? act_->xn1 : nullptr, act_ ? act_->rstd1 : nullptr, outs);
   if (!plan.defers) return;
-  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, input_of(xn_.data()), outs);
   ops::for_chunks(pool_, heads_total, 1, [&](int t, int64_t h0, int64_t h1) {
     // The adapters' follow-up work (partially fused LoRA's B products) on these heads, then RoPE and the cache.
     for (int j = 0; plan.follow_up && j < 3; ++j) {
@@ -196,6 +178,37 @@ void Forward::attention(int64_t layer) {
   }
   ops::attention_rows(pool_, att_p_, qd, qkv_p_, ld, attention_segments_, heads, cfg_.num_key_value_heads, hd,
                       block_scores_.data(), act_ ? 0 : context());
+}
+
+// The product region of an entry site (q|k|v, gate|up) on the normalised rows:
+// each thread normalises its own copy of x inside the region (no barrier), or
+// in forward_train the one saved copy (norm_out, rstd_out) is formed first;
+// the strategies' before_chunks, epilogues, items and after_chunks ride on it,
+// then their extra regions (unfused LoRA) on thread 0's copy.
+void Forward::entry_region(ops::ProductRegion& g, int64_t layer, const Site& site, const SitePlan& plan,
+                           const float* norm_w, float* norm_out, float* rstd_out, const SiteOutput* outs) {
+  const int64_t d = cfg_.hidden_size, T = g.T;
+  const float eps = float(cfg_.rms_norm_eps);
+  if (act_) ops::rmsnorm_rows(pool_, norm_out, rstd_out, x_.data(), norm_w, T, d, eps);
+  const SiteInput saved_in = act_ ? site_input(layer, site, norm_out, d, d, T) : SiteInput{};
+  auto input_of = [&](const float* xn) { return act_ ? saved_in : SiteInput{xn, d, {xn, xn, xn}, d}; };
+  g.ldx = d;
+  g.input = [&](int t) -> const float* {
+    if (act_) return norm_out;
+    float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
+    for (int64_t i = 0; i < T; ++i) ops::rmsnorm(xn + i * d, x_.data() + i * d, norm_w, d, eps);
+    return xn;
+  };
+  g.before = [&](int t, const float* xn) {
+    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, input_of(xn));
+  };
+  g.epilogue = [&](int t, int j, int64_t r0, int64_t r1) {
+    for (AdapterStrategy* s : active_) s->epilogue(t, layer, site, j, outs[j], r0, r1);
+  };
+  add_items(g, layer, site, plan, input_of);
+  ops::product_region(pool_, g);
+  if (plan.defers)
+    for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, input_of(xn_.data()), outs);
 }
 
 // The strategies' own work items of a site's product region (partially fused LoRA's A products).
@@ -246,38 +259,20 @@ void Forward::exit_product(int64_t layer, const Site& site, const MatrixRef& w, 
 void Forward::ffn_entry(int64_t layer, int64_t T) {
   const LayerView& w = w_.layers[layer];
   const Site& site = kFfnEntry;
-  const int64_t d = cfg_.hidden_size, f = cfg_.intermediate_size;
-  const float eps = float(cfg_.rms_norm_eps);
+  const int64_t f = cfg_.intermediate_size;
   const SiteOutput outs[2] = {{gate_p_, f}, {up_p_, f}};
   auto swiglu = [&](int64_t r0, int64_t r1) {
     for (int64_t i = 0; i < T; ++i)
       ops::swiglu_forward(h_p_ + i * f + r0, gate_p_ + i * f + r0, up_p_ + i * f + r0, r1 - r0);
   };
-  if (act_) ops::rmsnorm_rows(pool_, act_->xn2, act_->rstd2, x_.data(), w.ffn_norm, T, d, eps);
-  const SiteInput saved_in = act_ ? site_input(layer, site, act_->xn2, d, d, T) : SiteInput{};
-  auto input_of = [&](const float* xn) { return act_ ? saved_in : SiteInput{xn, d, {xn, xn, xn}, d}; };
   const SitePlan plan = plan_site(site);
   ops::ProductRegion g;
-  g.T = T, g.n_operands = 2, g.chunk = product_row_chunk(T), g.ldx = d;
+  g.T = T, g.n_operands = 2, g.chunk = product_row_chunk(T);
   g.operands[0] = {&w.gate, gate_p_, f, false};
   g.operands[1] = {&w.up, up_p_, f, false};
-  g.input = [&](int t) -> const float* {
-    if (act_) return act_->xn2;
-    float* xn = xn_.data() + static_cast<size_t>(t) * T * d;
-    for (int64_t i = 0; i < T; ++i) ops::rmsnorm(xn + i * d, x_.data() + i * d, w.ffn_norm, d, eps);
-    return xn;
-  };
-  g.before = [&](int t, const float* xn) {
-    for (AdapterStrategy* s : active_) s->before_chunks(t, layer, site, input_of(xn));
-  };
-  g.epilogue = [&](int t, int j, int64_t r0, int64_t r1) {
-    for (AdapterStrategy* s : active_) s->epilogue(t, layer, site, j, outs[j], r0, r1);
-  };
   if (!plan.defers) g.chunk_done = [&](int, int64_t r0, int64_t r1) { swiglu(r0, r1); };
-  add_items(g, layer, site, plan, input_of);
-  ops::product_region(pool_, g);
+  entry_region(g, layer, site, plan, w.ffn_norm, act_ ? act_->xn2 : nullptr, act_ ? act_->rstd2 : nullptr, outs);
   if (!plan.defers) return;
-  for (AdapterStrategy* s : active_) s->extra_regions(pool_, layer, site, input_of(xn_.data()), outs);
   ops::for_chunks(pool_, f, product_row_chunk(T), [&](int t, int64_t r0, int64_t r1) {
     // (partially fused LoRA: the B products and adds,) then SwiGLU
     for (AdapterStrategy* s : active_)

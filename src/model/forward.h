@@ -182,6 +182,8 @@ class Forward {
     bool defers = false, follow_up = false;
   };
   SitePlan plan_site(const Site& site) const;
+  void entry_region(ops::ProductRegion& g, int64_t layer, const Site& site, const SitePlan& plan, const float* norm_w,
+                    float* norm_out, float* rstd_out, const SiteOutput* outs);
   // The plan's work items and the strategies' after_chunks in a product region; input_of(x) gives the SiteInput.
   template <typename InputOf>
   void add_items(ops::ProductRegion& g, int64_t layer, const Site& site, const SitePlan& plan, const InputOf& input_of);
