@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # clang and libclang-rt-14-dev (libFuzzer, clang's sanitizer runtimes): the fuzz targets
 # of `make fuzz` (scripts/fuzz.sh). g++'s own ASan/UBSan runtimes come with g++.
 debs=(g++ make cmake pkg-config libhwy-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
-      libgtest-dev libbenchmark-dev libfmt-dev nodejs npm python3 clang libclang-rt-14-dev)
+      libgtest-dev libbenchmark-dev libfmt-dev libcpp-httplib-dev nodejs npm python3 clang libclang-rt-14-dev)
 [[ "${1:-}" == "--torch" ]] && debs+=(python3-torch python3-numpy libopenblas0-pthread)
 
 missing=()
@@ -47,5 +47,12 @@ if [[ ! -d $deps/npm/node_modules/@huggingface/tokenizers ]]; then
   echo "setup: installing @huggingface/tokenizers (npm) for tokenizer parity tests"
   mkdir -p $deps/npm
   (cd $deps/npm && npm install --silent --no-audit --no-fund --ignore-scripts @huggingface/tokenizers@0.2 >/dev/null)
+fi
+# The official OpenAI client that tests/cli/serve.sh drives `flora serve` with
+# (5.x has no dependencies; pinned so that the test sees one client's behaviour).
+if [[ ! -f $deps/npm/node_modules/openai/package.json ]]; then
+  echo "setup: installing openai (npm) for the flora serve tests"
+  mkdir -p $deps/npm
+  (cd $deps/npm && npm install --silent --no-audit --no-fund --ignore-scripts --save-exact openai@5.23.2 >/dev/null)
 fi
 echo "setup: ok"

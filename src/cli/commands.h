@@ -28,6 +28,7 @@ void add_merge(CLI::App& app, Action& action);
 void add_data(CLI::App& app, Action& action);
 void add_tokenizer(CLI::App& app, Action& action);
 void add_train(CLI::App& app, Action& action);
+void add_serve(CLI::App& app, Action& action);
 
 // Shared by the commands (cli/options.cpp).
 //

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   flora::cli::add_data(app, action);
   flora::cli::add_tokenizer(app, action);
   flora::cli::add_train(app, action);
+  flora::cli::add_serve(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

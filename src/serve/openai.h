@@ -1,0 +1,118 @@
+// The OpenAI API as data: request bodies of /v1/completions and
+// /v1/chat/completions parsed and checked into scheduler requests, and the
+// JSON of responses, stream chunks (server-sent events) and errors. No
+// sockets: the HTTP layer (serve/http_server.h) only moves these strings.
+//
+// The request's `model` names what runs it (vLLM's convention): the base
+// model's id (its directory's name) or an adapter's name.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model/adapter_exec.h"
+#include "serve/scheduler.h"
+#include "tokenizer/tokenizer.h"
+#include "util/json.h"
+
+namespace flora::serve {
+
+// A request the API refuses: its HTTP status and OpenAI's error object
+// {"error": {"message", "type", "param", "code"}}.
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(int status, const std::string& message, std::string type = "invalid_request_error", std::string param = "",
+           std::string code = "")
+      : std::runtime_error(message),
+        status(status),
+        type(std::move(type)),
+        param(std::move(param)),
+        code(std::move(code)) {}
+  int status;
+  std::string type, param, code;  // param, code: empty is JSON null
+};
+Json error_json(const ApiError& error);
+
+// Dumps JSON text; text that is not valid UTF-8 (a token may decode to part
+// of a character) gets U+FFFD instead of failing.
+std::string dump_json(const Json& j);
+
+// What a request's `model` can name.
+struct ServedModel {
+  std::string id;
+  const AdapterExec* adapter = nullptr;  // nullptr: the base model; not owned
+  std::string variant;                   // "base", "ffba", "lora", ...
+};
+
+class ModelRegistry {
+ public:
+  explicit ModelRegistry(std::string base_id);
+  // Fails on an empty name or one already taken (the base's included).
+  void add_adapter(const std::string& name, const AdapterExec* adapter, const std::string& variant);
+  const ServedModel* find(std::string_view id) const;  // nullptr when unknown
+  const ServedModel& base() const { return models_.front(); }
+  const std::vector<ServedModel>& models() const { return models_; }
+  // The body of GET /v1/models: the base, then each adapter with `parent` the base.
+  Json list_json(int64_t created) const;
+
+ private:
+  std::vector<ServedModel> models_;  // the base first
+};
+
+enum class Endpoint { kCompletions, kChat };
+
+// What parsing needs to know about the server.
+struct ApiContext {
+  const ModelRegistry* models = nullptr;
+  const Tokenizer* tokenizer = nullptr;
+  std::vector<int32_t> stop_ids;  // the model's end tokens, stop tokens of every request
+  int64_t context = 0;            // KV positions of a slot: prompt + generated tokens
+  int64_t vocab_size = 0;         // the model's (token ids of a prompt array are checked against it)
+};
+
+struct CompletionRequest {
+  Endpoint endpoint = Endpoint::kCompletions;
+  const ServedModel* model = nullptr;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
+  RequestParams params;        // the prompt's tokens, sampling, limits and stops
+};
+
+// Parses and checks a request body. Throws ApiError (400: not JSON, a wrong
+// type or value, n != 1, max_tokens out of [1, context], a prompt that leaves
+// no room in the context; 404: an unknown model). Fields it does not know are
+// ignored, as OpenAI's own server ignores them; features it does not have
+// (echo, best_of, logprobs, tools) are refused rather than silently dropped.
+// Unset: max_tokens is the room the context leaves; temperature 1, top_p 1,
+// top_k none (OpenAI's defaults); seed random. Extensions, as vLLM has them:
+// top_k, ignore_eos.
+CompletionRequest parse_completion_request(Endpoint endpoint, const std::string& body, const ApiContext& api);
+
+// Identity of one response, shared by all its chunks.
+struct ResponseMeta {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string id;  // "cmpl-..." or "chatcmpl-..."
+  int64_t created = 0;
+  std::string model;
+};
+ResponseMeta make_meta(Endpoint endpoint, const std::string& model, uint64_t serial);
+
+// The whole response of a request that did not stream.
+Json completion_json(const ResponseMeta& meta, const RequestResult& result);
+Json usage_json(const RequestResult& result);
+// Server-sent events: "data: JSON\n\n". A text chunk (chat: the first also
+// carries role "assistant"), the last chunk with the finish reason, the usage
+// chunk (no choices) and the end.
+std::string sse_text_chunk(const ResponseMeta& meta, const std::string& text, bool first);
+std::string sse_finish_chunk(const ResponseMeta& meta, FinishReason reason);
+std::string sse_usage_chunk(const ResponseMeta& meta, const RequestResult& result);
+std::string sse_error(const ApiError& error);
+inline constexpr const char* kSseDone = "data: [DONE]\n\n";
+
+// Whether an Authorization header carries `Bearer KEY` (compared in constant time).
+bool bearer_matches(std::string_view header, std::string_view key);
+
+}  // namespace flora::serve
