@@ -9,8 +9,8 @@
 // Conventions: arguments are outputs, inputs, sizes. Gradients of inputs and
 // parameters accumulate (+=) unless a comment says they are overwritten, so
 // accumulation over micro-batches and over the heads of a KV group is free.
-// Every function is checked against central finite differences in
-// tests/test_backward.cpp.
+// Every function is checked against central finite differences by the op
+// harness of tests/test_ops.cpp (tests/op_harness.h).
 #pragma once
 #include <cstdint>
 

@@ -3,7 +3,8 @@
 // over the threads itself, so the model code says what to compute, not how
 // threads share it. Each value is computed by one thread in a fixed order that
 // does not depend on the thread count (the products' guarantees are in ops.h),
-// so results are the same, bit for bit, with any pool.
+// so results are the same, bit for bit, with any pool (tests/test_rows.cpp
+// checks each against the per-slice ops it is built from, with 1-3 threads).
 //
 // The forward pass (model/forward.cpp) runs its layers through
 // product_region (a product with the model's and the adapters' work at fixed
