@@ -10,11 +10,12 @@
 #include <vector>
 
 #include "adapters/exec.h"
+#include "compare.h"
 #include "io/safetensors.h"
 #include "model/forward.h"
 #include "model/weights.h"
 #include "ops/reference.h"
-#include "compare.h"
+#include "reference_math.h"
 
 namespace flora {
 namespace {
@@ -50,19 +51,6 @@ Mat rmsnorm(const Mat& x, const std::vector<float>& w, double eps) {
   }
   return y;
 }
-double phi(Nonlinearity n, double z) {
-  switch (n) {
-    case Nonlinearity::ReLU:
-      return z > 0 ? z : 0;
-    case Nonlinearity::GELU:
-      return 0.5 * z * (1 + std::erf(z / std::sqrt(2.0)));
-    case Nonlinearity::SiLU:
-      return z / (1 + std::exp(-z));
-    default:
-      return z;
-  }
-}
-
 // The adapted forward pass of ADAPTERS.md over the whole sequence at once.
 Mat reference_logits(const LlamaModel& model, const Adapter* ad) {
   const LlamaConfig& c = model.config();
@@ -96,7 +84,7 @@ Mat reference_logits(const LlamaModel& model, const Adapter* ad) {
   auto phi_of = [&](const Mat& z) {
     Mat p = z;
     for (auto& row : p)
-      for (auto& v : row) v = phi(ad->config.nonlinearity, v);
+      for (auto& v : row) v = test::phi_ref(ad->config.nonlinearity, v);
     return p;
   };
   // FLoRA exit: backward adapter on phi(z), the carry to the next sub-block.

@@ -32,6 +32,7 @@
 #include "ops/ops.h"
 #include "ops/reference.h"
 #include "ops/rows.h"
+#include "reference_math.h"
 #include "util/dtype.h"
 #include "util/error.h"
 #include "util/threads.h"
@@ -43,7 +44,9 @@ using test::kEpsF32;
 using test::kNaN;
 using test::Mode;
 using test::OpCase;
+using test::phi_ref;
 using test::random_floats;
+using test::silu_ref;
 using test::Tensor;
 using test::to_double;
 using test::Vec;
@@ -394,8 +397,6 @@ Cases rope_cases(std::mt19937& rng) {
 
 // ================================================================ SwiGLU and phi
 
-double silu_ref(double g) { return g / (1.0 + std::exp(-g)); }
-
 // h = silu(g) u; dg, du overwritten.
 class SwiGluCase : public OpCase {
  public:
@@ -435,20 +436,6 @@ Cases swiglu_cases(std::mt19937& rng) {
 }
 
 const char* const kNonlinearityNames[] = {"identity", "relu", "gelu", "silu"};
-
-double phi_ref(Nonlinearity n, double z) {
-  switch (n) {
-    case Nonlinearity::ReLU:
-      return z > 0 ? z : 0;
-    case Nonlinearity::GELU:
-      return 0.5 * z * (1 + std::erf(z / std::sqrt(2.0)));
-    case Nonlinearity::SiLU:
-      return silu_ref(z);
-    case Nonlinearity::Identity:
-      break;
-  }
-  return z;
-}
 
 // The adapter's phi elementwise (apply_nonlinearity) and phi' as its
 // backward, dz = dout phi'(z); dout is 1, so the gradient is phi' itself.
