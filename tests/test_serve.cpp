@@ -6,10 +6,17 @@
 // - the OpenAI layer: request parsing and every refusal with its status and
 //   param, response and stream-chunk shapes, the error object.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -17,6 +24,8 @@
 #include "model/forward.h"
 #include "model/generate.h"
 #include "model/weights.h"
+#include "serve/adapter_loader.h"
+#include "serve/metrics.h"
 #include "serve/openai.h"
 #include "serve/scheduler.h"
 #include "tiny_prompts.h"
@@ -344,8 +353,8 @@ struct Api {
   ApiContext ctx;
   Api() {
     Tiny& su = setup();
-    registry.add_adapter("ffba", su.adapter("ffba"), "ffba");
-    registry.add_adapter("lora", su.adapter("lora"), "lora");
+    registry.add_adapter("ffba", unowned(su.adapter("ffba")), "ffba");
+    registry.add_adapter("lora", unowned(su.adapter("lora")), "lora");
     ctx = ApiContext{&registry, &su.tok, kStop, 64, 384};
   }
 };
@@ -370,7 +379,7 @@ TEST(OpenAi, CompletionRequestFields) {
           "stream_options": {"include_usage": true}, "user": "ignored"})",
       api.ctx);
   EXPECT_EQ(r.model, api.registry.find("ffba"));
-  EXPECT_EQ(r.params.adapter, api.registry.find("ffba")->adapter);
+  EXPECT_EQ(r.params.adapter, api.registry.find("ffba")->adapter.get());
   EXPECT_NE(r.params.adapter, nullptr);
   EXPECT_EQ(r.params.prompt, tok.encode("Once upon a time", true, true));
   EXPECT_EQ(r.params.max_tokens, 7);
@@ -385,7 +394,7 @@ TEST(OpenAi, CompletionRequestFields) {
 
   // Defaults: the base; OpenAI's sampling defaults; max_tokens the room left.
   const CompletionRequest d = parse_completion_request(Endpoint::kCompletions, R"({"prompt": [379, 5, 6]})", api.ctx);
-  EXPECT_EQ(d.model, &api.registry.base());
+  EXPECT_EQ(d.model.get(), &api.registry.base());
   EXPECT_EQ(d.params.adapter, nullptr);
   EXPECT_EQ(d.params.prompt, (std::vector<int32_t>{379, 5, 6}));
   EXPECT_EQ(d.params.max_tokens, 64 - 3);
@@ -395,7 +404,7 @@ TEST(OpenAi, CompletionRequestFields) {
   // The base's own name; a one-prompt array; max_tokens clipped to the room.
   const CompletionRequest b = parse_completion_request(
       Endpoint::kCompletions, R"({"model": "tiny", "prompt": ["hi"], "max_tokens": 64})", api.ctx);
-  EXPECT_EQ(b.model, &api.registry.base());
+  EXPECT_EQ(b.model.get(), &api.registry.base());
   EXPECT_EQ(b.params.max_tokens, 64 - static_cast<int64_t>(b.params.prompt.size()));
   EXPECT_EQ(parse_completion_request(Endpoint::kCompletions, R"({"prompt": "x", "stop": "ab"})", api.ctx).params.stop,
             std::vector<std::string>{"ab"});
@@ -547,7 +556,7 @@ TEST(OpenAi, ModelsListAndRegistry) {
   EXPECT_EQ(list["data"][2]["variant"], "lora");
   EXPECT_EQ(list["data"][2]["object"], "model");
   EXPECT_EQ(api.registry.find("missing"), nullptr);
-  const AdapterExec* any = api.registry.find("ffba")->adapter;
+  const auto any = api.registry.find("ffba")->adapter;
   std::string message = "no error";
   try {
     api.registry.add_adapter("tiny", any, "ffba");
@@ -563,6 +572,288 @@ TEST(OpenAi, BearerKey) {
   EXPECT_FALSE(bearer_matches("Bearer sk-1x", "sk-1"));
   EXPECT_FALSE(bearer_matches("sk-1", "sk-1"));
   EXPECT_FALSE(bearer_matches("", "sk-1"));
+}
+
+// ---- metrics ----
+
+// The samples of an exposition: "name{labels}" -> value; fails on a line that
+// is neither a comment nor "SERIES VALUE", or a sample before its # TYPE.
+std::map<std::string, double> samples_of(const std::string& text) {
+  std::map<std::string, double> out;
+  std::set<std::string> typed;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("# TYPE ", 0) == 0) {
+      typed.insert(line.substr(7, line.find(' ', 7) - 7));
+      continue;
+    }
+    if (line.rfind("# HELP ", 0) == 0) continue;
+    const size_t space = line.rfind(' ');
+    EXPECT_NE(space, std::string::npos) << line;
+    if (space == std::string::npos) continue;
+    const std::string series = line.substr(0, space);
+    std::string family = series.substr(0, series.find('{'));
+    for (const char* suffix : {"_bucket", "_sum", "_count"})
+      if (!typed.count(family) && family.size() > strlen(suffix) &&
+          family.compare(family.size() - strlen(suffix), strlen(suffix), suffix) == 0)
+        family.resize(family.size() - strlen(suffix));
+    EXPECT_TRUE(typed.count(family)) << "no # TYPE before " << line;
+    EXPECT_FALSE(out.count(series)) << "twice: " << series;
+    out[series] = std::stod(line.substr(space + 1));
+  }
+  return out;
+}
+
+TEST(Metrics, ExpositionHasCountersGaugesAndCumulativeHistogramsPerModel) {
+  Metrics m({0.1, 1.0}, {0.01, 0.1});
+  m.add_model("tiny");
+  m.add_model("a\"b");  // a name that must be escaped in a label
+  auto result = [](FinishReason f, int64_t prompt, int64_t completion, double ttft, double total) {
+    RequestResult r;
+    r.finish = f;
+    r.prompt_tokens = prompt;
+    r.completion_tokens = completion;
+    r.ttft_s = ttft;
+    r.total_s = total;
+    return r;
+  };
+  m.record("tiny", result(FinishReason::kStop, 5, 3, 0.05, 0.15));   // TPOT 0.05
+  m.record("tiny", result(FinishReason::kLength, 7, 1, 0.5, 0.5));   // one token: no TPOT
+  m.record("tiny", result(FinishReason::kCancelled, 4, 0, 0, 0.2));  // no token: no TTFT
+  m.record("tiny", result(FinishReason::kStop, 2, 2, 5.0, 5.001));   // TTFT past the last bound, TPOT 0.001
+  const std::string text = m.text(2, 1);
+  const auto s = samples_of(text);
+
+  EXPECT_EQ(s.at(R"(flora_requests_total{model="tiny",finish_reason="stop"})"), 2);
+  EXPECT_EQ(s.at(R"(flora_requests_total{model="tiny",finish_reason="length"})"), 1);
+  EXPECT_EQ(s.at(R"(flora_requests_total{model="tiny",finish_reason="cancelled"})"), 1);
+  EXPECT_EQ(s.at(R"(flora_requests_total{model="a\"b",finish_reason="stop"})"), 0);
+  EXPECT_EQ(s.at(R"(flora_prompt_tokens_total{model="tiny"})"), 18);
+  EXPECT_EQ(s.at(R"(flora_generation_tokens_total{model="tiny"})"), 6);
+  EXPECT_EQ(s.at(R"(flora_generation_tokens_total{model="a\"b"})"), 0);
+  EXPECT_EQ(s.at("flora_queue_depth"), 2);
+  EXPECT_EQ(s.at("flora_requests_running"), 1);
+  // Buckets are cumulative ("le": at most), +Inf holds everything.
+  EXPECT_EQ(s.at(R"(flora_ttft_seconds_bucket{model="tiny",le="0.1"})"), 1);
+  EXPECT_EQ(s.at(R"(flora_ttft_seconds_bucket{model="tiny",le="1"})"), 2);
+  EXPECT_EQ(s.at(R"(flora_ttft_seconds_bucket{model="tiny",le="+Inf"})"), 3);
+  EXPECT_EQ(s.at(R"(flora_ttft_seconds_count{model="tiny"})"), 3);
+  EXPECT_NEAR(s.at(R"(flora_ttft_seconds_sum{model="tiny"})"), 5.55, 1e-9);
+  EXPECT_EQ(s.at(R"(flora_tpot_seconds_bucket{model="tiny",le="0.01"})"), 1);
+  EXPECT_EQ(s.at(R"(flora_tpot_seconds_bucket{model="tiny",le="0.1"})"), 2);
+  EXPECT_EQ(s.at(R"(flora_tpot_seconds_count{model="tiny"})"), 2);
+  EXPECT_NEAR(s.at(R"(flora_tpot_seconds_sum{model="tiny"})"), 0.051, 1e-9);
+  EXPECT_EQ(s.at(R"(flora_tpot_seconds_bucket{model="a\"b",le="+Inf"})"), 0);
+  // Every histogram series: buckets never decrease and +Inf equals _count.
+  for (const char* h : {"flora_ttft_seconds", "flora_tpot_seconds"})
+    for (const char* model : {"tiny", "a\\\"b"}) {
+      double last = -1;
+      for (const char* le : {"0.01", "0.1", "1", "+Inf"}) {
+        const auto it = s.find(fmt::format("{}_bucket{{model=\"{}\",le=\"{}\"}}", h, model, le));
+        if (it == s.end()) continue;
+        EXPECT_GE(it->second, last) << h << " " << model << " " << le;
+        last = it->second;
+      }
+      EXPECT_EQ(last, s.at(fmt::format("{}_count{{model=\"{}\"}}", h, model))) << h << " " << model;
+    }
+  EXPECT_NE(text.find("# TYPE flora_ttft_seconds histogram\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE flora_requests_total counter\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE flora_queue_depth gauge\n"), std::string::npos);
+  EXPECT_EQ(prometheus_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+}
+
+// A request counted once when it ends, with its ttft and total from the scheduler.
+TEST(Metrics, SchedulerCallsOnFinishOnceBeforeTheWaitReturns) {
+  Tiny& su = setup();
+  ThreadPool pool(2);
+  Forward forward(*su.model, pool, 32, nullptr, nullptr, 1);
+  Scheduler sched(forward, su.tok);
+  Metrics metrics({1e-9}, {1e-9});
+  RequestParams p = greedy(kPrompts[0], nullptr, 3);
+  p.stop_ids.clear();
+  int calls = 0;
+  p.on_finish = [&](const RequestResult& r) {
+    ++calls;
+    metrics.record("tiny", r);
+  };
+  auto req = submit_ok(sched, p);
+  sched.start();
+  const RequestResult r = req->wait();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(r.completion_tokens, 3);
+  EXPECT_GT(r.ttft_s, 0);
+  EXPECT_GE(r.total_s, r.ttft_s);
+  const auto s = samples_of(metrics.text(0, 0));
+  EXPECT_EQ(s.at(R"(flora_requests_total{model="tiny",finish_reason="length"})"), 1);
+  EXPECT_EQ(s.at(R"(flora_generation_tokens_total{model="tiny"})"), 3);
+  EXPECT_EQ(s.at(R"(flora_tpot_seconds_count{model="tiny"})"), 1);
+  sched.stop(std::chrono::milliseconds(0));
+  EXPECT_EQ(calls, 1);
+}
+
+// ---- adapters at run time ----
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name)
+      : path(fs::temp_directory_path() / fmt::format("flora_test_serve_{}_{}", name, getpid())) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+ApiError refusal_of(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const ApiError& e) {
+    return e;
+  }
+  return ApiError(0, "accepted");
+}
+
+TEST(OpenAiRuntimeAdapters, PathsMustResolveInsideTheAdapterDir) {
+  TempDir t("paths");
+  const fs::path root = t.path / "adapters";
+  fs::create_directories(root / "a");
+  fs::create_directories(root / "c");
+  fs::create_directories(t.path / "outside" / "b");
+  fs::create_directories(t.path / "adapters-x");  // shares root's name as a prefix
+  { std::ofstream(t.path / "outside" / "secret.json") << "{}"; }
+  { std::ofstream(root / "file") << "x"; }
+  fs::create_directory_symlink(t.path / "outside" / "b", root / "out");
+  fs::create_directory_symlink(root / "a", root / "in");
+  fs::create_symlink(t.path / "outside" / "secret.json", root / "c" / "adapter_config.json");
+  const fs::path rc = fs::canonical(root);
+
+  EXPECT_EQ(resolve_inside(rc, "a"), rc / "a");
+  EXPECT_EQ(resolve_inside(rc, (root / "a").string()), rc / "a");  // absolute
+  EXPECT_EQ(resolve_inside(rc, "in"), rc / "a");                   // a symlink that stays inside
+  EXPECT_EQ(resolve_inside(rc, "a/../a/"), rc / "a");
+  auto refused = [&](const std::string& path, const std::string& why) {
+    const ApiError e = refusal_of([&] { resolve_inside(rc, path); });
+    EXPECT_EQ(e.status, 400) << path;
+    EXPECT_EQ(e.param, "lora_path") << path;
+    const std::string message = e.what();
+    EXPECT_NE(message.find(why), std::string::npos) << path << ": " << message;
+    if (!path.empty()) {
+      EXPECT_NE(message.find(path), std::string::npos) << path << ": " << message;
+    }
+  };
+  refused("../outside/b", "outside the adapter directory");
+  refused("a/../../outside/b", "outside the adapter directory");
+  refused((t.path / "outside" / "b").string(), "outside the adapter directory");
+  refused("../adapters-x", "outside the adapter directory");
+  refused("out", "outside the adapter directory");  // a symlink out
+  refused("c", "adapter_config.json resolves to");  // a file inside linking out
+  refused("missing", "no such directory");
+  refused("file", "not a directory");
+  refused("", "required");
+  // A NUL would end the path the system opens before the part checked here.
+  const ApiError nul = refusal_of([&] { resolve_inside(rc, std::string("a\0/../../outside/b", 18)); });
+  EXPECT_EQ(nul.status, 400);
+  EXPECT_NE(std::string(nul.what()).find("control characters"), std::string::npos) << nul.what();
+}
+
+TEST(OpenAiRuntimeAdapters, AnUnloadedAdapterLivesUntilTheRequestsHoldingItEnd) {
+  Tiny& su = setup();
+  TempDir t("lifetime");
+  fs::copy(kFixtures + "adapters/ffba", t.path / "ffba", fs::copy_options::recursive);
+  ModelRegistry registry("tiny");
+  Metrics metrics;
+  AdapterLoader loader(*su.model, LoraExecution::Unfused, t.path.string(), registry, &metrics);
+  EXPECT_EQ(loader.load(R"({"lora_name": "mine", "lora_path": "ffba"})"),
+            "Success: LoRA adapter 'mine' added successfully.");
+  ASSERT_NE(registry.find("mine"), nullptr);
+  EXPECT_EQ(registry.find("mine")->variant, "ffba");
+  EXPECT_EQ(registry.list_json(0)["data"].size(), 2u);
+  EXPECT_NE(metrics.text(0, 0).find(R"(flora_prompt_tokens_total{model="mine"} 0)"), std::string::npos);
+  std::weak_ptr<const AdapterExec> weak = registry.find("mine")->adapter;
+
+  ThreadPool pool(2);
+  Forward forward(*su.model, pool, 64, nullptr, nullptr, 2);
+  Scheduler sched(forward, su.tok);
+  ApiContext ctx{&registry, &su.tok, kStop, 64, 384};
+  std::shared_ptr<Request> req;
+  {
+    const CompletionRequest parsed = parse_completion_request(
+        Endpoint::kCompletions, R"({"model": "mine", "prompt": [379, 5, 6, 7], "max_tokens": 6, "temperature": 0})",
+        ctx);
+    ASSERT_EQ(sched.submit(parsed.params, req), Admission::kAccepted);
+  }
+  // Queued (the loop is not running yet): the unload takes the name away, and
+  // only the name.
+  EXPECT_EQ(loader.unload(R"({"lora_name": "mine"})"), "Success: LoRA adapter 'mine' removed successfully.");
+  EXPECT_EQ(registry.find("mine"), nullptr);
+  EXPECT_EQ(registry.list_json(0)["data"].size(), 1u);
+  EXPECT_FALSE(weak.expired());
+  sched.start();
+  const RequestResult r = req->wait();
+  // It ran the adapter it was admitted with: the tokens of the same adapter loaded at start-up.
+  EXPECT_EQ(r.tokens, run_alone({379, 5, 6, 7}, su.adapter("ffba"), 6, 64).tokens);
+  EXPECT_FALSE(weak.expired());  // the request still holds it
+  sched.stop(std::chrono::milliseconds(0));
+  req.reset();
+  EXPECT_TRUE(weak.expired());
+  // The next use of the name is a 404, and so is a second unload.
+  const ApiError gone =
+      refusal_of([&] { parse_completion_request(Endpoint::kCompletions, R"({"model": "mine", "prompt": "x"})", ctx); });
+  EXPECT_EQ(gone.status, 404);
+  EXPECT_EQ(refusal_of([&] { loader.unload(R"({"lora_name": "mine"})"); }).status, 404);
+  // The name is free again.
+  EXPECT_NO_THROW(loader.load(R"({"lora_name": "mine", "lora_path": "ffba"})"));
+}
+
+TEST(OpenAiRuntimeAdapters, BadLoadsAndUnloadsAreRefusedAndChangeNothing) {
+  Tiny& su = setup();
+  TempDir t("refusals");
+  fs::copy(kFixtures + "adapters/lora", t.path / "lora", fs::copy_options::recursive);
+  fs::create_directories(t.path / "empty");
+  ModelRegistry registry("tiny");
+  AdapterLoader loader(*su.model, LoraExecution::Unfused, t.path.string(), registry);
+  loader.load(R"({"lora_name": "l", "lora_path": "lora"})");
+  struct Case {
+    std::string body;
+    int status;
+    std::string param, says;
+    bool unload = false;
+  };
+  const std::vector<Case> cases = {
+      {"{", 400, "", "not valid JSON"},
+      {"[]", 400, "", "not a JSON object"},
+      {R"({"lora_path": "lora"})", 400, "lora_name", "'lora_name': required"},
+      {R"({"lora_name": 3, "lora_path": "lora"})", 400, "lora_name", "'lora_name': required"},
+      {R"({"lora_name": "x"})", 400, "lora_path", "'lora_path': required"},
+      {R"({"lora_name": "tiny", "lora_path": "lora"})", 400, "lora_name", "'tiny' is already served"},
+      {R"({"lora_name": "l", "lora_path": "lora"})", 400, "lora_name", "'l' is already served"},
+      {R"({"lora_name": "x", "lora_path": "empty"})", 400, "lora_path", "the adapter does not load"},
+      {R"({"lora_name": "x", "lora_path": "lora", "lora_variant": "lora-merged"})", 400, "lora_variant",
+       merged_lora_refusal()},
+      {R"({"lora_name": "x", "lora_path": "lora", "lora_variant": "fused"})", 400, "lora_variant",
+       "expected lora or pf-lora"},
+      {R"({"lora_name": "x"})", 404, "lora_name", "no adapter named 'x'", true},
+      {R"({"lora_name": "tiny"})", 400, "lora_name", "the base model, which cannot be unloaded", true},
+      {"{}", 400, "lora_name", "'lora_name': required", true},
+  };
+  for (const Case& c : cases) {
+    const ApiError e = refusal_of([&] { c.unload ? loader.unload(c.body) : loader.load(c.body); });
+    EXPECT_EQ(e.status, c.status) << c.body;
+    EXPECT_EQ(e.param, c.param) << c.body;
+    EXPECT_NE(std::string(e.what()).find(c.says), std::string::npos) << c.body << ": " << e.what();
+    EXPECT_EQ(registry.models().size(), 2u) << c.body;
+  }
+  // Without --adapter-dir both endpoints are off.
+  ModelRegistry other("tiny");
+  AdapterLoader off(*su.model, LoraExecution::Unfused, "", other);
+  EXPECT_FALSE(off.enabled());
+  const ApiError e = refusal_of([&] { off.load(R"({"lora_name": "l", "lora_path": "lora"})"); });
+  EXPECT_EQ(e.status, 404);
+  EXPECT_NE(std::string(e.what()).find("--adapter-dir"), std::string::npos);
+  EXPECT_EQ(refusal_of([&] { off.unload(R"({"lora_name": "l"})"); }).status, 404);
+  EXPECT_THROW(AdapterLoader(*su.model, LoraExecution::Unfused, (t.path / "none").string(), other), Error);
 }
 
 }  // namespace

@@ -12,7 +12,9 @@
 #include "cli/commands.h"
 #include "model/forward.h"
 #include "model/generate.h"
+#include "serve/adapter_loader.h"
 #include "serve/http_server.h"
+#include "serve/metrics.h"
 #include "serve/openai.h"
 #include "serve/scheduler.h"
 #include "tokenizer/tokenizer.h"
@@ -35,7 +37,7 @@ std::string dir_name(const std::string& dir) {
 void add_serve(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("serve", "Serve the model and adapters over the OpenAI HTTP API");
   struct Options {
-    std::string model, host = "127.0.0.1", api_key, lora_variant = "lora";
+    std::string model, host = "127.0.0.1", api_key, lora_variant = "lora", adapter_dir;
     std::vector<std::string> adapters;
     int port = 8080, parallel = 4, threads = 1;
     int64_t ctx = 0, queue = 16, max_prefill = 512;
@@ -48,6 +50,8 @@ void add_serve(CLI::App& app, Action& action) {
   cmd->add_option("--adapter", o->adapters,
                   "NAME=DIR: an adapter that requests name as their `model` (repeatable; DIR alone: named after "
                   "the directory)");
+  cmd->add_option("--adapter-dir", o->adapter_dir,
+                  "Allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter, for adapters inside DIR only");
   cmd->add_option("--lora-variant", o->lora_variant, "How LoRA adapters run: lora (unfused, as PEFT) or pf-lora")
       ->capture_default_str();
   cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();
@@ -65,7 +69,7 @@ void add_serve(CLI::App& app, Action& action) {
   cmd->add_option("--max-prefill-tokens", o->max_prefill, "Prompt tokens run in one step")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
-  cmd->add_option("--api-key", o->api_key, "Require 'Authorization: Bearer KEY' on /v1/ endpoints");
+  cmd->add_option("--api-key", o->api_key, "Require 'Authorization: Bearer KEY' on every route but /health");
   cmd->add_option("--shutdown-grace", o->grace,
                   "Seconds that requests in flight get to finish after SIGINT/SIGTERM; then they end with "
                   "finish_reason length")
@@ -78,11 +82,7 @@ void add_serve(CLI::App& app, Action& action) {
   add_threads_option(cmd, o->threads);
   cmd->callback([&action, o] {
     action = [o] {
-      if (o->lora_variant == "lora-merged")
-        fail(
-            "--lora-variant lora-merged: a merged LoRA changes the base weights that every request shares, so "
-            "it cannot serve beside the base and other adapters; merge it into a model directory (flora merge) "
-            "and serve that, or use lora or pf-lora");
+      if (o->lora_variant == "lora-merged") fail("--lora-variant lora-merged: {}", serve::merged_lora_refusal());
       const auto execution = lora_execution_of(o->lora_variant);
       if (!execution) fail("--lora-variant: expected lora or pf-lora, found '{}'", o->lora_variant);
 
@@ -118,11 +118,17 @@ void add_serve(CLI::App& app, Action& action) {
               "--adapter {}: {} runs merged into the base weights, which every request shares: it cannot be "
               "served per request",
               name, dir);
-        registry.add_adapter(name, a->exec(), a->variant());
+        registry.add_adapter(name, serve::unowned(a->exec()), a->variant());
         std::fprintf(stderr, "adapter: %s = %s (%s, rank %lld)\n", name.c_str(), dir.c_str(), a->variant().c_str(),
                      static_cast<long long>(a->adapter().config.rank));
         attached.push_back(std::move(a));
       }
+
+      serve::Metrics metrics;
+      for (const auto& m : registry.models()) metrics.add_model(m->id);
+      // Adapters it loads are owned by the registry and the requests that name
+      // them, both of which end before the model does.
+      serve::AdapterLoader loader(*model, *execution, o->adapter_dir, registry, &metrics);
 
       ThreadPool pool(o->threads);
       Forward forward(*model, pool, ctx, nullptr, nullptr, o->parallel);
@@ -139,7 +145,7 @@ void add_serve(CLI::App& app, Action& action) {
       // A connection per request in a slot or queued, and a few to answer
       // the rest (503) and /health; capped, since each is a thread.
       ho.threads = std::min(o->parallel + static_cast<int>(o->queue) + 4, 512);
-      serve::HttpServer http(scheduler, api, ho);
+      serve::HttpServer http(scheduler, api, ho, &metrics, &loader);
       const int port = http.bind();
       scheduler.start();
       http.start();

@@ -39,6 +39,8 @@ struct HttpServer::Impl {
   Scheduler* scheduler;
   ApiContext api;
   HttpOptions options;
+  Metrics* metrics = nullptr;
+  AdapterLoader* loader = nullptr;
   std::atomic<uint64_t> serial{0};
   std::atomic<int64_t>* in_flight;
 
@@ -51,6 +53,12 @@ void HttpServer::Impl::completions(const httplib::Request& req, httplib::Respons
   std::shared_ptr<Request> request;
   try {
     parsed = parse_completion_request(endpoint, req.body, api);
+    // Counted where the request ends, whatever ends it (a client gone, the
+    // shutdown), under the name it was asked by.
+    if (metrics)
+      parsed.params.on_finish = [metrics = metrics, model = parsed.model->id](const RequestResult& r) {
+        metrics->record(model, r);
+      };
     const Admission a = scheduler->submit(parsed.params, request);
     if (a != Admission::kAccepted) {
       res.set_header("Retry-After", "1");
@@ -125,9 +133,13 @@ void HttpServer::Impl::completions(const httplib::Request& req, httplib::Respons
       });
 }
 
-HttpServer::HttpServer(Scheduler& scheduler, ApiContext api, HttpOptions options) : impl_(std::make_unique<Impl>()) {
+HttpServer::HttpServer(Scheduler& scheduler, ApiContext api, HttpOptions options, Metrics* metrics,
+                       AdapterLoader* loader)
+    : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.scheduler = &scheduler;
+  m.metrics = metrics;
+  m.loader = loader;
   m.api = std::move(api);
   m.options = std::move(options);
   m.in_flight = &in_flight_;
@@ -187,14 +199,35 @@ HttpServer::HttpServer(Scheduler& scheduler, ApiContext api, HttpOptions options
     res.set_content(dump_json(m.api.models->list_json(created)), kJson);
   });
   s.Get(R"(/v1/models/(.+))", [&m](const httplib::Request& req, httplib::Response& res) {
-    const ServedModel* model = m.api.models->find(req.matches[1].str());
+    const auto model = m.api.models->find(req.matches[1].str());
     if (!model)
       return send_error(res, ApiError(404, fmt::format("the model '{}' does not exist", req.matches[1].str()),
                                       "invalid_request_error", "model", "model_not_found"));
-    const Json list = m.api.models->list_json(0);
-    for (const Json& e : list["data"])
-      if (e["id"] == model->id) res.set_content(dump_json(e), kJson);
+    res.set_content(dump_json(ModelRegistry::model_json(*model, m.api.models->base().id, 0)), kJson);
   });
+  s.Get("/metrics", [&m](const httplib::Request& req, httplib::Response& res) {
+    if (!m.metrics) return send_error(res, ApiError(404, fmt::format("no such endpoint: {} {}", req.method, req.path)));
+    res.set_content(m.metrics->text(m.scheduler->queued(), m.scheduler->running()),
+                    "text/plain; version=0.0.4; charset=utf-8");
+  });
+  // vLLM's run-time adapter endpoints; the loader refuses them (404) without --adapter-dir.
+  // The handler outlives this constructor: it holds the Impl by pointer.
+  auto adapter_route = [impl = &m](std::string (AdapterLoader::*call)(const std::string&)) {
+    return [impl, call](const httplib::Request& req, httplib::Response& res) {
+      if (!impl->loader)
+        return send_error(res, ApiError(404,
+                                        "loading adapters at run time is off: start flora serve with "
+                                        "--adapter-dir DIR",
+                                        "invalid_request_error", "", "not_enabled"));
+      try {
+        res.set_content((impl->loader->*call)(req.body), "text/plain; charset=utf-8");
+      } catch (const ApiError& e) {
+        send_error(res, e);
+      }
+    };
+  };
+  s.Post("/v1/load_lora_adapter", adapter_route(&AdapterLoader::load));
+  s.Post("/v1/unload_lora_adapter", adapter_route(&AdapterLoader::unload));
   s.Post("/v1/completions", [&m](const httplib::Request& req, httplib::Response& res) {
     m.completions(req, res, Endpoint::kCompletions);
   });

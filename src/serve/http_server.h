@@ -10,6 +10,8 @@
 #include <string>
 #include <thread>
 
+#include "serve/adapter_loader.h"
+#include "serve/metrics.h"
 #include "serve/openai.h"
 #include "serve/scheduler.h"
 
@@ -26,8 +28,11 @@ struct HttpOptions {
 
 class HttpServer {
  public:
-  // scheduler and api (its registry and tokenizer) are not owned and must outlive the server.
-  HttpServer(Scheduler& scheduler, ApiContext api, HttpOptions options);
+  // scheduler and api (its registry and tokenizer) are not owned and must
+  // outlive the server; so must metrics (GET /metrics; null: none) and
+  // loader (the adapter endpoints; null: they answer 404).
+  HttpServer(Scheduler& scheduler, ApiContext api, HttpOptions options, Metrics* metrics = nullptr,
+             AdapterLoader* loader = nullptr);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -161,35 +161,57 @@ std::string dump_json(const Json& j) { return j.dump(-1, ' ', false, Json::error
 
 // ---- models ----
 
-ModelRegistry::ModelRegistry(std::string base_id) {
-  if (base_id.empty()) fail("serve: the base model's name is empty");
-  models_.push_back({std::move(base_id), nullptr, "base"});
+ModelRegistry::ModelRegistry(std::string base_id)
+    : base_(std::make_shared<const ServedModel>(ServedModel{std::move(base_id), nullptr, "base"})) {
+  if (base_->id.empty()) fail("serve: the base model's name is empty");
+  models_.push_back(base_);
 }
 
-void ModelRegistry::add_adapter(const std::string& name, const AdapterExec* adapter, const std::string& variant) {
-  if (name.empty()) fail("--adapter: an empty adapter name: expected NAME=DIR");
-  if (!adapter) fail("--adapter {}: no adapter to run", name);
-  if (find(name))
-    fail("--adapter {}: the name is already taken (by {}): expected a distinct name per adapter", name,
-         find(name)->adapter ? "another adapter" : "the base model");
-  models_.push_back({name, adapter, variant});
-}
-
-const ServedModel* ModelRegistry::find(std::string_view id) const {
+void ModelRegistry::add_adapter(const std::string& name, std::shared_ptr<const AdapterExec> adapter,
+                                const std::string& variant, const std::string& source) {
+  if (name.empty()) fail("{}: an empty adapter name: expected NAME=DIR", source);
+  if (!adapter) fail("{} {}: no adapter to run", source, name);
+  std::lock_guard lock(mu_);
   for (const auto& m : models_)
-    if (m.id == id) return &m;
+    if (m->id == name)
+      fail("{} {}: the name is already taken (by {}): expected a distinct name per adapter", source, name,
+           m->adapter ? "another adapter" : "the base model");
+  models_.push_back(std::make_shared<const ServedModel>(ServedModel{name, std::move(adapter), variant}));
+}
+
+bool ModelRegistry::remove_adapter(const std::string& name) {
+  std::lock_guard lock(mu_);
+  for (auto it = models_.begin(); it != models_.end(); ++it)
+    if ((*it)->id == name && (*it)->adapter) {
+      models_.erase(it);
+      return true;
+    }
+  return false;
+}
+
+std::shared_ptr<const ServedModel> ModelRegistry::find(std::string_view id) const {
+  std::lock_guard lock(mu_);
+  for (const auto& m : models_)
+    if (m->id == id) return m;
   return nullptr;
+}
+
+std::vector<std::shared_ptr<const ServedModel>> ModelRegistry::models() const {
+  std::lock_guard lock(mu_);
+  return models_;
+}
+
+Json ModelRegistry::model_json(const ServedModel& m, const std::string& base_id, int64_t created) {
+  Json e = {{"id", m.id}, {"object", "model"}, {"created", created}, {"owned_by", "flora"}};
+  e["parent"] = m.adapter ? Json(base_id) : Json();
+  e["root"] = base_id;
+  e["variant"] = m.variant;
+  return e;
 }
 
 Json ModelRegistry::list_json(int64_t created) const {
   Json data = Json::array();
-  for (const auto& m : models_) {
-    Json e = {{"id", m.id}, {"object", "model"}, {"created", created}, {"owned_by", "flora"}};
-    e["parent"] = m.adapter ? Json(base().id) : Json();
-    e["root"] = base().id;
-    e["variant"] = m.variant;
-    data.push_back(e);
-  }
+  for (const auto& m : models()) data.push_back(model_json(*m, base().id, created));
   return {{"object", "list"}, {"data", data}};
 }
 
@@ -207,13 +229,13 @@ CompletionRequest parse_completion_request(Endpoint endpoint, const std::string&
     r.model = api.models->find(model->get<std::string>());
     if (!r.model) {
       std::string known;
-      for (const auto& m : api.models->models()) known += (known.empty() ? "" : ", ") + m.id;
+      for (const auto& m : api.models->models()) known += (known.empty() ? "" : ", ") + m->id;
       throw ApiError(404,
                      fmt::format("the model '{}' does not exist: expected one of {}", model->get<std::string>(), known),
                      "invalid_request_error", "model", "model_not_found");
     }
   } else {
-    r.model = &api.models->base();
+    r.model = api.models->base_ptr();
   }
 
   if (const auto n = get_int(body, "n"); n && *n != 1)
@@ -235,7 +257,9 @@ CompletionRequest parse_completion_request(Endpoint endpoint, const std::string&
   }
 
   RequestParams& p = r.params;
-  p.adapter = r.model->adapter;
+  p.adapter = r.model->adapter.get();
+  // The request owns its adapter from here: an unload cannot free it under it.
+  p.keep_alive = r.model->adapter;
   p.prompt = endpoint == Endpoint::kChat ? chat_prompt(body, api) : completion_prompt(body, api);
   const int64_t n_prompt = static_cast<int64_t>(p.prompt.size());
   if (n_prompt == 0) throw bad("prompt", "the prompt has no tokens");

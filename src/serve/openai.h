@@ -7,6 +7,8 @@
 // model's id (its directory's name) or an adapter's name.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -43,24 +45,46 @@ std::string dump_json(const Json& j);
 // What a request's `model` can name.
 struct ServedModel {
   std::string id;
-  const AdapterExec* adapter = nullptr;  // nullptr: the base model; not owned
-  std::string variant;                   // "base", "ffba", "lora", ...
+  // Null: the base model. Owns what it points into (an adapter loaded at run
+  // time) or aliases one that outlives the server (no owner).
+  std::shared_ptr<const AdapterExec> adapter;
+  std::string variant;  // "base", "ffba", "lora", ...
 };
 
+// The served models. Thread-safe: HTTP threads read it for every request
+// while adapters are loaded and unloaded at run time. A lookup hands out
+// shared ownership, so an adapter removed here lives on in the requests that
+// already named it (RequestParams::keep_alive) and is freed after the last.
 class ModelRegistry {
  public:
   explicit ModelRegistry(std::string base_id);
-  // Fails on an empty name or one already taken (the base's included).
-  void add_adapter(const std::string& name, const AdapterExec* adapter, const std::string& variant);
-  const ServedModel* find(std::string_view id) const;  // nullptr when unknown
-  const ServedModel& base() const { return models_.front(); }
-  const std::vector<ServedModel>& models() const { return models_; }
+  // Fails on an empty name or one already taken (the base's included);
+  // `source` names where the name came from in the message ("--adapter").
+  void add_adapter(const std::string& name, std::shared_ptr<const AdapterExec> adapter, const std::string& variant,
+                   const std::string& source = "--adapter");
+  // Removes an adapter; false when no adapter has that name (the base is
+  // never removed).
+  bool remove_adapter(const std::string& name);
+  std::shared_ptr<const ServedModel> find(std::string_view id) const;  // nullptr when unknown
+  const ServedModel& base() const { return *base_; }
+  const std::shared_ptr<const ServedModel>& base_ptr() const { return base_; }
+  // A snapshot: the base first, then the adapters in the order added.
+  std::vector<std::shared_ptr<const ServedModel>> models() const;
   // The body of GET /v1/models: the base, then each adapter with `parent` the base.
   Json list_json(int64_t created) const;
+  static Json model_json(const ServedModel& m, const std::string& base_id, int64_t created);
 
  private:
-  std::vector<ServedModel> models_;  // the base first
+  const std::shared_ptr<const ServedModel> base_;
+  mutable std::mutex mu_;
+  std::vector<std::shared_ptr<const ServedModel>> models_;  // the base first
 };
+
+// An adapter that the caller keeps alive for as long as the registry and the
+// scheduler run (no ownership taken): the adapters given at start-up.
+inline std::shared_ptr<const AdapterExec> unowned(const AdapterExec* adapter) {
+  return std::shared_ptr<const AdapterExec>(std::shared_ptr<const void>(), adapter);
+}
 
 enum class Endpoint { kCompletions, kChat };
 
@@ -75,7 +99,7 @@ struct ApiContext {
 
 struct CompletionRequest {
   Endpoint endpoint = Endpoint::kCompletions;
-  const ServedModel* model = nullptr;
+  std::shared_ptr<const ServedModel> model;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   RequestParams params;        // the prompt's tokens, sampling, limits and stops

@@ -49,6 +49,8 @@ void Request::release(const std::string& text) {
 }
 
 void Request::finish(RequestResult result) {
+  result.total_s = now_seconds() - submitted_;
+  if (params_.on_finish) params_.on_finish(result);
   {
     std::lock_guard lock(mu_);
     result_ = std::move(result);
@@ -96,7 +98,8 @@ Admission Scheduler::submit(RequestParams params, std::shared_ptr<Request>& out)
   // In the server at once: a request per slot, and max_queue waiting.
   if (static_cast<int64_t>(queue_.size()) + running_ >= slots_ + options_.max_queue) return Admission::kQueueFull;
   out = std::make_shared<Request>(std::move(params));
-  queue_.push_back({out, now_seconds()});
+  out->submitted_ = now_seconds();
+  queue_.push_back({out, out->submitted_});
   cv_.notify_all();
   return Admission::kAccepted;
 }

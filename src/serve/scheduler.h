@@ -42,9 +42,21 @@ namespace flora::serve {
 enum class FinishReason { kStop, kLength, kCancelled, kError };
 const char* finish_reason_name(FinishReason reason);  // "stop", "length", "cancelled", "error"
 
+struct RequestResult {
+  std::vector<int32_t> tokens;  // generated (a stop token not included)
+  std::string text;             // their text, cut before a stop string
+  FinishReason finish = FinishReason::kLength;
+  std::string error;  // kError only
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;  // tokens.size()
+  double queued_s = 0;            // submit -> admitted into a slot
+  double ttft_s = 0;              // submit -> first token chosen
+  double total_s = 0;             // submit -> the end
+};
+
 struct RequestParams {
   std::vector<int32_t> prompt;           // at least one token, fewer than the context
-  const AdapterExec* adapter = nullptr;  // nullptr: the base model; not owned, must outlive the scheduler
+  const AdapterExec* adapter = nullptr;  // nullptr: the base model; not owned: see keep_alive
   std::optional<float> scale;            // unset: the adapter's own
   SamplerParams sampling{0.0f, 0, 1.0f, 0};
   int64_t max_tokens = 16;  // at least 1; generation also ends at the end of the context
@@ -56,17 +68,14 @@ struct RequestParams {
   // Called on the scheduler thread with each piece of text as it is released
   // (the same pieces Request::wait_update returns); optional.
   std::function<void(const std::string&)> on_text;
-};
-
-struct RequestResult {
-  std::vector<int32_t> tokens;  // generated (a stop token not included)
-  std::string text;             // their text, cut before a stop string
-  FinishReason finish = FinishReason::kLength;
-  std::string error;  // kError only
-  int64_t prompt_tokens = 0;
-  int64_t completion_tokens = 0;  // tokens.size()
-  double queued_s = 0;            // submit -> admitted into a slot
-  double ttft_s = 0;              // submit -> first token chosen
+  // Called once with the result when the request ends, however it ends (also
+  // cancelled in the queue or cut at shutdown), on the thread that ends it and
+  // before any wait returns: a client that has its answer sees it counted.
+  std::function<void(const RequestResult&)> on_finish;
+  // Keeps what `adapter` points into alive while the request can still run:
+  // an adapter unloaded at run time is freed only after the requests that
+  // named it have ended. Empty where the adapter outlives the scheduler.
+  std::shared_ptr<const void> keep_alive;
 };
 
 // A submitted request as the front end sees it.
@@ -93,6 +102,7 @@ class Request {
   void finish(RequestResult result);      // scheduler thread
 
   const RequestParams params_;
+  double submitted_ = 0;  // now_seconds() at submit (set by the scheduler)
   std::atomic<bool> cancelled_{false};
   std::mutex mu_;
   std::condition_variable cv_;

@@ -1,0 +1,139 @@
+#include "serve/metrics.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "util/error.h"
+
+namespace flora::serve {
+
+namespace {
+
+void observe(std::vector<uint64_t>& counts, const std::vector<double>& bounds, double& sum, uint64_t& count, double x) {
+  // Bucket i holds x <= bounds[i] (Prometheus' "le"); past the last: +Inf.
+  const size_t i = static_cast<size_t>(std::lower_bound(bounds.begin(), bounds.end(), x) - bounds.begin());
+  ++counts[i];
+  sum += x;
+  ++count;
+}
+
+// Go's ParseFloat (Prometheus' reader) takes fmt's shortest round-trip form.
+std::string number(double x) { return fmt::format("{}", x); }
+
+void check_bounds(const std::vector<double>& b, const char* what) {
+  if (b.empty()) fail("metrics: no {} buckets", what);
+  for (size_t i = 0; i < b.size(); ++i)
+    if (!std::isfinite(b[i]) || (i > 0 && b[i] <= b[i - 1]))
+      fail("metrics: {} bucket {} is {}: expected finite bounds in ascending order", what, i, b[i]);
+}
+
+}  // namespace
+
+std::vector<double> Metrics::default_ttft_buckets() {
+  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0};
+}
+
+std::vector<double> Metrics::default_tpot_buckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5};
+}
+
+Metrics::Metrics(std::vector<double> ttft_buckets, std::vector<double> tpot_buckets)
+    : ttft_buckets_(std::move(ttft_buckets)), tpot_buckets_(std::move(tpot_buckets)) {
+  check_bounds(ttft_buckets_, "TTFT");
+  check_bounds(tpot_buckets_, "TPOT");
+}
+
+Metrics::PerModel& Metrics::model_locked(const std::string& model) {
+  auto it = models_.find(model);
+  if (it != models_.end()) return it->second;
+  PerModel m;
+  m.ttft.counts.assign(ttft_buckets_.size() + 1, 0);
+  m.tpot.counts.assign(tpot_buckets_.size() + 1, 0);
+  // The usual endings start at zero; the rare ones appear when they happen.
+  m.requests["stop"] = 0;
+  m.requests["length"] = 0;
+  return models_.emplace(model, std::move(m)).first->second;
+}
+
+void Metrics::add_model(const std::string& model) {
+  std::lock_guard lock(mu_);
+  model_locked(model);
+}
+
+void Metrics::record(const std::string& model, const RequestResult& r) {
+  std::lock_guard lock(mu_);
+  PerModel& m = model_locked(model);
+  ++m.requests[finish_reason_name(r.finish)];
+  m.prompt_tokens += static_cast<uint64_t>(std::max<int64_t>(0, r.prompt_tokens));
+  m.generation_tokens += static_cast<uint64_t>(std::max<int64_t>(0, r.completion_tokens));
+  if (r.completion_tokens >= 1) observe(m.ttft.counts, ttft_buckets_, m.ttft.sum, m.ttft.count, r.ttft_s);
+  if (r.completion_tokens >= 2) {
+    const double tpot = std::max(0.0, r.total_s - r.ttft_s) / static_cast<double>(r.completion_tokens - 1);
+    observe(m.tpot.counts, tpot_buckets_, m.tpot.sum, m.tpot.count, tpot);
+  }
+}
+
+std::string prometheus_label(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
+  }
+  return out;
+}
+
+std::string Metrics::text(int64_t queue_depth, int64_t running) const {
+  std::lock_guard lock(mu_);
+  std::string out;
+  auto head = [&](const char* name, const char* type, const char* help) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  };
+  auto per_model = [&](const char* name, const char* help, auto value) {
+    head(name, "counter", help);
+    for (const auto& [model, m] : models_)
+      out += fmt::format("{}{{model=\"{}\"}} {}\n", name, prometheus_label(model), value(m));
+  };
+  auto histogram = [&](const char* name, const char* help, const std::vector<double>& bounds,
+                       const Histogram PerModel::*h) {
+    head(name, "histogram", help);
+    for (const auto& [model, m] : models_) {
+      const std::string label = prometheus_label(model);
+      const Histogram& hist = m.*h;
+      uint64_t cumulative = 0;
+      for (size_t i = 0; i <= bounds.size(); ++i) {
+        cumulative += hist.counts[i];
+        const std::string le = i < bounds.size() ? number(bounds[i]) : "+Inf";
+        out += fmt::format("{}_bucket{{model=\"{}\",le=\"{}\"}} {}\n", name, label, le, cumulative);
+      }
+      out += fmt::format("{}_sum{{model=\"{}\"}} {}\n", name, label, number(hist.sum));
+      out += fmt::format("{}_count{{model=\"{}\"}} {}\n", name, label, hist.count);
+    }
+  };
+
+  head("flora_requests_total", "counter", "Requests ended, by model and finish reason.");
+  for (const auto& [model, m] : models_)
+    for (const auto& [reason, n] : m.requests)
+      out += fmt::format("flora_requests_total{{model=\"{}\",finish_reason=\"{}\"}} {}\n", prometheus_label(model),
+                         reason, n);
+  per_model("flora_prompt_tokens_total", "Prompt tokens of the requests ended.",
+            [](const PerModel& m) { return m.prompt_tokens; });
+  per_model("flora_generation_tokens_total", "Tokens generated by the requests ended.",
+            [](const PerModel& m) { return m.generation_tokens; });
+  head("flora_queue_depth", "gauge", "Requests waiting for a slot.");
+  out += fmt::format("flora_queue_depth {}\n", queue_depth);
+  head("flora_requests_running", "gauge", "Requests in a slot (prefilling or generating).");
+  out += fmt::format("flora_requests_running {}\n", running);
+  histogram("flora_ttft_seconds", "Time from the request's arrival to its first token.", ttft_buckets_,
+            &PerModel::ttft);
+  histogram("flora_tpot_seconds", "Mean time per output token after the first, per request.", tpot_buckets_,
+            &PerModel::tpot);
+  return out;
+}
+
+}  // namespace flora::serve
