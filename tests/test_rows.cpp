@@ -33,14 +33,9 @@ namespace {
 
 using test::kNaN;
 using test::random_floats;
+using test::same_bits;
 
 constexpr int kPools[] = {1, 2, 3};
-
-// Same bytes (NaN padding compares equal to itself; -0 and 0 differ).
-template <typename T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
 
 // Each of [0, n) counted once.
 bool each_once(const std::vector<std::atomic<int>>& hits) {
