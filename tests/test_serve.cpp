@@ -369,6 +369,16 @@ ApiError refusal(Endpoint e, const std::string& body, const ApiContext& ctx) {
   return ApiError(0, "accepted");
 }
 
+// The ApiError that `call` throws (status 0 when none).
+ApiError refusal_of(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const ApiError& e) {
+    return e;
+  }
+  return ApiError(0, "accepted");
+}
+
 TEST(OpenAi, CompletionRequestFields) {
   Api api;
   const Tokenizer& tok = setup().tok;
@@ -566,6 +576,93 @@ TEST(OpenAi, ModelsListAndRegistry) {
   EXPECT_NE(message.find("already taken (by the base model)"), std::string::npos) << message;
 }
 
+// llama-server's convention: adapters by id with a scale, in a request's
+// `lora` list or as the defaults of requests that name no adapter.
+TEST(OpenAi, LlamaServerLoraListsPickOneAdapterAndScaleIt) {
+  Api api;
+  const AdapterExec* ffba = api.registry.find("ffba")->adapter.get();
+  const AdapterExec* lora = api.registry.find("lora")->adapter.get();
+  auto parse = [&](const std::string& extra) {
+    return parse_completion_request(Endpoint::kCompletions, R"({"prompt": [1, 2], "max_tokens": 2)" + extra + "}",
+                                    api.ctx);
+  };
+  // Ids in the order added; GET /lora-adapters lists them with path and default scale 0.
+  const Json listed = api.registry.lora_adapters_json();
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0]["id"], 0);
+  EXPECT_EQ(listed[0]["name"], "ffba");
+  EXPECT_EQ(listed[1]["id"], 1);
+  EXPECT_EQ(listed[1]["scale"], 0.0);
+
+  // A list picks the adapter with a non-zero scale, which multiplies its own s.
+  CompletionRequest r = parse(R"(, "lora": [{"id": 1, "scale": 0.5}, {"id": 0, "scale": 0}])");
+  EXPECT_EQ(r.model->id, "lora");
+  EXPECT_EQ(r.params.adapter, lora);
+  ASSERT_TRUE(r.params.scale.has_value());
+  EXPECT_EQ(*r.params.scale, static_cast<float>(0.5 * lora->scale));
+  r = parse(R"(, "lora": [{"id": 0, "scale": 1}])");
+  EXPECT_EQ(r.params.adapter, ffba);
+  EXPECT_EQ(*r.params.scale, ffba->scale);  // scale 1 is the adapter as trained
+  // Every scale 0, or an empty list: the base. `model` and `lora` may agree.
+  EXPECT_EQ(parse(R"(, "lora": [{"id": 0, "scale": 0}])").params.adapter, nullptr);
+  EXPECT_EQ(parse(R"(, "lora": [])").model->id, "tiny");
+  EXPECT_EQ(parse(R"(, "model": "ffba", "lora": [{"id": 0, "scale": 2}])").params.adapter, ffba);
+  // Without a list, `model` decides, at the adapter's own scale.
+  r = parse(R"(, "model": "lora")");
+  EXPECT_EQ(r.params.adapter, lora);
+  EXPECT_FALSE(r.params.scale.has_value());
+
+  // Defaults: requests naming the base (or nothing) run them; an adapter named by `model` does not.
+  api.registry.set_lora_defaults(Json::parse(R"([{"id": 0, "scale": 0.25}])"));
+  EXPECT_EQ(api.registry.lora_adapters_json()[0]["scale"], 0.25);
+  EXPECT_EQ(api.registry.lora_adapters_json()[1]["scale"], 0.0);
+  r = parse("");
+  EXPECT_EQ(r.model->id, "ffba");
+  EXPECT_EQ(*r.params.scale, static_cast<float>(0.25 * ffba->scale));
+  EXPECT_EQ(parse(R"(, "model": "tiny")").params.adapter, ffba);
+  EXPECT_EQ(parse(R"(, "model": "lora")").params.adapter, lora);
+  EXPECT_EQ(parse(R"(, "lora": [])").params.adapter, nullptr);  // a list replaces the defaults
+  // Ids not named get 0: a second POST naming another adapter replaces the first.
+  api.registry.set_lora_defaults(Json::parse(R"([{"id": 1, "scale": 1}])"));
+  EXPECT_EQ(parse("").params.adapter, lora);
+  EXPECT_EQ(api.registry.lora_adapters_json()[0]["scale"], 0.0);
+  // Unloading the default adapter makes the base the default again; ids are never reused.
+  ASSERT_TRUE(api.registry.remove_adapter("lora"));
+  EXPECT_EQ(parse("").params.adapter, nullptr);
+  api.registry.add_adapter("lora2", unowned(lora), "lora");
+  EXPECT_EQ(api.registry.find("lora2")->lora_id, 2);
+  EXPECT_EQ(parse(R"(, "lora": [{"id": 2, "scale": 1}])").model->id, "lora2");
+
+  // Refusals: 400 naming the place, and the defaults unchanged by a refused POST.
+  struct Bad {
+    std::string extra, param, says;
+  };
+  for (const Bad& b : std::vector<Bad>{
+           {R"(, "lora": {"id": 0})", "lora", "expected an array"},
+           {R"(, "lora": [3])", "lora[0]", "expected an object"},
+           {R"(, "lora": [{"scale": 1}])", "lora[0].id", "expected an integer adapter id"},
+           {R"(, "lora": [{"id": "0", "scale": 1}])", "lora[0].id", "found a string"},
+           {R"(, "lora": [{"id": 0}])", "lora[0].scale", "expected a number, found nothing"},
+           {R"(, "lora": [{"id": 0, "scale": 1e9}])", "lora[0].scale", "out of range"},
+           {R"(, "lora": [{"id": 1, "scale": 1}])", "lora[0].id", "no adapter has id 1: expected one of 0 (ffba), 2"},
+           {R"(, "lora": [{"id": 0, "scale": 1}, {"id": 0, "scale": 0}])", "lora[1].id", "named twice"},
+           {R"(, "lora": [{"id": 0, "scale": 1}, {"id": 2, "scale": 1}])", "lora", "a request runs one adapter"},
+           {R"(, "model": "lora2", "lora": [{"id": 0, "scale": 1}])", "lora",
+            "picks the adapter 0 ('ffba') while 'model' names the adapter 'lora2'"},
+           {R"(, "model": "lora2", "lora": [])", "lora", "gives every adapter scale 0"},
+       }) {
+    const ApiError e = refusal(Endpoint::kCompletions, R"({"prompt": [1], "max_tokens": 1)" + b.extra + "}", api.ctx);
+    EXPECT_EQ(e.status, 400) << b.extra;
+    EXPECT_EQ(e.param, b.param) << b.extra;
+    EXPECT_NE(std::string(e.what()).find(b.says), std::string::npos) << b.extra << ": " << e.what();
+  }
+  api.registry.set_lora_defaults(Json::parse(R"([{"id": 2, "scale": 1}])"));
+  const ApiError e = refusal_of([&] { api.registry.set_lora_defaults(Json::parse(R"([{"id": 7, "scale": 1}])")); });
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "body[0].id");
+  EXPECT_EQ(parse("").model->id, "lora2");
+}
+
 TEST(OpenAi, BearerKey) {
   EXPECT_TRUE(bearer_matches("Bearer sk-1", "sk-1"));
   EXPECT_FALSE(bearer_matches("Bearer sk-2", "sk-1"));
@@ -705,15 +802,6 @@ struct TempDir {
   }
   ~TempDir() { fs::remove_all(path); }
 };
-
-ApiError refusal_of(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const ApiError& e) {
-    return e;
-  }
-  return ApiError(0, "accepted");
-}
 
 TEST(OpenAiRuntimeAdapters, PathsMustResolveInsideTheAdapterDir) {
   TempDir t("paths");

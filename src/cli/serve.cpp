@@ -118,9 +118,10 @@ void add_serve(CLI::App& app, Action& action) {
               "--adapter {}: {} runs merged into the base weights, which every request shares: it cannot be "
               "served per request",
               name, dir);
-        registry.add_adapter(name, serve::unowned(a->exec()), a->variant());
-        std::fprintf(stderr, "adapter: %s = %s (%s, rank %lld)\n", name.c_str(), dir.c_str(), a->variant().c_str(),
-                     static_cast<long long>(a->adapter().config.rank));
+        registry.add_adapter(name, serve::unowned(a->exec()), a->variant(), "--adapter", dir);
+        std::fprintf(stderr, "adapter: %s = %s (%s, rank %lld, lora id %lld)\n", name.c_str(), dir.c_str(),
+                     a->variant().c_str(), static_cast<long long>(a->adapter().config.rank),
+                     static_cast<long long>(registry.find(name)->lora_id));
         attached.push_back(std::move(a));
       }
 

@@ -125,7 +125,7 @@ std::string AdapterLoader::load(const std::string& text) {
   // The registry's pointer owns the whole AttachedAdapter, which exec() points into.
   std::shared_ptr<const AdapterExec> exec(attached, attached->exec());
   try {
-    registry_.add_adapter(name, std::move(exec), attached->variant(), "lora_name");
+    registry_.add_adapter(name, std::move(exec), attached->variant(), "lora_name", path->get<std::string>());
   } catch (const Error& e) {
     throw bad("lora_name", e.what());
   }

@@ -226,6 +226,21 @@ HttpServer::HttpServer(Scheduler& scheduler, ApiContext api, HttpOptions options
       }
     };
   };
+  // llama-server's: the adapters with their ids, and the defaults of requests
+  // that name no adapter (POST [{"id", "scale"}]; ids not named get 0).
+  s.Get("/lora-adapters", [&m](const httplib::Request&, httplib::Response& res) {
+    res.set_content(dump_json(m.api.models->lora_adapters_json()), kJson);
+  });
+  s.Post("/lora-adapters", [&m](const httplib::Request& req, httplib::Response& res) {
+    const Json body = Json::parse(req.body, nullptr, false);
+    if (body.is_discarded()) return send_error(res, ApiError(400, "the request body is not valid JSON"));
+    try {
+      m.api.models->set_lora_defaults(body);
+    } catch (const ApiError& e) {
+      return send_error(res, e);
+    }
+    res.set_content(dump_json({{"success", true}}), kJson);
+  });
   s.Post("/v1/load_lora_adapter", adapter_route(&AdapterLoader::load));
   s.Post("/v1/unload_lora_adapter", adapter_route(&AdapterLoader::unload));
   s.Post("/v1/completions", [&m](const httplib::Request& req, httplib::Response& res) {

@@ -1,5 +1,6 @@
 #include "serve/openai.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
@@ -168,7 +169,7 @@ ModelRegistry::ModelRegistry(std::string base_id)
 }
 
 void ModelRegistry::add_adapter(const std::string& name, std::shared_ptr<const AdapterExec> adapter,
-                                const std::string& variant, const std::string& source) {
+                                const std::string& variant, const std::string& source, const std::string& path) {
   if (name.empty()) fail("{}: an empty adapter name: expected NAME=DIR", source);
   if (!adapter) fail("{} {}: no adapter to run", source, name);
   std::lock_guard lock(mu_);
@@ -176,13 +177,15 @@ void ModelRegistry::add_adapter(const std::string& name, std::shared_ptr<const A
     if (m->id == name)
       fail("{} {}: the name is already taken (by {}): expected a distinct name per adapter", source, name,
            m->adapter ? "another adapter" : "the base model");
-  models_.push_back(std::make_shared<const ServedModel>(ServedModel{name, std::move(adapter), variant}));
+  models_.push_back(
+      std::make_shared<const ServedModel>(ServedModel{name, std::move(adapter), variant, path, next_lora_id_++}));
 }
 
 bool ModelRegistry::remove_adapter(const std::string& name) {
   std::lock_guard lock(mu_);
   for (auto it = models_.begin(); it != models_.end(); ++it)
     if ((*it)->id == name && (*it)->adapter) {
+      if (default_lora_ && default_lora_->first == (*it)->lora_id) default_lora_.reset();
       models_.erase(it);
       return true;
     }
@@ -215,6 +218,110 @@ Json ModelRegistry::list_json(int64_t created) const {
   return {{"object", "list"}, {"data", data}};
 }
 
+namespace {
+
+// A `lora` list checked against `models`: the adapter with a non-zero scale
+// (null: none) and that scale.
+struct LoraPick {
+  std::shared_ptr<const ServedModel> model;
+  double scale = 0;
+};
+
+LoraPick pick_lora(const std::vector<std::shared_ptr<const ServedModel>>& models, const Json& list,
+                   const std::string& param) {
+  if (!list.is_array())
+    throw bad(param, fmt::format("'{}': expected an array of {{\"id\": INT, \"scale\": NUMBER}}, found {}", param,
+                                 type_name(list)));
+  auto known = [&] {
+    std::string s;
+    for (const auto& m : models)
+      if (m->adapter) s += fmt::format("{}{} ({})", s.empty() ? "" : ", ", m->lora_id, m->id);
+    return s.empty() ? std::string("none: no adapter is served") : s;
+  };
+  LoraPick pick;
+  std::vector<int64_t> seen;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const Json& e = list[i];
+    const std::string at = fmt::format("{}[{}]", param, i);
+    if (!e.is_object())
+      throw bad(at, fmt::format("'{}': expected an object {{\"id\": INT, \"scale\": NUMBER}}, found {}", at,
+                                json_preview(e)));
+    const Json* id = field(e, "id");
+    if (!id || !id->is_number_integer())
+      throw bad(at + ".id", fmt::format("'{}.id': expected an integer adapter id (GET /lora-adapters lists them), "
+                                        "found {}",
+                                        at, id ? type_name(*id) : "nothing"));
+    const Json* scale = field(e, "scale");
+    if (!scale || !scale->is_number())
+      throw bad(at + ".scale",
+                fmt::format("'{}.scale': expected a number, found {}", at, scale ? type_name(*scale) : "nothing"));
+    const double x = scale->get<double>();
+    if (!(std::abs(x) <= ModelRegistry::kMaxLoraScale))
+      throw bad(at + ".scale",
+                fmt::format("'{}.scale': {} is out of range: expected [-{}, {}]", at, json_preview(*scale),
+                            ModelRegistry::kMaxLoraScale, ModelRegistry::kMaxLoraScale));
+    const int64_t n =
+        id->is_number_unsigned() && id->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) ? -1 : id->get<int64_t>();
+    if (std::find(seen.begin(), seen.end(), n) != seen.end())
+      throw bad(at + ".id", fmt::format("'{}.id': adapter {} is named twice", at, n));
+    seen.push_back(n);
+    const auto it =
+        std::find_if(models.begin(), models.end(), [n](const auto& m) { return m->adapter && m->lora_id == n; });
+    if (it == models.end())
+      throw bad(at + ".id",
+                fmt::format("'{}.id': no adapter has id {}: expected one of {}", at, json_preview(*id), known()),
+                "lora_not_found");
+    if (x == 0) continue;
+    if (pick.model)
+      throw bad(param, fmt::format("'{}': non-zero scales for adapters {} ({}) and {} ({}): a request runs one "
+                                   "adapter (each row of a batch carries one); give the others scale 0",
+                                   param, pick.model->lora_id, pick.model->id, n, (*it)->id));
+    pick = {*it, x};
+  }
+  return pick;
+}
+
+LoraChoice choice_of(const LoraPick& pick, const std::shared_ptr<const ServedModel>& base) {
+  if (!pick.model) return {base, std::nullopt};
+  return {pick.model, static_cast<float>(pick.scale * pick.model->adapter->scale)};
+}
+
+}  // namespace
+
+LoraChoice ModelRegistry::choose_lora(const Json& list, const std::string& param) const {
+  return choice_of(pick_lora(models(), list, param), base_);
+}
+
+void ModelRegistry::set_lora_defaults(const Json& list) {
+  const LoraPick pick = pick_lora(models(), list, "body");
+  std::lock_guard lock(mu_);
+  // An adapter unloaded since the check is not made the default.
+  const bool served = pick.model && std::find(models_.begin(), models_.end(), pick.model) != models_.end();
+  if (served)
+    default_lora_ = {{pick.model->lora_id, pick.scale}};
+  else
+    default_lora_.reset();
+}
+
+LoraChoice ModelRegistry::lora_defaults() const {
+  std::lock_guard lock(mu_);
+  if (default_lora_)
+    for (const auto& m : models_)
+      if (m->adapter && m->lora_id == default_lora_->first) return choice_of({m, default_lora_->second}, base_);
+  return {base_, std::nullopt};
+}
+
+Json ModelRegistry::lora_adapters_json() const {
+  std::lock_guard lock(mu_);
+  Json list = Json::array();
+  for (const auto& m : models_) {
+    if (!m->adapter) continue;
+    const double scale = default_lora_ && default_lora_->first == m->lora_id ? default_lora_->second : 0.0;
+    list.push_back({{"id", m->lora_id}, {"path", m->path}, {"scale", scale}, {"name", m->id}, {"variant", m->variant}});
+  }
+  return list;
+}
+
 // ---- requests ----
 
 CompletionRequest parse_completion_request(Endpoint endpoint, const std::string& body_text, const ApiContext& api) {
@@ -237,6 +344,22 @@ CompletionRequest parse_completion_request(Endpoint endpoint, const std::string&
   } else {
     r.model = api.models->base_ptr();
   }
+  // llama-server's convention: a `lora` list, or else the defaults for a
+  // request that names the base.
+  LoraChoice choice{r.model, std::nullopt};
+  if (const Json* lora = field(body, "lora")) {
+    choice = api.models->choose_lora(*lora, "lora");
+    if (r.model->adapter && choice.model != r.model)
+      throw bad("lora", fmt::format("'lora' {} while 'model' names the adapter '{}': name the adapter in one of them "
+                                    "(or the base model in 'model')",
+                                    choice.model->adapter ? fmt::format("picks the adapter {} ('{}')",
+                                                                        choice.model->lora_id, choice.model->id)
+                                                          : std::string("gives every adapter scale 0"),
+                                    r.model->id));
+  } else if (!r.model->adapter) {
+    choice = api.models->lora_defaults();
+  }
+  r.model = choice.model;
 
   if (const auto n = get_int(body, "n"); n && *n != 1)
     throw bad("n", fmt::format("'n': {}: only n = 1 is supported", *n));
@@ -258,6 +381,7 @@ CompletionRequest parse_completion_request(Endpoint endpoint, const std::string&
 
   RequestParams& p = r.params;
   p.adapter = r.model->adapter.get();
+  p.scale = choice.scale;
   // The request owns its adapter from here: an unload cannot free it under it.
   p.keep_alive = r.model->adapter;
   p.prompt = endpoint == Endpoint::kChat ? chat_prompt(body, api) : completion_prompt(body, api);

@@ -56,21 +56,8 @@ cp -r "$work/ffba" "$work/outside/ffba3"
 ln -s "$work/outside/ffba3" "$work/adapters/link-out"
 
 # The server: 2 slots and 1 waiting (so that a burst is refused with 503), a small body limit, an API key.
-"$flora" serve -m "$work/tiny" --adapter ffba="$work/ffba" --adapter lora="$work/lora" --port 0 -t 2 --parallel 2 \
-  --queue 1 --max-body-bytes 65536 --api-key sk-test --adapter-dir "$work/adapters" \
-  >"$work/serve.out" 2>"$work/serve.err" &
-pid=$!
-port=""
-for _ in $(seq 100); do
-  port=$(grep -oE 'listening on http://127\.0\.0\.1:[0-9]+' "$work/serve.err" | grep -oE '[0-9]+$')
-  [[ -n $port ]] && break
-  kill -0 $pid 2>/dev/null || break
-  sleep 0.1
-done
-if [[ -z $port ]]; then
-  fail_check "serve did not start:"; cat "$work/serve.err"; kill $pid 2>/dev/null; finish cli_serve
-fi
-pass
+start_serve "$flora" -m "$work/tiny" --adapter ffba="$work/ffba" --adapter lora="$work/lora" -t 2 --parallel 2 \
+  --queue 1 --max-body-bytes 65536 --api-key sk-test --adapter-dir "$work/adapters" || finish cli_serve
 # /health needs no key; /v1/ does.
 [[ $(curl -s "http://127.0.0.1:$port/health") == *'"status":"ok"'* ]] && pass || fail_check "health"
 
@@ -134,11 +121,5 @@ if timeout 120 node "$src/tests/cli/serve_client.mjs" "$work/config.json" >"$wor
 grep -E '^(serve_client|info):' "$work/client.out"
 
 # The client sent SIGTERM during its last stream: the server finishes and exits 0.
-for _ in $(seq 150); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-if kill -0 $pid 2>/dev/null; then
-  fail_check "serve still running 15 s after SIGTERM"; kill -KILL $pid
-fi
-wait $pid; rc=$?
-[[ $rc -eq 0 ]] && pass || { fail_check "serve exit code $rc after SIGTERM:"; cat "$work/serve.err"; }
-grep -q "SIGTERM: no new requests" "$work/serve.err" && pass || { fail_check "no shutdown message:"; cat "$work/serve.err"; }
+await_serve_exit
 finish cli_serve
