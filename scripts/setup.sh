@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 
 # clang and libclang-rt-14-dev (libFuzzer, clang's sanitizer runtimes): the fuzz targets
 # of `make fuzz` (scripts/fuzz.sh). g++'s own ASan/UBSan runtimes come with g++.
+# chromium: the headless browser that tests/cli/playground.sh drives the playground page in.
 debs=(g++ make cmake pkg-config libhwy-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
-      libgtest-dev libbenchmark-dev libfmt-dev libcpp-httplib-dev nodejs npm python3 clang libclang-rt-14-dev)
+      libgtest-dev libbenchmark-dev libfmt-dev libcpp-httplib-dev nodejs npm python3 clang libclang-rt-14-dev
+      chromium)
 [[ "${1:-}" == "--torch" ]] && debs+=(python3-torch python3-numpy libopenblas0-pthread)
 
 missing=()
@@ -54,5 +56,12 @@ if [[ ! -f $deps/npm/node_modules/openai/package.json ]]; then
   echo "setup: installing openai (npm) for the flora serve tests"
   mkdir -p $deps/npm
   (cd $deps/npm && npm install --silent --no-audit --no-fund --ignore-scripts --save-exact openai@5.23.2 >/dev/null)
+fi
+# playwright-core drives Debian's chromium for tests/cli/playground.sh (it downloads no
+# browser of its own, and has no dependencies; pinned so that the test sees one API).
+if [[ ! -f $deps/npm/node_modules/playwright-core/package.json ]]; then
+  echo "setup: installing playwright-core (npm) for the playground test"
+  mkdir -p $deps/npm
+  (cd $deps/npm && npm install --silent --no-audit --no-fund --ignore-scripts --save-exact playwright-core@1.65.1 >/dev/null)
 fi
 echo "setup: ok"

@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "serve/playground.h"
 #include "util/error.h"
 #include "util/timer.h"
 
@@ -151,7 +152,10 @@ HttpServer::HttpServer(Scheduler& scheduler, ApiContext api, HttpOptions options
   s.set_keep_alive_timeout(2);
 
   s.set_pre_routing_handler([&m](const httplib::Request& req, httplib::Response& res) {
-    if (m.options.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    // The playground page holds no data (every call it makes sends the key), so a
+    // browser can load it before anyone has typed the key into it.
+    if (m.options.api_key.empty() || req.path == "/health" || req.path == "/")
+      return httplib::Server::HandlerResponse::Unhandled;
     const std::string auth = req.get_header_value("Authorization");
     if (bearer_matches(auth, m.options.api_key)) return httplib::Server::HandlerResponse::Unhandled;
     send_error(res, ApiError(401,
@@ -192,6 +196,14 @@ HttpServer::HttpServer(Scheduler& scheduler, ApiContext api, HttpOptions options
                     {"queued", m.scheduler->queued()},
                     {"steps", m.scheduler->steps()}};
     res.set_content(dump_json(j), kJson);
+  });
+  s.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    // The page loads nothing from elsewhere and talks only to this server; the browser holds it to that.
+    res.set_header("Content-Security-Policy",
+                   "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
+                   "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'");
+    const std::string_view page = playground_html();
+    res.set_content(page.data(), page.size(), "text/html; charset=utf-8");
   });
   s.Get("/v1/models", [&m](const httplib::Request&, httplib::Response& res) {
     const int64_t created =

@@ -163,7 +163,7 @@ std::string dump_json(const Json& j) { return j.dump(-1, ' ', false, Json::error
 // ---- models ----
 
 ModelRegistry::ModelRegistry(std::string base_id)
-    : base_(std::make_shared<const ServedModel>(ServedModel{std::move(base_id), nullptr, "base"})) {
+    : base_(std::make_shared<const ServedModel>(ServedModel{std::move(base_id), nullptr, "base", "", -1})) {
   if (base_->id.empty()) fail("serve: the base model's name is empty");
   models_.push_back(base_);
 }

@@ -56,7 +56,7 @@ cp -r "$work/ffba" "$work/outside/ffba3"
 ln -s "$work/outside/ffba3" "$work/adapters/link-out"
 
 # The server: 2 slots and 1 waiting (so that a burst is refused with 503), a small body limit, an API key.
-start_serve "$flora" -m "$work/tiny" --adapter ffba="$work/ffba" --adapter lora="$work/lora" -t 2 --parallel 2 \
+start_serve serve "$flora" -m "$work/tiny" --adapter ffba="$work/ffba" --adapter lora="$work/lora" -t 2 --parallel 2 \
   --queue 1 --max-body-bytes 65536 --api-key sk-test --adapter-dir "$work/adapters" || finish cli_serve
 # /health needs no key; /v1/ does.
 [[ $(curl -s "http://127.0.0.1:$port/health") == *'"status":"ok"'* ]] && pass || fail_check "health"
@@ -121,5 +121,5 @@ if timeout 120 node "$src/tests/cli/serve_client.mjs" "$work/config.json" >"$wor
 grep -E '^(serve_client|info):' "$work/client.out"
 
 # The client sent SIGTERM during its last stream: the server finishes and exits 0.
-await_serve_exit
+await_serve_exit serve $pid
 finish cli_serve

@@ -18,7 +18,7 @@ for v in ffba ffba-aorb lora; do
   check "init-$v" "$flora" init-adapter -m "$work/tiny" --variant $v --rank 4 --init random --seed 7 --out "$work/$v"
 done
 # 4 slots and room for every waiting request, so that none is refused.
-start_serve "$flora" -m "$work/tiny" --adapter ffba="$work/ffba" --adapter aorb="$work/ffba-aorb" \
+start_serve serve "$flora" -m "$work/tiny" --adapter ffba="$work/ffba" --adapter aorb="$work/ffba-aorb" \
   --adapter lora="$work/lora" -t 2 --parallel 4 --queue 32 --ctx 256 || finish cli_serve_load
 
 if timeout 240 node "$src/tests/cli/serve_load.mjs" "http://127.0.0.1:$port" "$pid" >"$work/load.out" 2>&1; then
@@ -28,5 +28,5 @@ else
 fi
 grep -E '^(serve_load|info):' "$work/load.out"
 kill -TERM $pid
-await_serve_exit
+await_serve_exit serve $pid
 finish cli_serve_load

@@ -140,3 +140,34 @@ put(T, "array.json", json.dumps([{"text": "one"}, {"question": "q", "choices": [
                                  {"instruction": "i", "answer": "answer1"}], indent=1))
 put(T, "bad_records.jsonl", '{"question": "q", "choices": [], "answer": 0}\n{"answer": "option9"}\n[1,2]\n'
                             '{"text": 5}\n{"dialogue": "d"}\n{"question": "q", "choices": ["a"], "answer": 3}\n')
+
+# --- GGUF: magic, version, counts, typed key/values, tensor infos, aligned data (src/io/gguf.h).
+def gguf_str(s):
+    b = s.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf(kvs, tensors, alignment=32):
+    """kvs: [(key, type, payload bytes)]; tensors: [(name, ne, ggml type, data bytes)]."""
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
+    for key, vtype, payload in kvs:
+        out += gguf_str(key) + struct.pack("<I", vtype) + payload
+    offset, data = 0, b""
+    for name, ne, gtype, blob in tensors:
+        out += gguf_str(name) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne)
+        out += struct.pack("<IQ", gtype, offset)
+        data += blob + b"\0" * (-len(blob) % alignment)
+        offset += len(blob) + (-len(blob) % alignment)
+    return out + b"\0" * (-len(out) % alignment) + data
+
+
+T = "fuzz_gguf"
+put(T, "llama_small", gguf(
+    [("general.architecture", 8, gguf_str("llama")), ("llama.block_count", 4, struct.pack("<I", 2)),
+     ("llama.rope.freq_base", 6, struct.pack("<f", 500000.0)),
+     ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 3) + gguf_str("a") + gguf_str("b") + gguf_str("<s>")),
+     ("tokenizer.ggml.token_type", 9, struct.pack("<IQ3i", 5, 3, 1, 1, 3)), ("flag", 7, b"\x01")],
+    [("token_embd.weight", [2, 3], 0, f32(1, 2, 3, 4, 5, 6)), ("q", [32], 8, b"\x00\x3c" + bytes(range(32))),
+     ("k4", [256], 12, bytes(144)), ("b", [4], 30, b"\x80\x3f" * 4)]))
+put(T, "aligned_64", gguf([("general.alignment", 4, struct.pack("<I", 64))], [("w", [4], 0, f32(1, 2, 3, 4))], 64))
+put(T, "header_only", gguf([("k", 10, struct.pack("<Q", 7))], []))

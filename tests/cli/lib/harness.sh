@@ -31,30 +31,32 @@ finish() {
   echo "$1: $passes passed, $failures failed"
   exit $((failures > 0))
 }
-# start_serve FLORA ARGS...: `flora serve ARGS --port 0` in the background,
-# its output in $work/serve.{out,err}; sets $pid and $port once it listens.
+# start_serve NAME FLORA ARGS...: `flora serve ARGS --port 0` in the background,
+# its output in $work/NAME.{out,err}; sets $pid and $port once it listens.
 # Returns 1, with the failure counted, when it does not start within 30 s.
 start_serve() {
-  local flora=$1; shift
-  "$flora" serve "$@" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
+  local name=$1 flora=$2; shift 2
+  "$flora" serve "$@" --port 0 >"$work/$name.out" 2>"$work/$name.err" &
   pid=$!
   port=""
   for _ in $(seq 300); do
-    port=$(grep -oE 'listening on http://127\.0\.0\.1:[0-9]+' "$work/serve.err" | grep -oE '[0-9]+$')
+    port=$(grep -oE 'listening on http://127\.0\.0\.1:[0-9]+' "$work/$name.err" | grep -oE '[0-9]+$')
     [[ -n $port ]] && { pass; return 0; }
     kill -0 $pid 2>/dev/null || break
     sleep 0.1
   done
-  fail_check "serve did not start:"; cat "$work/serve.err"; kill $pid 2>/dev/null; return 1
+  fail_check "$name: serve did not start:"; cat "$work/$name.err"; kill $pid 2>/dev/null; return 1
 }
-# await_serve_exit: the server $pid, already sent SIGTERM or SIGINT, must exit 0
-# within 15 s and say that it stopped on the signal.
+# await_serve_exit NAME PID: the server started as NAME, already sent SIGTERM or
+# SIGINT, must exit 0 within 15 s and say that it stopped on the signal.
 await_serve_exit() {
-  for _ in $(seq 150); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-  if kill -0 $pid 2>/dev/null; then
-    fail_check "serve still running 15 s after the signal"; kill -KILL $pid
+  local name=$1 p=$2
+  for _ in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$p" 2>/dev/null; then
+    fail_check "$name: serve still running 15 s after the signal"; kill -KILL "$p"
   fi
-  wait $pid; local rc=$?
-  [[ $rc -eq 0 ]] && pass || { fail_check "serve exit code $rc after the signal:"; cat "$work/serve.err"; }
-  grep -qE "(SIGTERM|SIGINT): no new requests" "$work/serve.err" && pass || { fail_check "no shutdown message:"; cat "$work/serve.err"; }
+  wait "$p"; local rc=$?
+  [[ $rc -eq 0 ]] && pass || { fail_check "$name: serve exit code $rc after the signal:"; cat "$work/$name.err"; }
+  grep -qE "(SIGTERM|SIGINT): no new requests" "$work/$name.err" && pass ||
+    { fail_check "$name: no shutdown message:"; cat "$work/$name.err"; }
 }
