@@ -64,4 +64,15 @@ if [[ ! -f $deps/npm/node_modules/playwright-core/package.json ]]; then
   mkdir -p $deps/npm
   (cd $deps/npm && npm install --silent --no-audit --no-fund --ignore-scripts --save-exact playwright-core@1.65.1 >/dev/null)
 fi
+# llama.cpp itself, prebuilt (node-llama-cpp and its CPU binaries for linux-x64, release
+# v0.5.0 of ggml-org/llama.cpp): the independent reference of the GGUF work. Tests load
+# flora's GGUF files in it and compare logits, and call ggml's own reference quantizers
+# (libggml-base.so) to check flora's blocks bit for bit. The GPU variants are optional
+# dependencies, left out.
+if [[ ! -f $deps/npm/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so ]]; then
+  echo "setup: installing node-llama-cpp and its prebuilt llama.cpp (npm) for the GGUF tests"
+  mkdir -p $deps/npm
+  (cd $deps/npm && npm install --silent --no-audit --no-fund --ignore-scripts --omit=optional --save-exact \
+    node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1 >/dev/null)
+fi
 echo "setup: ok"
