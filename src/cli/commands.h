@@ -29,6 +29,7 @@ void add_data(CLI::App& app, Action& action);
 void add_tokenizer(CLI::App& app, Action& action);
 void add_train(CLI::App& app, Action& action);
 void add_serve(CLI::App& app, Action& action);
+void add_quantize(CLI::App& app, Action& action);
 
 // Shared by the commands (cli/options.cpp).
 //

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -14,6 +13,7 @@
 
 #include "cli/commands.h"
 #include "eval/evaluate.h"
+#include "model/gguf_llama.h"
 #include "util/error.h"
 #include "util/progress.h"
 
@@ -100,7 +100,7 @@ void run_eval(const EvalOptions& o) {
   // same as the context and is clipped to it: evaluate() adds it to prompt
   // lengths, which must not overflow.
   settings.max_new_tokens = std::min(settings.max_new_tokens, model->config().max_position_embeddings);
-  const Tokenizer tok = Tokenizer::from_file(o.model + "/tokenizer.json");
+  const Tokenizer tok = load_model_tokenizer(o.model);
   ThreadPool pool(o.threads);
   const auto adapter = attach_adapter(*model, o.adapter, o.lora_variant);
   const EvalModel m{model.get(), &tok, &pool, adapter ? adapter->exec() : nullptr,
@@ -133,7 +133,8 @@ void add_eval(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand(
       "eval", "Evaluate a model on a data set: multiple choice, math, summaries (ROUGE) or perplexity");
   auto o = std::make_shared<EvalOptions>();
-  cmd->add_option("-m,--model", o->model, "Model directory (config.json, safetensors, tokenizer.json)")->required();
+  cmd->add_option("-m,--model", o->model, "Model directory (config.json, safetensors, tokenizer.json) or .gguf file")
+      ->required();
   add_adapter_options(cmd, o->adapter, o->lora_variant);
   cmd->add_option("--task", o->task, "Task kind")->check(CLI::IsMember({"mcq", "math", "rouge", "ppl"}));
   cmd->add_option("--data", o->data,

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   flora::cli::add_tokenizer(app, action);
   flora::cli::add_train(app, action);
   flora::cli::add_serve(app, action);
+  flora::cli::add_quantize(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

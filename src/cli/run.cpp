@@ -8,6 +8,7 @@
 #include "io/safetensors.h"
 #include "model/forward.h"
 #include "model/generate.h"
+#include "model/gguf_llama.h"
 #include "model/weights.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -44,7 +45,8 @@ void add_generate(CLI::App& app, Action& action) {
     SamplerParams sampling;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("-m,--model", o->model, "Model directory (config.json, safetensors, tokenizer.json)")->required();
+  cmd->add_option("-m,--model", o->model, "Model directory (config.json, safetensors, tokenizer.json) or .gguf file")
+      ->required();
   auto* p = cmd->add_option("-p,--prompt", o->prompt, "Prompt text");
   auto* pf = cmd->add_option("-f,--prompt-file", o->prompt_file, "File holding the prompt")->check(CLI::ExistingFile);
   p->excludes(pf);
@@ -70,7 +72,7 @@ void add_generate(CLI::App& app, Action& action) {
     if (!*p && !*pf) throw CLI::RequiredError("--prompt or --prompt-file");
     action = [o] {
       auto model = load_model(o->model, o->load);
-      const Tokenizer tok = Tokenizer::from_file(o->model + "/tokenizer.json");
+      const Tokenizer tok = load_model_tokenizer(o->model);
       std::string text = read_prompt(o->prompt, o->prompt_file);
       std::vector<int32_t> prompt;
       if (o->chat)
@@ -88,10 +90,11 @@ void add_generate(CLI::App& app, Action& action) {
       const int64_t room = cfg.max_position_embeddings - prompt_tokens;
       const int64_t n = std::min(o->n, room);
       if (n < o->n)
-        std::fprintf(stderr, "flora generate: -n %lld: the context (%lld) leaves room for %lld tokens after the "
-                     "prompt's %lld; generating at most %lld\n", static_cast<long long>(o->n),
-                     static_cast<long long>(cfg.max_position_embeddings), static_cast<long long>(room),
-                     static_cast<long long>(prompt_tokens), static_cast<long long>(n));
+        std::fprintf(stderr,
+                     "flora generate: -n %lld: the context (%lld) leaves room for %lld tokens after the "
+                     "prompt's %lld; generating at most %lld\n",
+                     static_cast<long long>(o->n), static_cast<long long>(cfg.max_position_embeddings),
+                     static_cast<long long>(room), static_cast<long long>(prompt_tokens), static_cast<long long>(n));
       const int64_t context = prompt_tokens + n;
       ThreadPool pool(o->threads);
       const auto adapter = attach_adapter(*model, o->adapter, o->lora_variant);
@@ -162,7 +165,7 @@ void add_tokenize(CLI::App& app, Action& action) {
   cmd->callback([&action, o, t, f] {
     if (!*t && !*f) throw CLI::RequiredError("--text or --file");
     action = [o] {
-      const Tokenizer tok = Tokenizer::from_file(o->model + "/tokenizer.json");
+      const Tokenizer tok = load_model_tokenizer(o->model);
       const std::string input = o->file.empty() ? o->text : read_file(o->file);
       if (o->decode) {
         const std::string origin = o->file.empty() ? "--text" : o->file;

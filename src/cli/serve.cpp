@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "model/forward.h"
 #include "model/generate.h"
+#include "model/gguf_llama.h"
 #include "serve/adapter_loader.h"
 #include "serve/http_server.h"
 #include "serve/metrics.h"
@@ -46,7 +47,8 @@ void add_serve(CLI::App& app, Action& action) {
     ModelLoadOptions load;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("-m,--model", o->model, "Model directory (config.json, safetensors, tokenizer.json)")->required();
+  cmd->add_option("-m,--model", o->model, "Model directory (config.json, safetensors, tokenizer.json) or .gguf file")
+      ->required();
   cmd->add_option("--adapter", o->adapters,
                   "NAME=DIR: an adapter that requests name as their `model` (repeatable; DIR alone: named after "
                   "the directory)");
@@ -97,7 +99,7 @@ void add_serve(CLI::App& app, Action& action) {
 
       auto model = load_model(o->model, o->load);
       const LlamaConfig& cfg = model->config();
-      const Tokenizer tok = Tokenizer::from_file(o->model + "/tokenizer.json");
+      const Tokenizer tok = load_model_tokenizer(o->model);
       const int64_t ctx = o->ctx ? o->ctx : std::min<int64_t>(2048, cfg.max_position_embeddings);
       if (ctx < 2 || ctx > cfg.max_position_embeddings)
         fail("--ctx {}: expected 2 to the model's context, {} (max_position_embeddings in {}/config.json)", ctx,

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <iterator>
 #include <limits>
 
 #include "util/error.h"
@@ -63,6 +64,37 @@ std::optional<GgmlTypeTraits> ggml_type_traits(uint32_t type) {
 std::string ggml_type_name(uint32_t type) {
   const auto t = ggml_type_traits(type);
   return t ? t->name : fmt::format("type {}", type);
+}
+
+namespace {
+// The types flora reads, with the DType each is held in.
+constexpr std::pair<GgmlType, DType> kReadTypes[] = {
+    {GgmlType::F32, DType::F32},
+    {GgmlType::F16, DType::F16},
+    {GgmlType::BF16, DType::BF16},
+};
+}  // namespace
+
+std::optional<DType> dtype_of_ggml(uint32_t type) {
+  for (const auto& [g, d] : kReadTypes)
+    if (static_cast<uint32_t>(g) == type) return d;
+  return std::nullopt;
+}
+
+std::optional<uint32_t> ggml_type_of(DType dtype) {
+  for (const auto& [g, d] : kReadTypes)
+    if (d == dtype) return static_cast<uint32_t>(g);
+  return std::nullopt;
+}
+
+std::string ggml_types_read() {
+  std::string names;
+  const size_t n = std::size(kReadTypes);
+  for (size_t i = 0; i < n; ++i) {
+    if (i) names += i + 1 == n ? " or " : ", ";
+    names += ggml_type_traits(static_cast<uint32_t>(kReadTypes[i].first))->name;
+  }
+  return names;
 }
 
 const char* gguf_value_type_name(GgufValueType t) {

@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "util/dtype.h"
 #include "util/file.h"
 
 namespace flora {
@@ -70,6 +71,12 @@ struct GgmlTypeTraits {
 std::optional<GgmlTypeTraits> ggml_type_traits(uint32_t type);
 // "Q4_K", or "type 23" for a number without traits.
 std::string ggml_type_name(uint32_t type);
+
+// The DType a GGUF tensor type is held in (nullopt: a type flora does not
+// read), the reverse, and the names of the types read, for messages.
+std::optional<DType> dtype_of_ggml(uint32_t type);
+std::optional<uint32_t> ggml_type_of(DType dtype);
+std::string ggml_types_read();  // "F32, F16 or BF16"
 
 enum class GgufValueType : uint32_t {
   U8 = 0,

@@ -80,8 +80,7 @@ void TensorStore::add_file_tensors(const SafetensorsFile& file, const std::strin
   for (const TensorView& t : file.tensors()) {
     auto [it, inserted] = by_name_.emplace(t.name, &t);
     if (!inserted)
-      fail("{}: tensor '{}' is in two shards: {} and {}", origin, printable(t.name),
-           it->second->file, t.file);
+      fail("{}: tensor '{}' is in two shards: {} and {}", origin, printable(t.name), it->second->file, t.file);
     total_bytes_ += t.nbytes;
   }
 }
@@ -93,8 +92,7 @@ TensorStore::TensorStore(const std::string& model_dir) : dir_(model_dir) {
   if (!fs::exists(index_path)) {
     if (!fs::exists(single_path)) {
       if (!fs::is_directory(model_dir)) fail("{}: model directory does not exist", model_dir);
-      fail("{}: no model.safetensors or model.safetensors.index.json in the model directory",
-           model_dir);
+      fail("{}: no model.safetensors or model.safetensors.index.json in the model directory", model_dir);
     }
     files_.push_back(std::make_unique<SafetensorsFile>(single_path));
     add_file_tensors(*files_.back(), single_path);
@@ -103,45 +101,65 @@ TensorStore::TensorStore(const std::string& model_dir) : dir_(model_dir) {
 
   // Sharded: the index maps each tensor name to a shard file in the same directory.
   const Json index = parse_json_unique_keys(read_file(index_path), index_path);
-  if (!index.is_object())
-    fail("{}: expected a JSON object, found a {}", index_path, index.type_name());
+  if (!index.is_object()) fail("{}: expected a JSON object, found a {}", index_path, index.type_name());
   auto wm = index.find("weight_map");
   if (wm == index.end()) fail("{}: missing key 'weight_map'", index_path);
   if (!wm->is_object())
-    fail("{}: 'weight_map': expected an object of tensor name -> shard file, found a {}",
-         index_path, wm->type_name());
+    fail("{}: 'weight_map': expected an object of tensor name -> shard file, found a {}", index_path, wm->type_name());
 
   std::map<std::string, std::vector<std::string>> by_shard;  // shard file -> listed tensors
   for (const auto& [name, shard] : wm->items()) {
     if (!shard.is_string())
-      fail("{}: weight_map tensor '{}': expected a shard file name, found a {}", index_path,
-           name, shard.type_name());
+      fail("{}: weight_map tensor '{}': expected a shard file name, found a {}", index_path, name, shard.type_name());
     const std::string file = shard.get<std::string>();
     // Shards are plain names in the model directory; a path could escape it.
     if (file.empty() || file == "." || file == ".." || file.find('/') != std::string::npos ||
         file.find('\\') != std::string::npos)
-      fail("{}: weight_map tensor '{}': expected a file name in {}, found '{}'", index_path,
-           printable(name), model_dir, printable(file));
+      fail("{}: weight_map tensor '{}': expected a file name in {}, found '{}'", index_path, printable(name), model_dir,
+           printable(file));
     by_shard[file].push_back(name);
   }
 
   for (const auto& [file, listed] : by_shard) {
     const std::string shard_path = (fs::path(model_dir) / file).string();
     if (!fs::exists(shard_path))
-      fail("{}: shard {} (listed for tensor '{}' and {} others) does not exist", index_path,
-           shard_path, printable(listed.front()), listed.size() - 1);
+      fail("{}: shard {} (listed for tensor '{}' and {} others) does not exist", index_path, shard_path,
+           printable(listed.front()), listed.size() - 1);
     files_.push_back(std::make_unique<SafetensorsFile>(shard_path));
     const SafetensorsFile& sf = *files_.back();
     for (const std::string& name : listed)
       if (!sf.find(name))
-        fail("{}: tensor '{}' is listed in {} but absent from the shard", shard_path,
-             printable(name), index_path);
+        fail("{}: tensor '{}' is listed in {} but absent from the shard", shard_path, printable(name), index_path);
     for (const TensorView& t : sf.tensors()) {
       auto it = wm->find(t.name);
-      if (it == wm->end())
-        fail("{}: tensor '{}' is not listed in {}", shard_path, printable(t.name), index_path);
+      if (it == wm->end()) fail("{}: tensor '{}' is not listed in {}", shard_path, printable(t.name), index_path);
     }
     add_file_tensors(sf, index_path);
+  }
+}
+
+TensorStore::TensorStore(const std::string& gguf_path,
+                         const std::function<std::optional<std::string>(std::string_view)>& name_of)
+    : dir_(gguf_path), gguf_(std::make_unique<GgufFile>(gguf_path)) {
+  for (const GgufTensor& t : gguf_->tensors()) {
+    const std::optional<std::string> name = name_of(t.name);
+    if (!name) continue;
+    const std::optional<DType> dtype = dtype_of_ggml(t.type);
+    if (!dtype)
+      fail("{}: tensor '{}' is {}: flora reads {} tensors", gguf_path, printable(t.name), ggml_type_name(t.type),
+           ggml_types_read());
+    if (by_name_.count(*name))
+      fail("{}: tensors '{}' and '{}' are both {}", gguf_path, printable(file_names_[*name]), printable(t.name), *name);
+    TensorView& v = gguf_views_.emplace_back();
+    v.name = t.name;
+    v.dtype = *dtype;
+    v.shape.assign(t.ne.rbegin(), t.ne.rend());
+    v.data = t.data;
+    v.nbytes = t.nbytes;
+    v.file = gguf_path;
+    by_name_.emplace(*name, &v);
+    file_names_.emplace(*name, t.name);
+    total_bytes_ += t.nbytes;
   }
 }
 
@@ -152,18 +170,18 @@ const TensorView* TensorStore::find(std::string_view name) const {
 
 const TensorView& TensorStore::get(std::string_view name) const {
   const TensorView* t = find(name);
+  if (!t && gguf_)
+    fail("{}: tensor '{}' not found (the file has {} tensors flora reads)", dir_, printable(name), by_name_.size());
   if (!t)
-    fail("{}: tensor '{}' not found (the model directory has {} tensors)", dir_,
-         printable(name), by_name_.size());
+    fail("{}: tensor '{}' not found (the model directory has {} tensors)", dir_, printable(name), by_name_.size());
   return *t;
 }
 
-const TensorView& TensorStore::get(std::string_view name,
-                                   const std::vector<int64_t>& expected_shape) const {
+const TensorView& TensorStore::get(std::string_view name, const std::vector<int64_t>& expected_shape) const {
   const TensorView& t = get(name);
   if (t.shape != expected_shape)
-    fail("{}: tensor '{}': expected shape {}, found {}", t.file, printable(t.name),
-         format_shape(expected_shape), format_shape(t.shape));
+    fail("{}: tensor '{}': expected shape {}, found {}", t.file, printable(t.name), format_shape(expected_shape),
+         format_shape(t.shape));
   return t;
 }
 

@@ -4,12 +4,16 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "io/gguf.h"
 #include "io/safetensors.h"
 
 namespace flora {
@@ -31,6 +35,12 @@ class TensorStore {
   // shard exists, every listed tensor is in its shard, no tensor is in two
   // shards, and no shard holds a tensor the index does not list.
   explicit TensorStore(const std::string& model_dir);
+  // The tensors of a GGUF file, under the names `name_of` gives them (nullopt:
+  // a tensor the caller does not read, left out). A view's shape is the GGUF
+  // ne reversed (rows first, as safetensors), its name the file's own, for
+  // messages. A named tensor of a type with no DType (dtype_of_ggml) fails.
+  TensorStore(const std::string& gguf_path, const std::function<std::optional<std::string>(std::string_view)>& name_of);
+  const GgufFile* gguf() const { return gguf_.get(); }  // null for a model directory
 
   const TensorView* find(std::string_view name) const;  // nullptr if absent
   // Fails "<dir>: tensor '<name>' not found ..." if absent.
@@ -39,7 +49,7 @@ class TensorStore {
   // "<file>: tensor '<name>': expected shape [2048, 64], found [64, 2048]".
   const TensorView& get(std::string_view name, const std::vector<int64_t>& expected_shape) const;
 
-  std::vector<std::string> names() const;  // sorted
+  std::vector<std::string> names() const;              // sorted
   size_t total_bytes() const { return total_bytes_; }  // sum of all tensors' nbytes
   const std::string& dir() const { return dir_; }
 
@@ -48,6 +58,9 @@ class TensorStore {
 
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;  // stable addresses for the views
+  std::unique_ptr<GgufFile> gguf_;
+  std::deque<TensorView> gguf_views_;                           // stable addresses
+  std::map<std::string, std::string, std::less<>> file_names_;  // name asked for -> the file's name (GGUF)
   std::map<std::string, const TensorView*, std::less<>> by_name_;
   size_t total_bytes_ = 0;
 };

@@ -192,7 +192,10 @@ std::vector<double> rope_inverse_frequencies(const LlamaConfig& c) {
   std::vector<double> inv(half);
   for (int64_t i = 0; i < half; ++i)
     inv[i] = 1.0 / std::pow(c.rope_theta, static_cast<double>(2 * i) / static_cast<double>(c.head_dim));
-  if (c.rope_scaling.type == "llama3") {
+  if (!c.rope_freq_factors.empty()) {
+    FLORA_ASSERT(static_cast<int64_t>(c.rope_freq_factors.size()) == half);
+    for (int64_t i = 0; i < half; ++i) inv[i] /= static_cast<double>(c.rope_freq_factors[i]);
+  } else if (c.rope_scaling.type == "llama3") {
     // As in Meta's reference (and HF's _compute_llama3_parameters): long
     // wavelengths are slowed by `factor`, short ones kept, the band between
     // interpolated.

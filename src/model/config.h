@@ -27,6 +27,10 @@ struct LlamaConfig {
   double rms_norm_eps = 1e-5;
   double rope_theta = 500000.0;
   RopeScaling rope_scaling;
+  // A GGUF's rope_freqs tensor (head_dim / 2), as llama.cpp reads it: inverse
+  // frequency i is rope_theta^(-2i / head_dim) / factor[i], in place of
+  // rope_scaling. Empty for a config.json.
+  std::vector<float> rope_freq_factors;
   bool tie_word_embeddings = false;
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "model/gguf_llama.h"
 #include "util/error.h"
 
 namespace flora {
@@ -32,17 +33,36 @@ void LlamaModel::nonfinite_found(const TensorView& t, int64_t k) {
   const std::string what =
       fmt::format("{}: tensor '{}': element {} is {}", t.file, t.name, k, nonfinite_name(t.data, t.dtype, k));
   if (!allow_nonfinite_)
-    fail("{} (expected finite weights: NaN or Inf in a weight makes the logits NaN, so the checkpoint is likely "
-         "broken; generate, logits, bench and eval load it anyway with --allow-nonfinite)",
-         what);
+    fail(
+        "{} (expected finite weights: NaN or Inf in a weight makes the logits NaN, so the checkpoint is likely "
+        "broken; generate, logits, bench and eval load it anyway with --allow-nonfinite)",
+        what);
   if (nonfinite_tensors_++ == 0) first_nonfinite_ = what;
 }
 
-MatrixRef LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols) {
+MatrixRef LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols, int64_t qk_head_dim) {
   const TensorView& t = store_->get(name, {rows, cols});
   if (t.dtype != DType::F32 && t.dtype != DType::BF16 && t.dtype != DType::F16)
     fail("{}: tensor '{}': expected dtype BF16, F16 or F32, found {}", t.file, name, dtype_name(t.dtype));
   const void* data = t.data;
+  if (store_->gguf() && qk_head_dim > 0) {
+    // Rows back in Hugging Face's order: a copy, row by row, into the arena
+    // or (reading in place) a buffer of its own.
+    const size_t row_bytes = t.nbytes / static_cast<size_t>(rows);
+    uint8_t* dst = nullptr;
+    if (arena_.data()) {
+      FLORA_ASSERT(arena_used_ + t.nbytes <= arena_.size());
+      dst = arena_.data() + arena_used_;
+      arena_used_ += (t.nbytes + 63) & ~size_t{63};
+    } else {
+      dst = aligned_copies_.emplace_back(t.nbytes).data();
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(dst + static_cast<size_t>(r) * row_bytes,
+                  t.data + static_cast<size_t>(gguf_row_of_hf_row(r, qk_head_dim)) * row_bytes, row_bytes);
+    if (const int64_t k = first_nonfinite(t); k >= 0) nonfinite_found(t, k);
+    return MatrixRef{dst, t.dtype, rows, cols, 0};
+  }
   if (arena_.data()) {  // copy into the huge-page arena, 64-byte aligned
     FLORA_ASSERT(arena_used_ + t.nbytes <= arena_.size());
     uint8_t* dst = arena_.data() + arena_used_;
@@ -102,8 +122,14 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, const Model
   auto m = std::unique_ptr<LlamaModel>(new LlamaModel());
   m->dir_ = dir;
   m->allow_nonfinite_ = options.allow_nonfinite;
-  m->config_ = LlamaConfig::from_file(dir + "/config.json");
-  m->store_ = std::make_unique<TensorStore>(dir);
+  const bool gguf = is_gguf_path(dir);
+  if (gguf) {
+    m->store_ = std::make_unique<TensorStore>(dir, hf_tensor_name);
+    m->config_ = llama_config_from_gguf(*m->store_->gguf());
+  } else {
+    m->config_ = LlamaConfig::from_file(dir + "/config.json");
+    m->store_ = std::make_unique<TensorStore>(dir);
+  }
   const LlamaConfig& c = m->config_;
   const int64_t d = c.hidden_size, f = c.intermediate_size;
 
@@ -111,6 +137,8 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, const Model
   // does not know (rotary caches some exporters add) are ignored.
   size_t matrix_bytes = 0;
   for (const auto& spec : llama_tensor_specs(c)) {
+    if (gguf && !m->store_->find(spec.name))
+      fail("{}: tensor '{}' not found (flora reads it as {})", dir, gguf_tensor_name(spec.name), spec.name);
     const TensorView& t = m->store_->get(spec.name, spec.shape);
     if (spec.shape.size() == 2) matrix_bytes += (t.nbytes + 63) & ~size_t{63};
   }
@@ -125,8 +153,8 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, const Model
     LayerWeights& w = m->layers_[l];
     w.attn_norm = m->vector_f32(p + "input_layernorm.weight", d);
     w.ffn_norm = m->vector_f32(p + "post_attention_layernorm.weight", d);
-    w.q = m->matrix(p + "self_attn.q_proj.weight", c.q_dim(), d);
-    w.k = m->matrix(p + "self_attn.k_proj.weight", c.kv_dim(), d);
+    w.q = m->matrix(p + "self_attn.q_proj.weight", c.q_dim(), d, c.head_dim);
+    w.k = m->matrix(p + "self_attn.k_proj.weight", c.kv_dim(), d, c.head_dim);
     w.v = m->matrix(p + "self_attn.v_proj.weight", c.kv_dim(), d);
     w.o = m->matrix(p + "self_attn.o_proj.weight", d, c.q_dim());
     w.gate = m->matrix(p + "mlp.gate_proj.weight", f, d);

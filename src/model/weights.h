@@ -40,7 +40,8 @@ struct ModelLoadOptions {
 class LlamaModel {
  public:
   // Reads DIR/config.json and the weights (model.safetensors, or the shards of
-  // model.safetensors.index.json). Checks every tensor's presence, shape and dtype.
+  // model.safetensors.index.json), or a GGUF file (a path that is a file:
+  // model/gguf_llama.h). Checks every tensor's presence, shape and dtype.
   // By default the weight matrices are copied into one anonymous buffer backed
   // by huge pages: on the virtual machines flora is measured on, decode from
   // the page cache's 4 KiB pages stalls every few steps (tg128 of the 1B shape:
@@ -69,7 +70,9 @@ class LlamaModel {
   size_t weight_bytes() const { return store_->total_bytes(); }
 
  private:
-  MatrixRef matrix(const std::string& name, int64_t rows, int64_t cols);
+  // qk_head_dim: the rows are q's or k's, which a GGUF holds in llama.cpp's
+  // order (model/gguf_llama.h): put back in Hugging Face's as they are read.
+  MatrixRef matrix(const std::string& name, int64_t rows, int64_t cols, int64_t qk_head_dim = 0);
   std::vector<float> vector_f32(const std::string& name, int64_t n);
   // Records (or, unless allowed, refuses) element k of t, the first non-finite one.
   void nonfinite_found(const TensorView& t, int64_t k);

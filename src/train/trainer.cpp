@@ -17,6 +17,7 @@
 #include "adapters/exec.h"
 #include "io/tensor_store.h"
 #include "model/dense_weights.h"
+#include "model/gguf_llama.h"
 #include "model/train_pass.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -93,7 +94,10 @@ Json trajectory_json(const TrainOptions& o) {
     j["rank"] = o.rank;
     j["alpha"] = o.alpha;
     j["targets"] = o.targets;
-    j["init"] = !o.init ? "auto" : *o.init == AdapterInit::Lora ? "lora" : *o.init == AdapterInit::Zero ? "zero" : "random";
+    j["init"] = !o.init                        ? "auto"
+                : *o.init == AdapterInit::Lora ? "lora"
+                : *o.init == AdapterInit::Zero ? "zero"
+                                               : "random";
     j["rslora"] = o.use_rslora;
     j["nonlinearity"] = o.nonlinearity;
     j["adapter_config"] = o.adapter_config;
@@ -164,11 +168,13 @@ struct Trainable {
 
 AdapterConfig adapter_config_of(const TrainOptions& o, const LlamaConfig& model) {
   if (!o.adapter_init.empty()) {
-    const Json j = parse_json(read_file(o.adapter_init + "/adapter_config.json"), o.adapter_init + "/adapter_config.json");
+    const Json j =
+        parse_json(read_file(o.adapter_init + "/adapter_config.json"), o.adapter_init + "/adapter_config.json");
     return AdapterConfig::from_json(j, o.adapter_init + "/adapter_config.json");
   }
   if (!o.adapter_config.empty()) {
-    AdapterConfig c = AdapterConfig::from_json(parse_json(read_file(o.adapter_config), o.adapter_config), o.adapter_config);
+    AdapterConfig c =
+        AdapterConfig::from_json(parse_json(read_file(o.adapter_config), o.adapter_config), o.adapter_config);
     c.init = o.init.value_or(c.family == AdapterFamily::FLoRA ? AdapterInit::Zero : AdapterInit::Lora);
     return c;
   }
@@ -236,8 +242,8 @@ std::string checkpoint_name(int64_t step) { return fmt::format("checkpoint-{}", 
 // Where a run starts: step 0, or the checkpoint `latest` names.
 struct StartPoint {
   int64_t step = 0;
-  std::string dir;          // the checkpoint this run started from ("" for a fresh run)
-  double logged_loss = 0;   // the loss logged at its step (the summary of a run with no step left)
+  std::string dir;         // the checkpoint this run started from ("" for a fresh run)
+  double logged_loss = 0;  // the loss logged at its step (the summary of a run with no step left)
 };
 
 // Drops the log lines of steps after `step` (they belong to lost steps). A run
@@ -323,9 +329,12 @@ void rotate_checkpoints(const std::string& out_dir, int64_t newest) {
     const std::string f = entry.path().filename().string();
     if (f.rfind("checkpoint-", 0) != 0) continue;
     const int64_t s = checkpoint_step(f);
-    if (s < 0 && (f.ends_with(".tmp") || f.ends_with(".old"))) fs::remove_all(entry.path());
-    else if (s > newest) fs::remove_all(entry.path());
-    else if (s >= 0 && entry.is_directory()) steps.push_back(s);
+    if (s < 0 && (f.ends_with(".tmp") || f.ends_with(".old")))
+      fs::remove_all(entry.path());
+    else if (s > newest)
+      fs::remove_all(entry.path());
+    else if (s >= 0 && entry.is_directory())
+      steps.push_back(s);
   }
   std::sort(steps.rbegin(), steps.rend());
   for (size_t i = kCheckpointsKept; i < steps.size(); ++i) fs::remove_all(out_dir + "/" + checkpoint_name(steps[i]));
@@ -387,8 +396,9 @@ StepResult train_step(const TrainOptions& o, int64_t step, int64_t total_steps, 
   double loss_sum = 0;
   int micro = 0;
   for (size_t m0 = b0; m0 < b1; m0 += static_cast<size_t>(o.micro_batch), ++micro) {
-    const std::vector<size_t> idx(order.begin() + static_cast<int64_t>(m0),
-                                  order.begin() + static_cast<int64_t>(std::min(b1, m0 + static_cast<size_t>(o.micro_batch))));
+    const std::vector<size_t> idx(
+        order.begin() + static_cast<int64_t>(m0),
+        order.begin() + static_cast<int64_t>(std::min(b1, m0 + static_cast<size_t>(o.micro_batch))));
     const Batch b = make_batch(data.examples, idx, pad_id);
     pass.set_dropout(o.dropout, o.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(step) * 1024 + micro);
     pass.run(TrainBatch{b.B, b.T, b.tokens.data(), b.targets.data()}, true, 1.0f / static_cast<float>(step_targets));
@@ -436,9 +446,13 @@ TrainSummary run_training(const TrainOptions& opts) {
 
   auto model = LlamaModel::load(o.model_dir);
   const LlamaConfig& cfg = model->config();
-  const std::string tok_path = o.model_dir + "/tokenizer.json";
-  if (!fs::exists(tok_path)) fail("{}: no tokenizer.json (training data is tokenised with the model's tokenizer)", o.model_dir);
-  const Tokenizer tokenizer = Tokenizer::from_file(tok_path);
+  if (o.full && is_gguf_path(o.model_dir))
+    fail(
+        "{}: --full on a GGUF file: full fine-tuning writes a model directory with the base's tokenizer.json; "
+        "fine-tune a model directory, or train an adapter on the GGUF",
+        o.model_dir);
+  // Training data is tokenised with the model's tokenizer.
+  const Tokenizer tokenizer = load_model_tokenizer(o.model_dir);
   DataOptions data_options;
   data_options.seq_len = o.seq_len;
   data_options.skip_bad = o.skip_bad;
@@ -488,8 +502,7 @@ TrainSummary run_training(const TrainOptions& opts) {
   make_directories(o.out_dir);
   const std::string log_path = o.out_dir + "/train_log.jsonl";
   const Json trajectory = trajectory_json(o);
-  const StartPoint start =
-      o.resume ? resume(o, trajectory, total_steps, cfg, tr, optimizer, log_path) : StartPoint{};
+  const StartPoint start = o.resume ? resume(o, trajectory, total_steps, cfg, tr, optimizer, log_path) : StartPoint{};
   if (!o.resume) start_fresh(o.out_dir, log_path);
   int64_t step = start.step;
   const int64_t first_step = step;
@@ -507,14 +520,14 @@ TrainSummary run_training(const TrainOptions& opts) {
   const int64_t die_in_checkpoint = test_hook("FLORA_TEST_DIE_IN_CHECKPOINT");
   const bool die_in_result = test_hook("FLORA_TEST_DIE_IN_RESULT") > 0;
 
-  std::fprintf(stderr, "train: %s, %lld trainable parameters (%.3f%% of %lld), %lld examples, %lld steps of %lld "
-               "sequences (micro-batch %lld), %d threads\n",
-               o.full ? "full fine-tuning" : tr.adapter->config.variant.c_str(),
-               static_cast<long long>(tr.parameter_count()),
-               100.0 * static_cast<double>(tr.parameter_count()) / static_cast<double>(cfg.parameter_count()),
-               static_cast<long long>(cfg.parameter_count()), static_cast<long long>(n),
-               static_cast<long long>(total_steps), static_cast<long long>(o.batch),
-               static_cast<long long>(o.micro_batch), threads);
+  std::fprintf(
+      stderr,
+      "train: %s, %lld trainable parameters (%.3f%% of %lld), %lld examples, %lld steps of %lld "
+      "sequences (micro-batch %lld), %d threads\n",
+      o.full ? "full fine-tuning" : tr.adapter->config.variant.c_str(), static_cast<long long>(tr.parameter_count()),
+      100.0 * static_cast<double>(tr.parameter_count()) / static_cast<double>(cfg.parameter_count()),
+      static_cast<long long>(cfg.parameter_count()), static_cast<long long>(n), static_cast<long long>(total_steps),
+      static_cast<long long>(o.batch), static_cast<long long>(o.micro_batch), threads);
 
   const bool tty = !o.quiet && ::isatty(2);
   TrainSummary summary;
@@ -546,8 +559,8 @@ TrainSummary run_training(const TrainOptions& opts) {
   int64_t order_epoch = -1;
   while (step < total_steps) {
     const int64_t epoch = step / steps_per_epoch, k = step % steps_per_epoch;
-    if (epoch != order_epoch) order = epoch_order(static_cast<size_t>(n), o.seed, static_cast<uint64_t>(epoch)),
-                              order_epoch = epoch;
+    if (epoch != order_epoch)
+      order = epoch_order(static_cast<size_t>(n), o.seed, static_cast<uint64_t>(epoch)), order_epoch = epoch;
     const size_t b0 = static_cast<size_t>(k * o.batch), b1 = std::min(order.size(), b0 + static_cast<size_t>(o.batch));
     const StepResult r = train_step(o, step, total_steps, data, order, b0, b1, pad_id, pass, tr, optimizer);
     ++step;
@@ -566,8 +579,7 @@ TrainSummary run_training(const TrainOptions& opts) {
     j["tokens_per_s"] = tps;
     j["elapsed_s"] = now_seconds() - t_start;
     log_line(j);
-    if (!o.quiet)
-      progress.update(step, fmt::format("loss {:.4f}  lr {:.2e}  {:.0f} tok/s", r.loss, r.lr, tps));
+    if (!o.quiet) progress.update(step, fmt::format("loss {:.4f}  lr {:.2e}  {:.0f} tok/s", r.loss, r.lr, tps));
     if (o.eval_every > 0 && step % o.eval_every == 0 && step < total_steps) validate(step);
     if (o.save_every > 0 && step % o.save_every == 0 && step < total_steps) checkpoint(step);
   }
