@@ -5,8 +5,10 @@
 #include <map>
 #include <set>
 
+#include "adapters/gguf_lora.h"
 #include "io/safetensors.h"
 #include "io/tensor_store.h"
+#include "model/gguf_llama.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/random.h"
@@ -123,8 +125,7 @@ void check_adapter_fits(const Adapter& adapter, const LlamaConfig& model, const 
          adapter.layers.size());
   // Expected shape of every (layer, target, matrix); {0, 0} where there is none.
   std::vector<std::array<std::array<std::array<int64_t, 2>, 3>, kTargets>> want(adapter.layers.size());
-  for (const Slot& s : slots(c, model))
-    want[s.layer][static_cast<int>(s.target)][s.which - 'A'] = {s.rows, s.cols};
+  for (const Slot& s : slots(c, model)) want[s.layer][static_cast<int>(s.target)][s.which - 'A'] = {s.rows, s.cols};
   for (size_t l = 0; l < adapter.layers.size(); ++l)
     for (Target t : kAllTargets)
       for (char which : {'A', 'B', 'C'}) {
@@ -132,8 +133,8 @@ void check_adapter_fits(const Adapter& adapter, const LlamaConfig& model, const 
         const auto& w = want[l][static_cast<int>(t)][which - 'A'];
         const bool sized = static_cast<int64_t>(m.data.size()) == m.rows * m.cols;
         if (m.rows == w[0] && m.cols == w[1] && sized) continue;
-        const std::string found = !sized   ? fmt::format("{} with {} values", format_shape({m.rows, m.cols}),
-                                                                 m.data.size())
+        const std::string found = !sized
+                                      ? fmt::format("{} with {} values", format_shape({m.rows, m.cols}), m.data.size())
                                   : m.empty() ? std::string("no matrix")
                                               : format_shape({m.rows, m.cols});
         fail("{}: layer {} {} {}: expected {} for the model {} (r = {}), found {}", name, l, target_module(t),
@@ -169,6 +170,7 @@ Adapter Adapter::create(const AdapterConfig& config, const LlamaConfig& model, u
 }
 
 Adapter Adapter::load(const std::string& dir, const LlamaConfig& model) {
+  if (is_gguf_path(dir)) return load_lora_gguf(dir, model);
   const std::string config_path = dir + "/adapter_config.json";
   const std::string weights_path = dir + "/adapter_model.safetensors";
   if (!file_exists(config_path))
@@ -179,26 +181,36 @@ Adapter Adapter::load(const std::string& dir, const LlamaConfig& model) {
   if (!file_exists(weights_path))
     fail("{}: not found (an adapter directory holds adapter_config.json and adapter_model.safetensors)", weights_path);
   const SafetensorsFile file(weights_path);
-  a.layers.resize(static_cast<size_t>(model.num_hidden_layers));
+  std::vector<std::string> names;
+  for (const TensorView& t : file.tensors()) names.push_back(t.name);
+  a.read_tensors(
+      model, [&](const std::string& name) { return file.find(name); }, names, weights_path, "adapter_config.json");
+  return a;
+}
+
+void Adapter::read_tensors(const LlamaConfig& model, const std::function<const TensorView*(const std::string&)>& find,
+                           const std::vector<std::string>& names, const std::string& file, const std::string& asker,
+                           const std::function<std::string(const std::string&)>& file_name_of) {
+  layers.assign(static_cast<size_t>(model.num_hidden_layers), LayerAdapter{});
   std::set<std::string> expected;
-  for (const Slot& s : slots(a.config, model)) {
-    const std::string name = tensor_name(a.config, s.layer, s.target, s.which);
+  for (const Slot& s : slots(config, model)) {
+    const std::string name = tensor_name(config, s.layer, s.target, s.which);
     expected.insert(name);
-    const TensorView* t = file.find(name);
+    const TensorView* t = find(name);
     if (!t)
-      fail("{}: tensor '{}' is missing (expected shape {}; adapter_config.json asks for it)", weights_path, name,
-           format_shape({s.rows, s.cols}));
+      fail("{}: tensor '{}' is missing (expected shape {}; {} asks for it)", file,
+           file_name_of ? file_name_of(name) : name, format_shape({s.rows, s.cols}), asker);
     if (t->dtype != DType::F32 && t->dtype != DType::BF16 && t->dtype != DType::F16)
-      fail("{}: tensor '{}': expected dtype F32, BF16 or F16, found {}", weights_path, name, dtype_name(t->dtype));
+      fail("{}: tensor '{}': expected dtype F32, BF16 or F16, found {}", file, t->name, dtype_name(t->dtype));
     if (t->shape != std::vector<int64_t>{s.rows, s.cols})
-      fail("{}: tensor '{}': expected shape {}, found {} (r = {} from adapter_config.json)", weights_path, name,
-           format_shape({s.rows, s.cols}), format_shape(t->shape), a.config.rank);
+      fail("{}: tensor '{}': expected shape {}, found {} (r = {} from {})", file, t->name,
+           format_shape({s.rows, s.cols}), format_shape(t->shape), config.rank, asker);
     // An adapter is small (a few percent of the model), and a NaN in it turns
     // every output NaN, so it is refused here with the place of the first one.
     if (const int64_t k = first_nonfinite(*t); k >= 0)
-      fail("{}: tensor '{}': element {} (row {}, column {}) is {}; expected finite values", weights_path, name, k,
+      fail("{}: tensor '{}': element {} (row {}, column {}) is {}; expected finite values", file, t->name, k,
            k / s.cols, k % s.cols, nonfinite_name(t->data, t->dtype, k));
-    AdapterMatrix& m = a.layers[s.layer].matrix(s.target, s.which);
+    AdapterMatrix& m = layers[s.layer].matrix(s.target, s.which);
     m = zeros(s.rows, s.cols);
     const size_t n = m.data.size();
     for (size_t k = 0; k < n; ++k) {
@@ -211,11 +223,10 @@ Adapter Adapter::load(const std::string& dir, const LlamaConfig& model) {
       }
     }
   }
-  for (const TensorView& t : file.tensors())
-    if (!expected.count(t.name))
-      fail("{}: unexpected tensor '{}' (not asked for by adapter_config.json for this model of {} layers)",
-           weights_path, printable(t.name), model.num_hidden_layers);
-  return a;
+  for (const std::string& name : names)
+    if (!expected.count(name))
+      fail("{}: unexpected tensor '{}' (not asked for by {} for this model of {} layers)", file, printable(name), asker,
+           model.num_hidden_layers);
 }
 
 void Adapter::save(const std::string& dir) const {

@@ -8,10 +8,12 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "adapters/config.h"
+#include "io/safetensors.h"
 #include "model/config.h"
 #include "ops/ops.h"
 
@@ -26,9 +28,9 @@ struct AdapterMatrix {
 };
 
 struct LayerAdapter {
-  std::array<AdapterMatrix, kTargets> A;  // (r, in_m) where config.forward[m]
-  std::array<AdapterMatrix, kTargets> B;  // (out_m, r) where LoRA forward[m] or FLoRA backward[m]
-  std::array<AdapterMatrix, kTargets> C;  // (r, r) where FLoRA carry[m]
+  std::array<AdapterMatrix, kTargets> A;        // (r, in_m) where config.forward[m]
+  std::array<AdapterMatrix, kTargets> B;        // (out_m, r) where LoRA forward[m] or FLoRA backward[m]
+  std::array<AdapterMatrix, kTargets> C;        // (r, r) where FLoRA carry[m]
   AdapterMatrix& matrix(Target t, char which);  // which: 'A', 'B' or 'C'
   const AdapterMatrix& matrix(Target t, char which) const;
 };
@@ -52,6 +54,7 @@ class Adapter {
   // missing or unexpected tensor, a wrong shape or dtype, an unknown module, a
   // NaN or Inf value is one clear error naming the file and the tensor.
   static Adapter load(const std::string& dir, const LlamaConfig& model);
+  // A path that is a file is read as llama.cpp's GGUF LoRA (adapters/gguf_lora.h).
   // Writes DIR/adapter_config.json and DIR/adapter_model.safetensors (F32), atomically.
   void save(const std::string& dir) const;
 
@@ -61,6 +64,17 @@ class Adapter {
   size_t bytes() const { return static_cast<size_t>(parameter_count()) * sizeof(float); }
   // PEFT's tensor name for matrix `which` ("A", "B", "C") of target t in layer l.
   static std::string tensor_name(const AdapterConfig& config, int64_t layer, Target t, char which);
+
+  // Fills `layers` with every matrix `config` asks for, looked up by its PEFT
+  // name through `find` (null: absent) and checked (dtype F32, BF16 or F16,
+  // shape, finite values); `names` are all the tensors of the file, none of
+  // which may be one the configuration does not ask for. Messages name
+  // `file` and `asker` (what holds the configuration). The two file formats
+  // of an adapter share it.
+  // `file_name_of` (optional) gives a missing tensor's name as the file spells it.
+  void read_tensors(const LlamaConfig& model, const std::function<const TensorView*(const std::string&)>& find,
+                    const std::vector<std::string>& names, const std::string& file, const std::string& asker,
+                    const std::function<std::string(const std::string&)>& file_name_of = {});
 };
 
 // Checks that `adapter` fits the model `model_name` (its directory, for the

@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <memory>
 
+#include "adapters/gguf_lora.h"
 #include "adapters/merge.h"
 #include "cli/commands.h"
 #include "model/config.h"
+#include "model/gguf_llama.h"
 #include "util/error.h"
 #include "util/timer.h"
 
@@ -41,7 +43,7 @@ void add_init_adapter(CLI::App& app, Action& action) {
   cmd->callback([&action, o, targets_opt] {
     const bool targets_given = targets_opt->count() > 0;
     action = [o, targets_given] {
-      const LlamaConfig model = LlamaConfig::from_file(o->model + "/config.json");
+      const LlamaConfig model = load_model_config(o->model);
       std::array<bool, kTargets> targets{true, true, true, true, true, true, true};
       const bool lora_family = lora_execution_of(o->variant).has_value();
       if (targets_given) {
@@ -61,6 +63,28 @@ void add_init_adapter(CLI::App& app, Action& action) {
                   static_cast<long long>(adapter.parameter_count()),
                   100.0 * static_cast<double>(adapter.parameter_count()) / static_cast<double>(model.parameter_count()),
                   static_cast<long long>(model.parameter_count()), adapter.bytes());
+    };
+  });
+}
+
+void add_export_lora(CLI::App& app, Action& action) {
+  auto* cmd =
+      app.add_subcommand("export-lora", "Write a LoRA adapter as llama.cpp's GGUF LoRA (llama-cli --lora FILE)");
+  struct Options {
+    std::string model, adapter, out;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("-m,--model", o->model, "Base model directory or .gguf file (the adapter's shapes)")->required();
+  cmd->add_option("--adapter", o->adapter, "Adapter directory (LoRA)")->required();
+  cmd->add_option("--out", o->out, "Output file (.gguf)")->required();
+  cmd->callback([&action, o] {
+    action = [o] {
+      const LlamaConfig model = load_model_config(o->model);
+      const Adapter adapter = Adapter::load(o->adapter, model);
+      export_lora_gguf(adapter, model, o->out);
+      std::fprintf(stderr, "export-lora: %s (r = %lld, alpha %g, %lld parameters) -> %s\n", o->adapter.c_str(),
+                   static_cast<long long>(adapter.config.rank), adapter.config.alpha,
+                   static_cast<long long>(adapter.parameter_count()), o->out.c_str());
     };
   });
 }

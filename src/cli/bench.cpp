@@ -134,7 +134,7 @@ void add_bench(CLI::App& app, Action& action) {
       ->capture_default_str();
   cmd->add_option("--alpha", o->alpha, "lora_alpha of the random adapters (default: 2 x the stored rank)");
   cmd->add_option("--adapter", o->adapter, "With --variants: also run this adapter directory")
-      ->check(CLI::ExistingDirectory);
+      ->check(CLI::ExistingPath);
   cmd->add_option("--json-out", o->json_out, "Also write the JSON to this file");
   cmd->callback([&action, o] {
     action = [o] {

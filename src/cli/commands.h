@@ -25,6 +25,7 @@ void add_score(CLI::App& app, Action& action);
 void add_eval(CLI::App& app, Action& action);
 void add_init_adapter(CLI::App& app, Action& action);
 void add_merge(CLI::App& app, Action& action);
+void add_export_lora(CLI::App& app, Action& action);
 void add_data(CLI::App& app, Action& action);
 void add_tokenizer(CLI::App& app, Action& action);
 void add_train(CLI::App& app, Action& action);

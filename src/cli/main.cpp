@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   flora::cli::add_eval(app, action);
   flora::cli::add_init_adapter(app, action);
   flora::cli::add_merge(app, action);
+  flora::cli::add_export_lora(app, action);
   flora::cli::add_data(app, action);
   flora::cli::add_tokenizer(app, action);
   flora::cli::add_train(app, action);

@@ -52,8 +52,8 @@ CLI::Validator token_count_check() {
 void check_fits_context(const LlamaModel& model, const std::string& what, int64_t tokens) {
   const int64_t context = model.config().max_position_embeddings;
   if (tokens > context)
-    fail("{} is {} tokens: expected at most the model's context, {} (max_position_embeddings in {}/config.json)",
-         what, tokens, context, model.dir());
+    fail("{} is {} tokens: expected at most the model's context, {} (max_position_embeddings in {}/config.json)", what,
+         tokens, context, model.dir());
 }
 
 void add_model_load_options(CLI::App* cmd, ModelLoadOptions& options) {
@@ -67,7 +67,8 @@ void add_model_load_options(CLI::App* cmd, ModelLoadOptions& options) {
 
 std::unique_ptr<LlamaModel> load_model(const std::string& dir, const ModelLoadOptions& options) {
   auto model = LlamaModel::load(dir, options);
-  if (!model->nonfinite_report().empty()) std::fprintf(stderr, "flora: warning: %s\n", model->nonfinite_report().c_str());
+  if (!model->nonfinite_report().empty())
+    std::fprintf(stderr, "flora: warning: %s\n", model->nonfinite_report().c_str());
   return model;
 }
 
@@ -80,8 +81,9 @@ void add_threads_option(CLI::App* cmd, int& threads) {
 
 void add_adapter_options(CLI::App* cmd, std::string& adapter_dir, std::string& lora_variant) {
   cmd->add_option("--adapter", adapter_dir,
-                  "Adapter directory (PEFT LoRA or FLoRA: adapter_config.json + adapter_model.safetensors)")
-      ->check(CLI::ExistingDirectory);
+                  "Adapter directory (PEFT LoRA or FLoRA: adapter_config.json + adapter_model.safetensors), or "
+                  "llama.cpp's GGUF LoRA file")
+      ->check(CLI::ExistingPath);
   lora_variant = "lora";
   cmd->add_option("--lora-variant", lora_variant,
                   "How a LoRA adapter runs: lora (unfused, as PEFT), pf-lora (A rows fused), lora-merged")

@@ -112,7 +112,8 @@ void add_serve(CLI::App& app, Action& action) {
         const std::string name = eq == std::string::npos ? dir_name(spec) : spec.substr(0, eq);
         const std::string dir = eq == std::string::npos ? spec : spec.substr(eq + 1);
         if (name.empty() || dir.empty()) fail("--adapter '{}': expected NAME=DIR", spec);
-        if (!std::filesystem::is_directory(dir)) fail("--adapter {}: {}: not a directory", name, dir);
+        if (!std::filesystem::exists(dir))
+          fail("--adapter {}: {}: no such adapter directory (or llama.cpp GGUF LoRA file)", name, dir);
         Adapter adapter = Adapter::load(dir, cfg);
         auto a = std::make_unique<AttachedAdapter>(*model, std::move(adapter), *execution);
         if (!a->exec())

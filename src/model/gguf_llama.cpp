@@ -242,6 +242,11 @@ Tokenizer load_model_tokenizer(const std::string& model_path) {
   return Tokenizer::from_file(path);
 }
 
+LlamaConfig load_model_config(const std::string& model_path) {
+  if (is_gguf_path(model_path)) return llama_config_from_gguf(GgufFile(model_path));
+  return LlamaConfig::from_file(model_path + "/config.json");
+}
+
 // ---- writing ----
 
 std::optional<GgufOutType> parse_gguf_out_type(std::string_view name) {

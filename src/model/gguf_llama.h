@@ -52,6 +52,8 @@ Tokenizer tokenizer_from_gguf(const GgufFile& file);
 
 // The tokenizer of a model path: DIR/tokenizer.json, or a GGUF's metadata.
 Tokenizer load_model_tokenizer(const std::string& model_path);
+// The configuration of a model path: DIR/config.json, or a GGUF's metadata.
+LlamaConfig load_model_config(const std::string& model_path);
 
 // What `flora quantize --type` writes: every matrix in one type (the norms and
 // RoPE factors stay F32, as llama.cpp's converter keeps them).

@@ -56,6 +56,24 @@ for spec in "f32 0.02" "f16 0.03" "bf16 0.1"; do
   check "logits-$t" "$flora" logits -m "$work/tiny-$t.gguf" --tokens "$tokens" -o "$work/flora-$t.safetensors"
   cases+="${cases:+,}{\"gguf\": \"$work/tiny-$t.gguf\", \"flora_logits\": \"$work/flora-$t.safetensors\", \"tolerance\": $tol}"
 done
+# A LoRA trained here, exported as llama.cpp's GGUF LoRA: flora reads it back
+# to the same logits, bit for bit (the same f32 values, q and k rows put back),
+# and llama.cpp applies it to the f32 base as flora does (measured 3.0e-2 where
+# the adapter moves the logits by up to 5.3: llama.cpp's f16 K and V cache
+# again, on larger keys and values).
+check init-lora "$flora" init-adapter -m "$work/tiny-f32.gguf" --variant lora --rank 4 --init random --seed 2 \
+  --out "$work/lora"
+check export-lora "$flora" export-lora -m "$work/tiny-f32.gguf" --adapter "$work/lora" --out "$work/lora.gguf"
+check logits-lora "$flora" logits -m "$work/tiny-f32.gguf" --adapter "$work/lora" --tokens "$tokens" \
+  -o "$work/flora-lora.safetensors"
+check logits-lora-gguf "$flora" logits -m "$work/tiny-f32.gguf" --adapter "$work/lora.gguf" --tokens "$tokens" \
+  -o "$work/flora-lora-gguf.safetensors"
+cmp -s "$work/flora-lora.safetensors" "$work/flora-lora-gguf.safetensors" && pass ||
+  fail_check "the exported LoRA read back gives other logits"
+cases+=",{\"gguf\": \"$work/tiny-f32.gguf\", \"lora\": \"$work/lora.gguf\", \"flora_logits\": \"$work/flora-lora.safetensors\", \"tolerance\": 0.06}"
+check init-ffba "$flora" init-adapter -m "$work/tiny" --variant ffba --rank 2 --out "$work/ffba2"
+expect_error export-flora "a ffba adapter \(FLoRA\) has no llama.cpp format" \
+  "$flora" export-lora -m "$work/tiny" --adapter "$work/ffba2" --out "$work/ffba2.gguf"
 texts=""
 for text in "Once upon a time" "The cat sat on the mat." "  two  spaces, 12345 digits" "naïve café"; do
   check "tokenize" "$flora" tokenize -m "$work/tiny-f32.gguf" --text "$text" --no-bos

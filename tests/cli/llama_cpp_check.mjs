@@ -3,7 +3,8 @@
 // computes from them (tests/cli/gguf.sh):
 //   node llama_cpp_check.mjs CONFIG.json
 // CONFIG: {src, tokens: [ids], texts: [{text, flora: [ids]}],
-//          cases: [{gguf, flora_logits (safetensors: logits F32 [T, V]), tolerance}]}
+//          cases: [{gguf, lora (optional: a GGUF LoRA file), flora_logits (safetensors: logits F32 [T, V]),
+//                   tolerance}]}
 // Per case: the logits of every position within `tolerance` of flora's (see
 // gguf.sh for why each is what it is), the same argmax wherever flora's top
 // two logits are more than 2 x tolerance apart, and the tokenizer's ids
@@ -35,9 +36,10 @@ function readSafetensors(path) {
 
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error', progressLogs: false });
 for (const c of config.cases) {
-  const label = c.gguf.split('/').pop();
+  const label = c.gguf.split('/').pop() + (c.lora ? ' + ' + c.lora.split('/').pop() : '');
   const model = await llama.loadModel({ modelPath: c.gguf });
-  const context = await model.createContext({ contextSize: 256, batchSize: 256, threads: 1 });
+  const context = await model.createContext({ contextSize: 256, batchSize: 256, threads: 1,
+    ...(c.lora ? { lora: { adapters: [{ filePath: c.lora, scale: 1 }] } } : {}) });
   const sequence = context.getSequence();
   const out = await sequence.controlledEvaluate(config.tokens.map((t) => [t, { generateNext: { logits: true } }]));
   const ref = readSafetensors(c.flora_logits);

@@ -23,7 +23,7 @@ check init-lora "$flora" init-adapter -m "$work/tiny" --variant lora --rank 2 --
 # Refused at start-up, each with one clear message.
 expect_error merged "a merged LoRA changes the base weights that every request shares" \
   "$flora" serve -m "$work/tiny" --adapter lora="$work/lora" --lora-variant lora-merged --port 0
-expect_error no-dir "--adapter x: $work/none: not a directory" "$flora" serve -m "$work/tiny" --adapter x="$work/none" --port 0
+expect_error no-dir "--adapter x: $work/none: no such adapter directory" "$flora" serve -m "$work/tiny" --adapter x="$work/none" --port 0
 expect_error taken "--adapter tiny: the name is already taken \(by the base model\)" \
   "$flora" serve -m "$work/tiny" --adapter tiny="$work/ffba" --port 0
 expect_error bad-ctx "--ctx 5000: expected 2 to the model's context, 2048" "$flora" serve -m "$work/tiny" --ctx 5000 --port 0
