@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -62,8 +64,8 @@ std::vector<double> read_f64(const SafetensorsFile& f, const std::string& name) 
 
 // The twin's golden forward (tokens, logits) for the base model or an adapter.
 TEST(TrainPass, ForwardMatchesTwinLogits) {
-  for (const std::string& variant : std::vector<std::string>{"", "lora", "ffa", "ffba", "ffba-aorb", "ffba-qg",
-                                                             "ffba-relu", "ffba-gelu"}) {
+  for (const std::string& variant :
+       std::vector<std::string>{"", "lora", "ffa", "ffba", "ffba-aorb", "ffba-qg", "ffba-relu", "ffba-gelu"}) {
     auto model = LlamaModel::load(kFixtures + "/f32");
     const std::string dir = variant.empty() ? kFixtures + "/f32" : kFixtures + "/adapters/" + variant;
     SafetensorsFile golden(dir + "/golden.safetensors");
@@ -82,7 +84,8 @@ TEST(TrainPass, ForwardMatchesTwinLogits) {
     pass.keep_logits(true);
     std::vector<int32_t> targets(T, -1);
     pass.run(TrainBatch{1, T, tokens.data(), targets.data()}, false, 1.0f);
-    EXPECT_LE(test::max_abs_error(pass.logits().data(), want.data(), static_cast<size_t>(T * V)), 1e-4) << (variant.empty() ? "base" : variant);
+    EXPECT_LE(test::max_abs_error(pass.logits().data(), want.data(), static_cast<size_t>(T * V)), 1e-4)
+        << (variant.empty() ? "base" : variant);
   }
 }
 
@@ -285,7 +288,8 @@ TEST_P(TwinSteps, LossesMatchTwin) {
     ASSERT_EQ(want.size(), 6u);
     for (int step = 0; step <= 5; ++step) {
       const double loss = pass.run(c.batch(), step < 5, 1.0f / static_cast<float>(c.count)) / c.count;
-      const double tol = (adamw && name == "lora" && step >= 3) ? std::vector<double>{1e-3, 3e-3, 3e-2}[step - 3] : 1e-4;
+      const double tol =
+          (adamw && name == "lora" && step >= 3) ? std::vector<double>{1e-3, 3e-3, 3e-2}[step - 3] : 1e-4;
       EXPECT_NEAR(loss, want[step], tol) << name << (adamw ? " adamw" : " sgd") << " step " << step;
       if (step == 5) break;
       const double norm = train::clip_grad_norm(slots, clip);
@@ -350,7 +354,8 @@ TEST(TrainPass, DropoutGradientsMatchFiniteDifferences) {
       const double h = 1e-3;
       const double d1 = (loss_at(h) - loss_at(-h)) / (2 * h), d2 = (loss_at(h / 2) - loss_at(-h / 2)) / h;
       const double numeric = (4 * d2 - d1) / 3;
-      EXPECT_NEAR(analytic, numeric, 5e-3 * std::fabs(numeric) + 1e-3) << variant << " matrices " << "ABC"[which];
+      EXPECT_NEAR(analytic, numeric, 5e-3 * std::fabs(numeric) + 1e-3) << variant << " matrices "
+                                                                       << "ABC"[which];
     }
   }
 }
@@ -408,6 +413,119 @@ TEST(TrainPass, MicroBatchesAccumulate) {
       }
   EXPECT_GT(largest, 1e-3);
   EXPECT_LE(worst, 1e-5 * largest + 1e-7);
+}
+
+// ---- What data parallelism rests on (train/trainer.cpp, train_step) ----
+//
+// A step's gradient is the left fold ((g_0 + g_1) + g_2) ... over its
+// micro-batches, each g_m computed into zeroed buffers, so that the rank that
+// runs micro-batch m is free to be any. That needs g_m to depend on micro-batch m
+// alone: not on what the pass (its scratch, its saved activations, its dropout
+// state) ran before, which a rank's earlier micro-batches would change.
+
+struct MicroBatches {
+  std::vector<int32_t> tokens = {379, 12, 200, 31, 7, 99, 150, 3, 379, 45, 46, 47, 48, 49, 50, 51};
+  std::vector<int32_t> targets = {12, 200, 31, 7, 99, 150, 3, -1, -1, 46, 47, 48, 49, 50, 51, -1};
+  // Micro-batch 0: both sequences (2 x 8); micro-batch 1: the second alone, then the first (1 x 8 each).
+  TrainBatch both() const { return {2, 8, tokens.data(), targets.data()}; }
+  TrainBatch one(int b) const { return {1, 8, tokens.data() + 8 * b, targets.data() + 8 * b}; }
+};
+
+// The trained values and gradients of one case (an adapter variant, or every
+// weight) with a pass over them; grads() is every gradient end to end.
+struct GradCase {
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<Adapter> adapter, adapter_grads;
+  std::unique_ptr<DenseWeights> dense, dense_grads;
+  TrainGrads dense_view;
+  std::optional<AdapterTrainView> adapter_view;
+  std::vector<train::ParamSlot> slots;
+  std::unique_ptr<TrainPass> pass;
+
+  GradCase(const std::string& variant, ThreadPool& pool) : model(LlamaModel::load(kFixtures + "/f32")) {
+    if (variant == "full") {
+      dense = std::make_unique<DenseWeights>(DenseWeights::from_model(*model));
+      dense_grads = std::make_unique<DenseWeights>(DenseWeights::zeros(model->config()));
+      dense_view = dense_grads->train_grads();
+      slots = train::dense_slots(*dense, *dense_grads);
+    } else {
+      adapter = std::make_unique<Adapter>(Adapter::load(kFixtures + "/adapters/" + variant, model->config()));
+      adapter_grads = std::make_unique<Adapter>(adapter->zeros_like());
+      adapter_view = make_adapter_train_view(adapter.get(), adapter_grads.get());
+      slots = train::adapter_slots(*adapter, *adapter_grads);
+    }
+    pass = std::make_unique<TrainPass>(model->config(), pool, dense ? dense->train_weights() : weights_view_of(*model),
+                                       dense ? &dense_view : nullptr, adapter_view ? &*adapter_view : nullptr, 16);
+  }
+  std::vector<float> grads() const {
+    std::vector<float> flat;
+    for (const auto& s : slots) flat.insert(flat.end(), s.grad, s.grad + s.size);
+    return flat;
+  }
+  void zero() {
+    for (const auto& s : slots) std::fill(s.grad, s.grad + s.size, 0.0f);
+  }
+};
+
+void expect_same_bits(const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  size_t differ = 0;
+  for (size_t i = 0; i < a.size(); ++i) differ += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+  EXPECT_EQ(differ, 0u) << what << ": " << differ << " of " << a.size() << " gradient elements differ";
+}
+
+// g_m from zeroed buffers is the same whatever the pass ran before it (a
+// batch of another shape, other dropout masks), bit for bit: every adapter
+// variant, with dropout, and full fine-tuning.
+TEST(TrainPass, MicroBatchGradientIsItsOwn) {
+  const MicroBatches mb;
+  ThreadPool pool(2);
+  std::vector<std::string> cases = kVariants;
+  cases.push_back("full");
+  for (const std::string& variant : cases) {
+    for (float dropout : {0.0f, 0.25f}) {
+      if (variant == "full" && dropout > 0) continue;  // adapter dropout only
+      GradCase before(variant, pool), alone(variant, pool);
+      before.pass->set_dropout(dropout, 11);
+      before.pass->run(mb.both(), true, 1.0f / 12);
+      before.zero();
+      before.pass->set_dropout(dropout, 12);
+      before.pass->run(mb.one(1), true, 1.0f / 12);
+      alone.pass->set_dropout(dropout, 12);
+      alone.pass->run(mb.one(1), true, 1.0f / 12);
+      const std::string what = variant + " dropout " + std::to_string(dropout);
+      expect_same_bits(before.grads(), alone.grads(), what);
+      EXPECT_EQ(before.pass->sequence_losses(), alone.pass->sequence_losses()) << what;
+    }
+  }
+}
+
+// For an adapter the pass adds a micro-batch's gradient into the buffers in
+// one addition per element (ops::weight_grad adds each dot product of the
+// micro-batch's rows once, and no adapter matrix gets two weight_grads in one
+// pass), so accumulating in place, as flora did before data parallelism, is
+// exactly the fold g_0 + g_1 of gradients from zero: one process's adapter
+// training gives the bits it always gave. (Full fine-tuning does not: the LM
+// head adds its rows in chunks, the embedding per token, so there the fold
+// is what defines the bits.)
+TEST(TrainPass, AdapterGradientsAccumulateInOneAddition) {
+  const MicroBatches mb;
+  ThreadPool pool(2);
+  for (const std::string& variant : kVariants) {
+    GradCase in_place(variant, pool), g0(variant, pool), g1(variant, pool);
+    in_place.pass->set_dropout(0.25f, 5);
+    in_place.pass->run(mb.both(), true, 1.0f / 24);
+    in_place.pass->set_dropout(0.25f, 6);
+    in_place.pass->run(mb.one(0), true, 1.0f / 24);
+    g0.pass->set_dropout(0.25f, 5);
+    g0.pass->run(mb.both(), true, 1.0f / 24);
+    g1.pass->set_dropout(0.25f, 6);
+    g1.pass->run(mb.one(0), true, 1.0f / 24);
+    std::vector<float> fold = g0.grads();
+    const std::vector<float> second = g1.grads();
+    for (size_t i = 0; i < fold.size(); ++i) fold[i] += second[i];
+    expect_same_bits(in_place.grads(), fold, variant);
+  }
 }
 
 // ---- Shapes across every block boundary (tools/torch_twin.py blocks-golden) ----

@@ -10,8 +10,10 @@
 #include <ctime>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "cli/commands.h"
+#include "dist/dist.h"
 #include "eval/evaluate.h"
 #include "model/gguf_llama.h"
 #include "util/error.h"
@@ -94,7 +96,8 @@ void run_eval(const EvalOptions& o) {
     fail("--mcq-mode loglik: expected --task mcq, found --task {}", o.task);
   // The data first: a bad record fails before the model loads.
   const RecordSet data = read_records(o.data, settings.task, o.skip_bad, o.limit);
-  for (const auto& msg : data.skip_messages) std::fprintf(stderr, "flora eval: skipped %s\n", msg.c_str());
+  for (const auto& msg : data.skip_messages)
+    if (dist::rank() == 0) std::fprintf(stderr, "flora eval: skipped %s\n", msg.c_str());
   auto model = load_model(o.model, o.load);
   // No sequence grows past the context, so a larger --max-new-tokens means the
   // same as the context and is clipped to it: evaluate() adds it to prompt
@@ -105,13 +108,18 @@ void run_eval(const EvalOptions& o) {
   const auto adapter = attach_adapter(*model, o.adapter, o.lora_variant);
   const EvalModel m{model.get(), &tok, &pool, adapter ? adapter->exec() : nullptr,
                     adapter ? adapter->layers() : nullptr};
-  Progress progress("example", static_cast<int64_t>(data.records.size()));
+  // Under mpirun each rank runs its share of the records; rank 0 alone shows its progress and writes.
+  const bool lead = dist::rank() == 0;
+  const dist::Share mine = dist::my_share(static_cast<int64_t>(data.records.size()));
+  std::optional<Progress> progress;
+  if (lead) progress.emplace("example", mine.end - mine.begin);
   double last_rate = 0;
   const EvalResult r = evaluate(m, data, settings, [&](const EvalProgress& p) {
     last_rate = p.seconds > 0 ? static_cast<double>(p.tokens) / p.seconds : 0.0;
-    progress.update(static_cast<int64_t>(p.done), fmt::format("{:.1f} tokens/s", last_rate));
+    if (progress) progress->update(static_cast<int64_t>(p.done), fmt::format("{:.1f} tokens/s", last_rate));
   });
-  progress.finish(fmt::format("{:.1f} tokens/s", last_rate));
+  if (!lead) return;
+  progress->finish(fmt::format("{:.1f} tokens/s", last_rate));
 
   Json run;
   run["model"] = o.model;

@@ -1,12 +1,32 @@
 // flora <command>: the command-line front end. Errors from any layer arrive
-// here as flora::Error and are printed once, with exit code 1.
+// here as flora::Error and are printed once, with exit code 1. Under mpirun
+// (dist/dist.h) an error on any rank is printed with the rank and ends every
+// rank of the job (MPI_Abort), so that none waits forever for it.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "dist/dist.h"
 #include "util/error.h"
 
+namespace {
+
+// MPI ends with the process: after a parse error or help text as after a command.
+struct DistSession {
+  DistSession(int* argc, char*** argv) {
+    try {
+      flora::dist::init(argc, argv);
+    } catch (const flora::Error& e) {
+      flora::dist::abort(e.what(), 1);
+    }
+  }
+  ~DistSession() { flora::dist::finalize(); }
+};
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  const DistSession dist(&argc, &argv);
   CLI::App app{"flora: Llama 3 inference and fine-tuning with fused FLoRA adapters"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Print the help of every command");
@@ -35,10 +55,12 @@ int main(int argc, char** argv) {
   try {
     if (action) action();
   } catch (const flora::Error& e) {
+    if (flora::dist::size() > 1) flora::dist::abort(e.what(), 1);
     std::fflush(stdout);
     std::fprintf(stderr, "flora: error: %s\n", e.what());
     return 1;
   } catch (const std::exception& e) {
+    if (flora::dist::size() > 1) flora::dist::abort(std::string("unexpected error: ") + e.what(), 1);
     std::fflush(stdout);
     std::fprintf(stderr, "flora: unexpected error: %s\n", e.what());
     return 1;

@@ -1,9 +1,11 @@
 // flora train: fine-tune an adapter of any variant, or every weight (--full),
-// on JSONL data (train/trainer.h describes the output directory).
+// on JSONL data (train/trainer.h describes the output directory); under
+// `mpirun -np N`, data-parallel and bit-identical to one process.
 #include <cstdio>
 #include <memory>
 
 #include "cli/commands.h"
+#include "dist/dist.h"
 #include "train/trainer.h"
 #include "util/error.h"
 
@@ -22,8 +24,9 @@ void add_train(CLI::App& app, Action& action) {
                   "Training data, JSONL: Alpaca {instruction, input, output}, chat {messages}, "
                   "{input_ids, labels} or {text}")
       ->required();
-  cmd->add_option("--eval-data", t.eval_data_path, "Validation data (same forms): loss at the start, end, and every "
-                                                   "--eval-every steps");
+  cmd->add_option("--eval-data", t.eval_data_path,
+                  "Validation data (same forms): loss at the start, end, and every "
+                  "--eval-every steps");
   cmd->add_option("--format", o->format, "Record form: auto (from the keys), alpaca, chat, tokenized, text")
       ->check(CLI::IsMember({"auto", "alpaca", "chat", "tokenized", "text"}))
       ->capture_default_str();
@@ -98,10 +101,18 @@ void add_train(CLI::App& app, Action& action) {
       // pf-lora and lora-merged are ways to run a LoRA adapter; training makes the adapter.
       if (t.variant == "pf-lora" || t.variant == "lora-merged") t.variant = "lora";
       const train::TrainSummary s = train::run_training(t);
+      if (dist::rank() != 0) return;
       std::printf("train: %lld steps, loss %.4f -> %.4f", static_cast<long long>(s.steps), s.first_loss, s.last_loss);
       if (s.eval_loss >= 0) std::printf(", validation loss %.4f", s.eval_loss);
       std::printf(", %.0f tokens/s, %.1f s, peak memory %.0f MiB -> %s\n", s.tokens_per_s, s.seconds,
                   static_cast<double>(s.peak_rss_bytes) / (1 << 20), s.result_dir.c_str());
+      if (dist::size() > 1 && s.train_steps > 0)
+        std::printf(
+            "train: %d ranks; per step rank 0 spent %.1f ms in communication and %.1f ms waiting for the "
+            "slowest rank, and sent %.3f MiB\n",
+            dist::size(), 1e3 * s.comm_seconds / static_cast<double>(s.train_steps),
+            1e3 * s.wait_seconds / static_cast<double>(s.train_steps),
+            static_cast<double>(s.comm_bytes) / static_cast<double>(s.train_steps) / (1 << 20));
     };
   });
 }

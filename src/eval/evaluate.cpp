@@ -7,6 +7,7 @@
 #include <memory>
 #include <random>
 
+#include "dist/dist.h"
 #include "model/forward.h"
 #include "model/generate.h"
 #include "util/error.h"
@@ -52,6 +53,37 @@ void report(const EvalProgressFn& progress, size_t done, size_t total, int64_t t
   if (progress) progress(EvalProgress{done, total, tokens, now_seconds() - t0});
 }
 
+// Under mpirun each rank runs the model on its share of the records
+// (dist::my_share) and fills items[share]; this fills the others' from them
+// (to_json / from_json: one item; msgpack keeps doubles exact), so that every
+// rank scores all records in record order, as one process does, and the
+// metrics are the same bits. With one process: nothing.
+template <typename T, typename ToJson, typename FromJson>
+void share_results(std::vector<T>& items, ToJson to_json, FromJson from_json) {
+  if (dist::size() == 1) return;
+  const int64_t n = static_cast<int64_t>(items.size());
+  const dist::Share mine = dist::my_share(n);
+  Json part = Json::array();
+  for (int64_t i = mine.begin; i < mine.end; ++i) part.push_back(to_json(items[static_cast<size_t>(i)]));
+  const std::vector<std::uint8_t> bytes = Json::to_msgpack(part);
+  const std::vector<std::string> all = dist::allgather(std::string(bytes.begin(), bytes.end()));
+  for (int r = 0; r < dist::size(); ++r) {
+    if (r == dist::rank()) continue;
+    const dist::Share theirs = dist::share(n, r, dist::size());
+    const Json got = Json::from_msgpack(all[static_cast<size_t>(r)]);
+    FLORA_ASSERT(static_cast<int64_t>(got.size()) == theirs.end - theirs.begin);
+    for (int64_t i = theirs.begin; i < theirs.end; ++i)
+      items[static_cast<size_t>(i)] = from_json(got[static_cast<size_t>(i - theirs.begin)]);
+  }
+}
+
+// A count summed over the ranks (each counted its own share).
+int64_t summed_over_ranks(int64_t mine) {
+  int64_t total = 0;
+  for (int64_t v : dist::allgather_values(std::vector<int64_t>{mine})) total += v;
+  return total;
+}
+
 // Prompts longer than the model's context are refused with the record's place.
 void check_prompt_length(const RecordSet& data, const EvalRecord& rec, int64_t tokens, int64_t room,
                          const LlamaConfig& cfg) {
@@ -76,24 +108,40 @@ void run_generate(const EvalModel& m, const RecordSet& data, EvalResult& r, cons
     longest = std::max(longest, n);
   }
   const int64_t context = std::min(cfg.max_position_embeddings, longest + s.max_new_tokens);
-  const int slots = static_cast<int>(std::min<size_t>(s.batch, N));
-  Forward forward(*m.model, *m.pool, context, m.adapter, m.layers, slots);
-  BatchedGenerationOptions o;
-  o.max_new_tokens = s.max_new_tokens;
-  o.sampling = s.sampling;
-  o.stop_ids = stop_token_ids(cfg, *m.tokenizer);
+  const dist::Share mine = dist::my_share(static_cast<int64_t>(N));
+  const size_t first = static_cast<size_t>(mine.begin), count = static_cast<size_t>(mine.end - mine.begin);
   std::vector<SequenceResult> outputs(N);
-  size_t done = 0;
-  int64_t tokens = 0;
-  const double t0 = now_seconds();
-  report(progress, 0, N, 0, t0);
-  const BatchedGenerationStats st = generate_batched(forward, prompts, o, [&](size_t i, SequenceResult&& out) {
-    tokens += static_cast<int64_t>(prompts[i].size() + out.tokens.size());
-    outputs[i] = std::move(out);
-    report(progress, ++done, N, tokens, t0);
-  });
-  r.prompt_tokens = st.prompt_tokens;
-  r.generated_tokens = st.generated_tokens;
+  BatchedGenerationStats st;
+  if (count > 0) {
+    const int slots = static_cast<int>(std::min<size_t>(s.batch, count));
+    Forward forward(*m.model, *m.pool, context, m.adapter, m.layers, slots);
+    BatchedGenerationOptions o;
+    o.max_new_tokens = s.max_new_tokens;
+    o.sampling = s.sampling;
+    o.sampling.seed += first;  // prompt i of this share is record first + i, which samples with seed + first + i
+    o.stop_ids = stop_token_ids(cfg, *m.tokenizer);
+    const std::vector<std::vector<int32_t>> share(prompts.begin() + mine.begin, prompts.begin() + mine.end);
+    size_t done = 0;
+    int64_t tokens = 0;
+    const double t0 = now_seconds();
+    report(progress, 0, count, 0, t0);
+    st = generate_batched(forward, share, o, [&](size_t i, SequenceResult&& out) {
+      tokens += static_cast<int64_t>(share[i].size() + out.tokens.size());
+      outputs[first + i] = std::move(out);
+      report(progress, ++done, count, tokens, t0);
+    });
+  }
+  share_results(
+      outputs,
+      [](const SequenceResult& o) {
+        return Json{{"tokens", o.tokens}, {"stopped", o.stopped}};
+      },
+      [](const Json& j) {
+        return SequenceResult{j.at("tokens").get<std::vector<int32_t>>(), j.at("stopped").get<bool>()};
+      });
+  r.prompt_tokens = summed_over_ranks(st.prompt_tokens);
+  r.generated_tokens = summed_over_ranks(st.generated_tokens);
+  r.forward_calls = summed_over_ranks(st.forward_calls);
 
   // Scored exactly as `flora score` scores the saved examples.
   std::vector<Example> examples(N);
@@ -123,7 +171,6 @@ void run_generate(const EvalModel& m, const RecordSet& data, EvalResult& r, cons
     r.counts["unparseable"] = unparsed;
   }
   r.counts["stopped_at_eos"] = stopped;
-  r.counts["forward_calls"] = st.forward_calls;
 }
 
 void run_loglik(const EvalModel& m, const RecordSet& data, EvalResult& r, const EvalProgressFn& progress) {
@@ -158,16 +205,20 @@ void run_loglik(const EvalModel& m, const RecordSet& data, EvalResult& r, const 
     check_prompt_length(data, recs[i], P, longest, cfg);
     context = std::max(context, P + longest);
   }
-  const int slots = static_cast<int>(std::min<size_t>(s.batch, N));
-  Forward forward(*m.model, *m.pool, context, m.adapter, m.layers, slots);
+  const dist::Share mine = dist::my_share(static_cast<int64_t>(N));
+  const size_t first = static_cast<size_t>(mine.begin), end = static_cast<size_t>(mine.end);
+  const int slots = static_cast<int>(std::max<size_t>(1, std::min<size_t>(s.batch, end - first)));
+  std::unique_ptr<Forward> forward_ptr;
+  if (end > first) forward_ptr = std::make_unique<Forward>(*m.model, *m.pool, context, m.adapter, m.layers, slots);
   std::vector<std::vector<float>> last(slots);  // (V) the prompt's last logits, per slot
   std::vector<double> last_lse(slots);
   std::vector<Forward::Chunk> chunks;
   int64_t tokens = 0;
   const double t0 = now_seconds();
-  report(progress, 0, N, 0, t0);
-  for (size_t g = 0; g < N; g += slots) {
-    const size_t members = std::min<size_t>(slots, N - g);
+  report(progress, 0, end - first, 0, t0);
+  for (size_t g = first; g < end; g += slots) {
+    Forward& forward = *forward_ptr;
+    const size_t members = std::min<size_t>(slots, end - g);
     // The prompts of the group side by side; each one's last logits score its continuations' first token.
     chunks.clear();
     for (size_t b = 0; b < members; ++b) {
@@ -209,9 +260,15 @@ void run_loglik(const EvalModel& m, const RecordSet& data, EvalResult& r, const 
         row += static_cast<int64_t>(cont.size());
       }
     }
-    report(progress, g + members, N, tokens, t0);
+    report(progress, g + members - first, end - first, tokens, t0);
   }
-  r.prompt_tokens = tokens;
+  std::vector<std::vector<double>> logprobs(N);  // per record, per continuation
+  for (size_t i = first; i < end; ++i) logprobs[i] = std::move(items[i].logprob);
+  share_results(
+      logprobs, [](const std::vector<double>& v) { return Json(v); },
+      [](const Json& j) { return j.get<std::vector<double>>(); });
+  for (size_t i = 0; i < N; ++i) items[i].logprob = std::move(logprobs[i]);
+  r.prompt_tokens = summed_over_ranks(tokens);
 
   size_t correct = 0, correct_norm = 0;
   for (size_t i = 0; i < N; ++i) {
@@ -256,15 +313,21 @@ void run_ppl(const EvalModel& m, const RecordSet& data, EvalResult& r, const Eva
   Forward forward(*m.model, *m.pool, s.ppl_window, m.adapter, m.layers, 1);
   const auto& recs = data.records;
   const size_t N = recs.size();
-  double total_nll = 0;
-  int64_t total_scored = 0, total_tokens = 0, run_tokens = 0;
+  struct Doc {
+    double nll = 0;
+    int64_t tokens = 0, scored = 0, run_tokens = 0;  // run: the window tokens run through the model
+  };
+  std::vector<Doc> docs(N);
+  const dist::Share mine = dist::my_share(static_cast<int64_t>(N));
+  const size_t first = static_cast<size_t>(mine.begin), end = static_cast<size_t>(mine.end);
+  int64_t run_tokens = 0;
   const double t0 = now_seconds();
-  report(progress, 0, N, 0, t0);
-  for (size_t i = 0; i < N; ++i) {
+  report(progress, 0, end - first, 0, t0);
+  for (size_t i = first; i < end; ++i) {
     const std::vector<int32_t> ids = encode_prompt(*m.tokenizer, recs[i].text);
     const int64_t n = static_cast<int64_t>(ids.size());
     double nll = 0;
-    int64_t scored = 0;
+    int64_t scored = 0, doc_run = 0;
     for (const PplWindow& w : ppl_windows(n, s.ppl_window, s.ppl_stride)) {
       forward.reset();
       // Context before the first scored target: run, logits not needed.
@@ -280,21 +343,39 @@ void run_ppl(const EvalModel& m, const RecordSet& data, EvalResult& r, const Eva
         }
         scored += rows;
       }
-      run_tokens += w.end - 1 - w.begin;
+      doc_run += w.end - 1 - w.begin;
     }
-    total_nll += nll;
-    total_scored += scored;
-    total_tokens += n;
+    docs[i] = Doc{nll, n, scored, doc_run};
+    run_tokens += doc_run;
+    report(progress, i + 1 - first, end - first, run_tokens, t0);
+  }
+  share_results(
+      docs,
+      [](const Doc& d) {
+        return Json{{"nll", d.nll}, {"tokens", d.tokens}, {"scored", d.scored}, {"run", d.run_tokens}};
+      },
+      [](const Json& j) {
+        return Doc{j.at("nll").get<double>(), j.at("tokens").get<int64_t>(), j.at("scored").get<int64_t>(),
+                   j.at("run").get<int64_t>()};
+      });
+  double total_nll = 0;
+  int64_t total_scored = 0, total_tokens = 0;
+  run_tokens = 0;
+  for (size_t i = 0; i < N; ++i) {
+    const Doc& d = docs[i];
+    total_nll += d.nll;
+    total_scored += d.scored;
+    total_tokens += d.tokens;
+    run_tokens += d.run_tokens;
     Json j = record_fields(recs[i], i);
-    j["tokens"] = n;
-    j["scored_tokens"] = scored;
-    j["nll"] = nll;
-    if (scored > 0) {
-      j["mean_nll"] = nll / static_cast<double>(scored);
-      j["perplexity"] = std::exp(nll / static_cast<double>(scored));
+    j["tokens"] = d.tokens;
+    j["scored_tokens"] = d.scored;
+    j["nll"] = d.nll;
+    if (d.scored > 0) {
+      j["mean_nll"] = d.nll / static_cast<double>(d.scored);
+      j["perplexity"] = std::exp(d.nll / static_cast<double>(d.scored));
     }
     r.examples.push_back(std::move(j));
-    report(progress, i + 1, N, run_tokens, t0);
   }
   if (total_scored == 0) fail("{}: no token to score (every text has fewer than 2 tokens)", data.path);
   const double mean = total_nll / static_cast<double>(total_scored);
@@ -392,6 +473,7 @@ Json results_json(const EvalResult& r, const RecordSet& data, const Json& run) {
                 {"generated_tokens", r.generated_tokens},
                 {"tokens_per_s", r.seconds > 0 ? total / r.seconds : 0.0},
                 {"generated_tokens_per_s", r.seconds > 0 ? r.generated_tokens / r.seconds : 0.0}};
+  if (r.forward_calls > 0) j["speed"]["forward_calls"] = r.forward_calls;
   j["skip_messages"] = data.skip_messages;
   return j;
 }

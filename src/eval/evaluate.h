@@ -21,6 +21,15 @@
 // ppl: every document is [bos] + its tokens, scored with the sliding windows of
 // ppl_windows(); perplexity = exp(total NLL / scored tokens) over all documents
 // (natural log).
+//
+// Under `mpirun -np N` (dist/dist.h) each rank runs the model on a contiguous
+// share of the records (dist::share), the per-record results (generated
+// tokens, log-likelihoods, NLLs) are gathered to every rank, and each scores
+// all records in record order: the metrics, counts and examples are those of
+// one process, bit for bit (a record's results do not depend on the records
+// beside it, and sampling seeds follow the record's index). Only the `speed`
+// block of results.json says how the run went (times, forward calls summed
+// over the ranks).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -82,6 +91,7 @@ struct EvalResult {
   std::vector<Json> examples;    // the lines of examples.jsonl, in record order
   int64_t prompt_tokens = 0;     // prompts (and loglik continuations, ppl windows) run
   int64_t generated_tokens = 0;  // generated (generation modes)
+  int64_t forward_calls = 0;     // generation modes: batched forward calls (summed over the ranks)
   double seconds = 0;
   double metric(const std::string& name) const;  // fails if absent
 };

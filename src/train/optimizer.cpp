@@ -59,6 +59,17 @@ const std::vector<float>& Optimizer::v(size_t i) const {
   return v_.empty() ? none : v_[i];
 }
 
+std::vector<std::vector<float>*> Optimizer::state_buffers() {
+  std::vector<std::vector<float>*> out;
+  for (size_t i = 0; i < m_.size(); ++i) out.push_back(&m_[i]), out.push_back(&v_[i]);
+  return out;
+}
+
+void Optimizer::set_step_count(int64_t steps) {
+  if (steps < 0) fail("optimizer: expected a step count >= 0, found {}", steps);
+  step_ = steps;
+}
+
 void Optimizer::step(double lr) {
   if (!(lr >= 0) || !std::isfinite(lr)) fail("optimizer: expected a learning rate >= 0, found {}", lr);
   ++step_;

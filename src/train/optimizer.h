@@ -57,6 +57,12 @@ class Optimizer {
   // AdamW's moments of slot i, (size) each; empty for SGD.
   const std::vector<float>& m(size_t i) const;
   const std::vector<float>& v(size_t i) const;
+  // The whole state as buffers, for handing it from one rank to the others
+  // (a run resumed under mpirun: rank 0 reads the checkpoint): AdamW's m and v
+  // of every slot, in slot order, (size) each; none for SGD. With the step
+  // count, set_step_count() and the slots' values, an optimiser equal to the sender's.
+  std::vector<std::vector<float>*> state_buffers();
+  void set_step_count(int64_t steps);
 
   // The state as safetensors (written atomically): F32 tensors "m.<name>" and
   // "v.<name>" of shape [size] per slot (none for SGD), and __metadata__

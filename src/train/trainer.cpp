@@ -15,6 +15,7 @@
 
 #include "adapters/adapter.h"
 #include "adapters/exec.h"
+#include "dist/dist.h"
 #include "io/tensor_store.h"
 #include "model/dense_weights.h"
 #include "model/gguf_llama.h"
@@ -164,6 +165,35 @@ struct Trainable {
   void zero_grads() {
     for (const ParamSlot& s : slots) std::fill(s.grad, s.grad + s.size, 0.0f);
   }
+
+  // The gradients of every slot end to end, in slot order: (grad_floats()) floats.
+  int64_t grad_floats() const {
+    int64_t n = 0;
+    for (const ParamSlot& s : slots) n += s.size;
+    return n;
+  }
+  // acc += the slots' gradients (one addition per element), or out = them.
+  void add_grads_to(std::vector<float>& acc) const {
+    float* a = acc.data();
+    for (const ParamSlot& s : slots)
+      for (int64_t i = 0; i < s.size; ++i) *a++ += s.grad[i];
+  }
+  void copy_grads_to(std::vector<float>& out) const {
+    out.resize(static_cast<size_t>(grad_floats()));
+    float* o = out.data();
+    for (const ParamSlot& s : slots) o = std::copy(s.grad, s.grad + s.size, o);
+  }
+  void set_grads(const std::vector<float>& from) {
+    const float* f = from.data();
+    for (const ParamSlot& s : slots) {
+      std::copy(f, f + s.size, s.grad);
+      f += s.size;
+    }
+  }
+  // Every rank gets `root`'s values (a resumed run: rank 0 read the checkpoint).
+  void broadcast_values(int root) {
+    for (const ParamSlot& s : slots) dist::broadcast(s.value, s.size * static_cast<int64_t>(sizeof(float)), root);
+  }
 };
 
 AdapterConfig adapter_config_of(const TrainOptions& o, const LlamaConfig& model) {
@@ -219,21 +249,28 @@ void check_options(const TrainOptions& o) {
 // Mean loss over the targets of a dataset, forward only. Summed sequence by
 // sequence in data order, so it does not depend on --micro-batch: a run that
 // starts from an adapter logs the loss its maker ended with, bit for bit.
+// Under mpirun each rank runs its share of the micro-batches (dist::share) and
+// the sequence losses are gathered, in data order, before the sum: the same
+// value on every rank, and the same as one process's.
 double evaluate(TrainPass& pass, const Dataset& data, int64_t micro_batch, int32_t pad_id) {
   // Without dropout (as PEFT's eval mode): the training steps set it anew for
   // each micro-batch, and a validation must not depend on the masks of the step
   // before it (a run resumed at its last step has drawn none).
   pass.set_dropout(0, 0);
-  double loss = 0;
-  int64_t count = 0;
-  for (size_t i = 0; i < data.examples.size(); i += static_cast<size_t>(micro_batch)) {
+  const size_t n = data.examples.size(), mb = static_cast<size_t>(micro_batch);
+  const dist::Share mine = dist::my_share(static_cast<int64_t>((n + mb - 1) / mb));
+  std::vector<double> losses;  // this rank's sequences, in data order
+  for (size_t i = static_cast<size_t>(mine.begin) * mb; i < static_cast<size_t>(mine.end) * mb; i += mb) {
     std::vector<size_t> idx;
-    for (size_t j = i; j < std::min(data.examples.size(), i + static_cast<size_t>(micro_batch)); ++j) idx.push_back(j);
+    for (size_t j = i; j < std::min(n, i + mb); ++j) idx.push_back(j);
     const Batch b = make_batch(data.examples, idx, pad_id);
     pass.run(TrainBatch{b.B, b.T, b.tokens.data(), b.targets.data()}, false, 1.0f);
-    for (double l : pass.sequence_losses()) loss += l;
-    count += b.target_count;
+    losses.insert(losses.end(), pass.sequence_losses().begin(), pass.sequence_losses().end());
   }
+  double loss = 0;
+  for (double l : dist::allgather_values(losses)) loss += l;
+  int64_t count = 0;
+  for (const Example& e : data.examples) count += target_count(e);
   return count > 0 ? loss / static_cast<double>(count) : 0.0;
 }
 
@@ -379,31 +416,83 @@ std::string write_result(const TrainOptions& o, const Trainable& tr, bool die_in
 struct StepResult {
   double loss = 0, grad_norm = 0, lr = 0;
   int64_t tokens = 0;
+  // Under mpirun, this rank's time in the step's sums and gathers (comm_s) and,
+  // before them, waiting for the slowest rank to finish its micro-batches (wait_s).
+  double comm_s = 0, wait_s = 0;
 };
 
-// One optimiser step over the sequences order[b0, b1): micro-batches of
-// o.micro_batch accumulate the gradient of the mean loss over the step's
-// targets (whatever the micro-batching), then clipping and the update.
+// Where a step's gradient is summed: acc (G) = every slot's gradient end to
+// end; held (ranks > 0): the gradient of each of this rank's micro-batches
+// (G each), until the sum over the micro-batches before them arrives.
+struct StepGrads {
+  std::vector<float> acc;
+  std::vector<std::vector<float>> held;
+};
+
+// One optimiser step over the sequences order[b0, b1): the gradient of the
+// mean loss over the step's targets (whatever the micro-batching), then
+// clipping and the update.
+//
+// The step's gradient is a left fold over its micro-batches in data order,
+// ((g_0 + g_1) + g_2) + ..., each g_m computed by the pass into zeroed buffers.
+// The pass does not add a micro-batch into a non-zero buffer in one addition
+// per element (full fine-tuning adds the LM head's rows in chunks, the
+// embedding's per token, the norms' per row), so accumulating on top of the
+// last micro-batch would tie each micro-batch to the one before; a g_m from
+// zero depends on micro-batch m alone (TrainPass.MicroBatchGradientIsItsOwn),
+// and any rank can compute it. Each rank runs a contiguous share of the
+// micro-batches (dist::share); rank 0 folds its own into acc, the others keep
+// theirs in `held` and add them, in order, to the running sum that
+// dist::ordered_fold passes from rank to rank; the whole sum comes back to
+// every rank, which applies the same update. One process is the one-rank case
+// of this and gives the same bits as N ranks for any N. For an adapter the
+// pass does add each micro-batch in one addition per element, so this is also
+// exactly what accumulating in place gave before
+// (TrainPass.AdapterGradientsAccumulateInOneAddition). Sequence losses are
+// gathered in data order and summed in that order, as before.
 StepResult train_step(const TrainOptions& o, int64_t step, int64_t total_steps, const Dataset& data,
                       const std::vector<size_t>& order, size_t b0, size_t b1, int32_t pad_id, TrainPass& pass,
-                      Trainable& tr, Optimizer& optimizer) {
+                      Trainable& tr, Optimizer& optimizer, StepGrads& sg) {
   StepResult r;
   int64_t step_targets = 0;
   for (size_t i = b0; i < b1; ++i) {
     step_targets += target_count(data.examples[order[i]]);
     r.tokens += static_cast<int64_t>(data.examples[order[i]].input_ids.size());
   }
-  double loss_sum = 0;
-  int micro = 0;
-  for (size_t m0 = b0; m0 < b1; m0 += static_cast<size_t>(o.micro_batch), ++micro) {
-    const std::vector<size_t> idx(
-        order.begin() + static_cast<int64_t>(m0),
-        order.begin() + static_cast<int64_t>(std::min(b1, m0 + static_cast<size_t>(o.micro_batch))));
+  const size_t mb = static_cast<size_t>(o.micro_batch);
+  // A last step of fewer sequences has fewer micro-batches; the shares stay contiguous.
+  const dist::Share mine = dist::my_share(static_cast<int64_t>((b1 - b0 + mb - 1) / mb));
+  const bool folds_in_place = dist::rank() == 0;
+  sg.acc.assign(static_cast<size_t>(tr.grad_floats()), 0.0f);
+  sg.held.resize(folds_in_place ? 0 : static_cast<size_t>(mine.end - mine.begin));
+  std::vector<double> losses;  // this rank's sequences, in data order
+  for (int64_t micro = mine.begin; micro < mine.end; ++micro) {
+    const size_t m0 = b0 + static_cast<size_t>(micro) * mb;
+    const std::vector<size_t> idx(order.begin() + static_cast<int64_t>(m0),
+                                  order.begin() + static_cast<int64_t>(std::min(b1, m0 + mb)));
     const Batch b = make_batch(data.examples, idx, pad_id);
-    pass.set_dropout(o.dropout, o.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(step) * 1024 + micro);
+    pass.set_dropout(
+        o.dropout, o.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(step) * 1024 + static_cast<uint64_t>(micro));
+    tr.zero_grads();
     pass.run(TrainBatch{b.B, b.T, b.tokens.data(), b.targets.data()}, true, 1.0f / static_cast<float>(step_targets));
-    for (double l : pass.sequence_losses()) loss_sum += l;  // data order: --micro-batch does not change it
+    losses.insert(losses.end(), pass.sequence_losses().begin(), pass.sequence_losses().end());
+    if (folds_in_place)
+      tr.add_grads_to(sg.acc);
+    else
+      tr.copy_grads_to(sg.held[static_cast<size_t>(micro - mine.begin)]);
   }
+  dist::barrier();  // the wait for the slowest rank, apart from the sum's own time
+  const dist::CommStats comm0 = dist::comm_stats();
+  dist::ordered_fold(sg.acc.data(), static_cast<int64_t>(sg.acc.size()), [&](float* acc, int64_t e0, int64_t e1) {
+    for (const std::vector<float>& g : sg.held)
+      for (int64_t i = e0; i < e1; ++i) acc[i] += g[static_cast<size_t>(i)];
+  });
+  tr.set_grads(sg.acc);
+  double loss_sum = 0;
+  for (double l : dist::allgather_values(losses)) loss_sum += l;  // data order: --micro-batch does not change it
+  const dist::CommStats comm1 = dist::comm_stats();
+  r.comm_s = comm1.seconds - comm0.seconds;
+  r.wait_s = comm1.wait_seconds - comm0.wait_seconds;
   r.loss = loss_sum / static_cast<double>(step_targets);
   r.grad_norm = clip_grad_norm(tr.slots, o.clip_norm);
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm))
@@ -411,8 +500,52 @@ StepResult train_step(const TrainOptions& o, int64_t step, int64_t total_steps, 
          r.grad_norm);
   r.lr = learning_rate(o.schedule, o.lr, step, o.warmup_steps, total_steps);
   optimizer.step(r.lr);
-  tr.zero_grads();
   return r;
+}
+
+// The ranks of a run must agree on everything that decides the trajectory:
+// their options and their copy of the data (each host reads its own). Each
+// rank's description is gathered and compared with rank 0's.
+void check_ranks_agree(const Json& trajectory, const Dataset& data, const Dataset& eval_data) {
+  if (dist::size() == 1) return;
+  auto digest = [](const Dataset& d) {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a over every token and label
+    auto mix = [&h](int32_t v) {
+      for (int k = 0; k < 4; ++k) h = (h ^ ((static_cast<uint32_t>(v) >> (8 * k)) & 0xff)) * 1099511628211ull;
+    };
+    for (const Example& e : d.examples) {
+      mix(static_cast<int32_t>(e.input_ids.size()));
+      for (int32_t t : e.input_ids) mix(t);
+      for (int32_t t : e.labels) mix(t);
+    }
+    return fmt::format("{} examples, digest {:016x}", d.examples.size(), h);
+  };
+  Json mine = trajectory;
+  mine["data (as read)"] = digest(data);
+  mine["eval_data (as read)"] = digest(eval_data);
+  const std::vector<std::string> all = dist::allgather(mine.dump());
+  const Json first = Json::parse(all[0]);
+  for (size_t r = 1; r < all.size(); ++r) {
+    const Json other = Json::parse(all[r]);
+    for (auto it = first.begin(); it != first.end(); ++it)
+      if (!other.contains(it.key()) || other.at(it.key()) != it.value())
+        fail("rank {} has {} = {}, rank 0 has {} = {}: every rank of a run needs the same options and data", r,
+             it.key(), other.contains(it.key()) ? other.at(it.key()).dump() : "(none)", it.key(), it.value().dump());
+  }
+}
+
+// N ranks split every step's micro-batches evenly: N must divide them.
+void check_ranks_divide(const TrainOptions& o) {
+  const int ranks = dist::size();
+  const int64_t micros = (o.batch + o.micro_batch - 1) / o.micro_batch;
+  if (micros % ranks == 0) return;
+  std::string fits;
+  for (int64_t k = 1; k <= micros; ++k)
+    if (micros % k == 0) fits += fmt::format("{}{}", fits.empty() ? "" : ", ", k);
+  fail(
+      "{} ranks (mpirun -np {}): expected a number of ranks that divides the {} micro-batches of a step (--batch {} "
+      "/ --micro-batch {}): {}",
+      ranks, ranks, micros, o.batch, o.micro_batch, fits);
 }
 
 }  // namespace
@@ -457,13 +590,19 @@ TrainSummary run_training(const TrainOptions& opts) {
   data_options.seq_len = o.seq_len;
   data_options.skip_bad = o.skip_bad;
   data_options.format = o.format;
+  // Under mpirun every rank reads the model and data itself; rank 0 alone
+  // speaks, and alone reads and writes --out (it need not exist elsewhere).
+  const bool lead = dist::rank() == 0;
+  check_ranks_divide(o);
   const Dataset data = load_jsonl(o.data_path, tokenizer, data_options);
-  std::fprintf(stderr, "train: %s: %s\n", o.data_path.c_str(), data.stats.summary().c_str());
-  for (const std::string& m : data.stats.skip_messages) std::fprintf(stderr, "  skipped %s\n", m.c_str());
+  if (lead) std::fprintf(stderr, "train: %s: %s\n", o.data_path.c_str(), data.stats.summary().c_str());
+  for (const std::string& m : data.stats.skip_messages)
+    if (lead) std::fprintf(stderr, "  skipped %s\n", m.c_str());
   Dataset eval_data;
   if (!o.eval_data_path.empty()) {
     eval_data = load_jsonl(o.eval_data_path, tokenizer, data_options);
-    std::fprintf(stderr, "train: %s (validation): %s\n", o.eval_data_path.c_str(), eval_data.stats.summary().c_str());
+    if (lead)
+      std::fprintf(stderr, "train: %s (validation): %s\n", o.eval_data_path.c_str(), eval_data.stats.summary().c_str());
   }
   const int32_t pad_id = tokenizer.eos_ids().empty() ? 0 : static_cast<int32_t>(tokenizer.eos_ids()[0]);
 
@@ -499,37 +638,60 @@ TrainSummary run_training(const TrainOptions& opts) {
   const int64_t steps_per_epoch = (n + o.batch - 1) / o.batch;
   const int64_t total_steps = o.max_steps > 0 ? o.max_steps : o.epochs * steps_per_epoch;
 
-  make_directories(o.out_dir);
   const std::string log_path = o.out_dir + "/train_log.jsonl";
   const Json trajectory = trajectory_json(o);
-  const StartPoint start = o.resume ? resume(o, trajectory, total_steps, cfg, tr, optimizer, log_path) : StartPoint{};
-  if (!o.resume) start_fresh(o.out_dir, log_path);
+  check_ranks_agree(trajectory, data, eval_data);
+  StartPoint start;
+  if (lead) {
+    make_directories(o.out_dir);
+    if (o.resume)
+      start = resume(o, trajectory, total_steps, cfg, tr, optimizer, log_path);
+    else
+      start_fresh(o.out_dir, log_path);
+  }
+  if (o.resume) {  // rank 0 read the checkpoint: its values, moments and step go to every rank
+    dist::broadcast_value(start.step, 0);
+    dist::broadcast_value(start.logged_loss, 0);
+    tr.broadcast_values(0);
+    for (std::vector<float>* b : optimizer.state_buffers())
+      dist::broadcast(b->data(), static_cast<int64_t>(b->size() * sizeof(float)), 0);
+    int64_t optimizer_steps = optimizer.step_count();
+    dist::broadcast_value(optimizer_steps, 0);
+    optimizer.set_step_count(optimizer_steps);
+  }
   int64_t step = start.step;
   const int64_t first_step = step;
   Json config_json = trajectory;
   config_json["eval_data"] = o.eval_data_path;
   config_json["threads"] = threads;
+  if (dist::size() > 1) config_json["ranks"] = dist::size();
   config_json["trainable_parameters"] = tr.parameter_count();
   config_json["total_steps"] = total_steps;
-  write_file_atomic(o.out_dir + "/train_config.json", config_json.dump(2) + "\n");
+  if (lead) write_file_atomic(o.out_dir + "/train_config.json", config_json.dump(2) + "\n");
 
   // Every line is checked as it is written (a full disk ends the run here,
   // naming the log); a line cut short by a crash is dropped at --resume.
-  AppendFile log(log_path);
-  auto log_line = [&](const Json& j) { log.write(j.dump() + "\n"); };
+  std::optional<AppendFile> log;
+  if (lead) log.emplace(log_path);
+  auto log_line = [&](const Json& j) {
+    if (log) log->write(j.dump() + "\n");
+  };
   const int64_t die_in_checkpoint = test_hook("FLORA_TEST_DIE_IN_CHECKPOINT");
   const bool die_in_result = test_hook("FLORA_TEST_DIE_IN_RESULT") > 0;
 
-  std::fprintf(
-      stderr,
-      "train: %s, %lld trainable parameters (%.3f%% of %lld), %lld examples, %lld steps of %lld "
-      "sequences (micro-batch %lld), %d threads\n",
-      o.full ? "full fine-tuning" : tr.adapter->config.variant.c_str(), static_cast<long long>(tr.parameter_count()),
-      100.0 * static_cast<double>(tr.parameter_count()) / static_cast<double>(cfg.parameter_count()),
-      static_cast<long long>(cfg.parameter_count()), static_cast<long long>(n), static_cast<long long>(total_steps),
-      static_cast<long long>(o.batch), static_cast<long long>(o.micro_batch), threads);
+  if (lead)
+    std::fprintf(
+        stderr,
+        "train: %s, %lld trainable parameters (%.3f%% of %lld), %lld examples, %lld steps of %lld "
+        "sequences (micro-batch %lld), %d threads%s\n",
+        o.full ? "full fine-tuning" : tr.adapter->config.variant.c_str(), static_cast<long long>(tr.parameter_count()),
+        100.0 * static_cast<double>(tr.parameter_count()) / static_cast<double>(cfg.parameter_count()),
+        static_cast<long long>(cfg.parameter_count()), static_cast<long long>(n), static_cast<long long>(total_steps),
+        static_cast<long long>(o.batch), static_cast<long long>(o.micro_batch), threads,
+        dist::size() > 1 ? fmt::format(" on each of {} ranks (MPI)", dist::size()).c_str() : "");
 
-  const bool tty = !o.quiet && ::isatty(2);
+  const bool quiet = o.quiet || !lead;
+  const bool tty = !quiet && ::isatty(2);
   TrainSummary summary;
   summary.trainable = tr.parameter_count();
   auto validate = [&](int64_t at_step) {
@@ -541,14 +703,15 @@ TrainSummary run_training(const TrainOptions& opts) {
     j["eval_loss"] = loss;
     j["eval_ppl"] = std::exp(loss);
     log_line(j);
-    std::fprintf(stderr, "%svalidation at step %lld: loss %.4f, perplexity %.2f\n", tty ? "\r\033[K" : "",
-                 static_cast<long long>(at_step), loss, std::exp(loss));
+    if (lead)
+      std::fprintf(stderr, "%svalidation at step %lld: loss %.4f, perplexity %.2f\n", tty ? "\r\033[K" : "",
+                   static_cast<long long>(at_step), loss, std::exp(loss));
   };
   // The checkpoint `latest` names is never written over: a run resumed at its
   // last step has it already and writes no new one.
   auto checkpoint = [&](int64_t at_step) {
-    if (at_step == first_step && start.dir == o.out_dir + "/" + checkpoint_name(at_step)) return;
-    write_checkpoint(o, at_step, total_steps, trajectory, tr, optimizer, log, die_in_checkpoint);
+    if (!lead || (at_step == first_step && start.dir == o.out_dir + "/" + checkpoint_name(at_step))) return;
+    write_checkpoint(o, at_step, total_steps, trajectory, tr, optimizer, *log, die_in_checkpoint);
   };
 
   if (step == 0) validate(0);
@@ -557,12 +720,14 @@ TrainSummary run_training(const TrainOptions& opts) {
   const double t_loop = now_seconds();
   std::vector<size_t> order;
   int64_t order_epoch = -1;
+  StepGrads step_grads;
+  const dist::CommStats comm_start = dist::comm_stats();
   while (step < total_steps) {
     const int64_t epoch = step / steps_per_epoch, k = step % steps_per_epoch;
     if (epoch != order_epoch)
       order = epoch_order(static_cast<size_t>(n), o.seed, static_cast<uint64_t>(epoch)), order_epoch = epoch;
     const size_t b0 = static_cast<size_t>(k * o.batch), b1 = std::min(order.size(), b0 + static_cast<size_t>(o.batch));
-    const StepResult r = train_step(o, step, total_steps, data, order, b0, b1, pad_id, pass, tr, optimizer);
+    const StepResult r = train_step(o, step, total_steps, data, order, b0, b1, pad_id, pass, tr, optimizer, step_grads);
     ++step;
     tokens_done += r.tokens;
     const double elapsed = now_seconds() - t_loop;
@@ -578,16 +743,22 @@ TrainSummary run_training(const TrainOptions& opts) {
     j["tokens"] = r.tokens;
     j["tokens_per_s"] = tps;
     j["elapsed_s"] = now_seconds() - t_start;
+    if (dist::size() > 1) j["comm_s"] = r.comm_s, j["wait_s"] = r.wait_s;
     log_line(j);
-    if (!o.quiet) progress.update(step, fmt::format("loss {:.4f}  lr {:.2e}  {:.0f} tok/s", r.loss, r.lr, tps));
+    if (!quiet) progress.update(step, fmt::format("loss {:.4f}  lr {:.2e}  {:.0f} tok/s", r.loss, r.lr, tps));
     if (o.eval_every > 0 && step % o.eval_every == 0 && step < total_steps) validate(step);
     if (o.save_every > 0 && step % o.save_every == 0 && step < total_steps) checkpoint(step);
   }
   if (step == first_step) summary.first_loss = summary.last_loss = start.logged_loss;
-  if (!o.quiet) progress.finish(fmt::format("loss {:.4f}", summary.last_loss));
+  if (!quiet) progress.finish(fmt::format("loss {:.4f}", summary.last_loss));
+  const dist::CommStats comm_end = dist::comm_stats();
+  summary.comm_seconds = comm_end.seconds - comm_start.seconds;
+  summary.wait_seconds = comm_end.wait_seconds - comm_start.wait_seconds;
+  summary.comm_bytes = comm_end.bytes_sent - comm_start.bytes_sent;
+  summary.train_steps = step - first_step;
   validate(step);
   checkpoint(step);
-  const std::string result = write_result(o, tr, die_in_result);
+  const std::string result = lead ? write_result(o, tr, die_in_result) : o.out_dir + (o.full ? "/model" : "/adapter");
 
   summary.steps = step;
   summary.seconds = now_seconds() - t_start;

@@ -38,6 +38,14 @@
 // (seed, step, micro-batch), and the training pass does not depend on the
 // thread count, so a resumed run reproduces the losses of an uninterrupted
 // one bit for bit.
+//
+// Data parallelism (`mpirun -np N flora train ...`, dist/dist.h): each rank
+// runs a contiguous share of every step's micro-batches, the gradients are
+// summed in one fixed order (train_step in trainer.cpp says how), and every
+// rank applies the same update, so the losses and the result are those of one
+// process bit for bit; N must divide the micro-batches of a step. Rank 0 alone
+// reads and writes --out (log, checkpoints, result) and prints; at --resume it
+// reads the checkpoint and hands it to the others, so N may change between runs.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -62,7 +70,7 @@ struct TrainOptions {
   bool full = false;
   std::string variant = "ffba";
   int64_t rank = 8;
-  double alpha = 0;  // 0: 2 x the stored rank (scale 2)
+  double alpha = 0;     // 0: 2 x the stored rank (scale 2)
   std::string targets;  // LoRA: q,k,v,o,gate,up,down (default all)
   // Unset: PEFT's init for LoRA, zero for the FLoRA family. With PEFT's init
   // (A random, B = C = 0) repeat-and-add shows A at step 0 and the fine-tune
@@ -71,7 +79,7 @@ struct TrainOptions {
   // 0.65 with zero (LoRA: 0.62; 3 seeds, docs/results.md).
   std::optional<AdapterInit> init;
   bool use_rslora = false;
-  std::string nonlinearity;   // "", or identity|relu|gelu|silu to override the preset's
+  std::string nonlinearity;    // "", or identity|relu|gelu|silu to override the preset's
   std::string adapter_config;  // a custom adapter_config.json (replaces variant/rank/alpha)
   std::string adapter_init;    // start from this adapter directory
 
@@ -83,8 +91,8 @@ struct TrainOptions {
   float dropout = 0;       // adapter dropout, 0 = off
 
   int64_t epochs = 1;
-  int64_t max_steps = 0;  // > 0: this many optimiser steps (the data repeats as needed)
-  int64_t batch = 8;      // sequences per optimiser step
+  int64_t max_steps = 0;    // > 0: this many optimiser steps (the data repeats as needed)
+  int64_t batch = 8;        // sequences per optimiser step
   int64_t micro_batch = 0;  // sequences per pass (0: = batch); gradients accumulate
   int64_t seq_len = 512;
   uint64_t seed = 0;
@@ -103,6 +111,11 @@ struct TrainSummary {
   double seconds = 0, tokens_per_s = 0;
   int64_t peak_rss_bytes = 0;
   std::string result_dir;
+  // Under mpirun, over the train_steps steps of this run: this rank's time in
+  // the sums and gathers, its time waiting for the slowest rank before them, and
+  // the bytes it sent.
+  double comm_seconds = 0, wait_seconds = 0;
+  int64_t comm_bytes = 0, train_steps = 0;
 };
 
 TrainSummary run_training(const TrainOptions& options);
