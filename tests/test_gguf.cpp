@@ -11,18 +11,13 @@
 #include <functional>
 
 #include "io/gguf.h"
+#include "scratch_dir.h"
 #include "util/error.h"
 
 namespace flora {
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() : path((std::filesystem::temp_directory_path() / ("flora_gguf_" + std::to_string(::getpid()))).string()) {
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
+class Gguf : public ScratchDirTest {};
 
 // A GGUF file byte by byte.
 struct Bytes {
@@ -62,20 +57,10 @@ void tensor_info(Bytes& h, const std::string& name, std::vector<uint64_t> ne, ui
   h.put<uint32_t>(type).put<uint64_t>(offset);
 }
 
-std::string write_bytes(const TempDir& dir, const std::string& name, const Bytes& bytes) {
-  const std::string path = dir.path + "/" + name;
+std::string write_bytes(const std::filesystem::path& dir, const std::string& name, const Bytes& bytes) {
+  const std::string path = (dir / name).string();
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.b.data()), bytes.b.size());
   return path;
-}
-
-// The message of the flora::Error that opening `path` throws ("" when it opens).
-std::string open_error(const std::string& path) {
-  try {
-    GgufFile f(path);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // A valid file: two keys, an F32 (3, 2) tensor and a Q8_0 row of 32, at alignment 32.
@@ -92,9 +77,8 @@ Bytes small_file() {
   return h;
 }
 
-TEST(Gguf, HandBuiltFileReadsAsTheFormatSays) {
-  TempDir dir;
-  const GgufFile f(write_bytes(dir, "small.gguf", small_file()));
+TEST_F(Gguf, HandBuiltFileReadsAsTheFormatSays) {
+  const GgufFile f(write_bytes(dir_, "small.gguf", small_file()));
   EXPECT_EQ(f.version(), 3u);
   EXPECT_EQ(f.alignment(), 32u);
   EXPECT_EQ(f.get_string("general.architecture"), "llama");
@@ -125,8 +109,7 @@ TEST(Gguf, HandBuiltFileReadsAsTheFormatSays) {
       << message;
 }
 
-TEST(Gguf, WrittenFilesReadBackValueForValue) {
-  TempDir dir;
+TEST_F(Gguf, WrittenFilesReadBackValueForValue) {
   std::vector<std::pair<std::string, GgufValue>> kv = {
       {"u32", GgufValue::u32(7)},
       {"u64", GgufValue::u64(1ull << 40)},
@@ -148,7 +131,7 @@ TEST(Gguf, WrittenFilesReadBackValueForValue) {
                                                   {"q6k", 14, {256}, q6k.data()},
                                                   {"q40", 2, {64}, q40.data()}};
   for (uint32_t alignment : {32u, 64u}) {
-    const std::string path = dir.path + "/w" + std::to_string(alignment) + ".gguf";
+    const std::string path = dir_.string() + "/w" + std::to_string(alignment) + ".gguf";
     write_gguf(path, kv, tensors, alignment);
     const GgufFile f(path);
     EXPECT_EQ(f.alignment(), alignment);
@@ -181,7 +164,7 @@ TEST(Gguf, WrittenFilesReadBackValueForValue) {
 }
 
 // The fuzz seeds, written by tests/fuzz/make_corpus.py (a third writer, in Python), open.
-TEST(Gguf, FuzzSeedsWrittenInPythonOpen) {
+TEST_F(Gguf, FuzzSeedsWrittenInPythonOpen) {
   const std::string dir = FLORA_SOURCE_DIR "/tests/fuzz/corpus/fuzz_gguf";
   const GgufFile f(dir + "/llama_small");
   EXPECT_EQ(f.get_string("general.architecture"), "llama");
@@ -195,19 +178,17 @@ TEST(Gguf, FuzzSeedsWrittenInPythonOpen) {
   EXPECT_EQ(GgufFile(dir + "/header_only").get_uint("k"), 7u);
 }
 
-TEST(Gguf, EveryTruncationIsRefusedNamingTheFile) {
-  TempDir dir;
+TEST_F(Gguf, EveryTruncationIsRefusedNamingTheFile) {
   const Bytes whole = small_file();
   for (size_t n = 0; n < whole.b.size(); ++n) {
     Bytes cut;
     cut.b.assign(whole.b.begin(), whole.b.begin() + static_cast<int64_t>(n));
-    const std::string message = open_error(write_bytes(dir, "cut.gguf", cut));
+    const std::string message = error_of([&] { GgufFile f(write_bytes(dir_, "cut.gguf", cut)); });
     EXPECT_NE(message.find("cut.gguf: "), std::string::npos) << n << " bytes: '" << message << "'";
   }
 }
 
-TEST(Gguf, LyingHeadersAreRefusedWithThePlace) {
-  TempDir dir;
+TEST_F(Gguf, LyingHeadersAreRefusedWithThePlace) {
   struct Case {
     std::string name;
     std::function<Bytes()> make;
@@ -357,38 +338,29 @@ TEST(Gguf, LyingHeadersAreRefusedWithThePlace) {
        "tensor 'b' (offset 32) overlaps tensor 'a' (64 bytes at offset 0)"},
   };
   for (const Case& c : cases) {
-    const std::string path = write_bytes(dir, c.name + ".gguf", c.make());
-    const std::string message = open_error(path);
+    const std::string path = write_bytes(dir_, c.name + ".gguf", c.make());
+    const std::string message = error_of([&] { GgufFile f(path); });
     EXPECT_NE(message.find(path + ": "), std::string::npos) << c.name << ": '" << message << "'";
     EXPECT_NE(message.find(c.says), std::string::npos) << c.name << ": '" << message << "'";
   }
 }
 
-TEST(Gguf, WriterRefusesWhatItCannotWriteTruthfully) {
-  TempDir dir;
-  const std::string path = dir.path + "/bad.gguf";
+TEST_F(Gguf, WriterRefusesWhatItCannotWriteTruthfully) {
+  const std::string path = dir_.string() + "/bad.gguf";
   std::vector<uint8_t> data(64);
-  auto refusal = [&](const std::function<void()>& call) {
-    try {
-      call();
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
-  EXPECT_NE(refusal([&] {
+  EXPECT_NE(error_of([&] {
               write_gguf(path, {}, {{"w", 0, {4}, data.data()}, {"w", 0, {4}, data.data()}});
             }).find("tensor 'w' given twice"),
             std::string::npos);
-  EXPECT_NE(refusal([&] {
+  EXPECT_NE(error_of([&] {
               write_gguf(path, {}, {{"w", 8, {16}, data.data()}});
             }).find("ne[0] must be a multiple of 32"),
             std::string::npos);
-  EXPECT_NE(refusal([&] {
+  EXPECT_NE(error_of([&] {
               write_gguf(path, {{"k", GgufValue::u32(1)}, {"k", GgufValue::u32(2)}}, {});
             }).find("metadata key 'k' given twice"),
             std::string::npos);
-  EXPECT_NE(refusal([&] { write_gguf(path, {}, {}, 24); }).find("alignment 24: expected a power of two"),
+  EXPECT_NE(error_of([&] { write_gguf(path, {}, {}, 24); }).find("alignment 24: expected a power of two"),
             std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(path));  // nothing written by a refused call
 }

@@ -14,6 +14,7 @@
 #include "model/forward.h"
 #include "model/gguf_llama.h"
 #include "model/weights.h"
+#include "scratch_dir.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/threads.h"
@@ -21,29 +22,14 @@
 namespace flora {
 namespace {
 
+class GgufLlama : public ScratchDirTest {};
+
 namespace fs = std::filesystem;
 const std::string kFixtures = std::string(FLORA_SOURCE_DIR) + "/tests/fixtures/";
 
-struct TempDir {
-  std::string path;
-  TempDir() : path((fs::temp_directory_path() / ("flora_gguf_llama_" + std::to_string(::getpid()))).string()) {
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
-std::string error_of(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // The tiny fixture model (GQA, tied embedding, llama3 RoPE) as a model directory with its tokenizer.
-std::string tiny_dir(const TempDir& dir, const std::string& dtype) {
-  const std::string d = dir.path + "/tiny-" + dtype;
+std::string tiny_dir(const std::filesystem::path& dir, const std::string& dtype) {
+  const std::string d = (dir / ("tiny-" + dtype)).string();
   fs::create_directories(d);
   for (const char* f : {"config.json", "model.safetensors"})
     fs::copy_file(kFixtures + "tiny_llama/" + dtype + "/" + f, d + "/" + f, fs::copy_options::overwrite_existing);
@@ -52,7 +38,7 @@ std::string tiny_dir(const TempDir& dir, const std::string& dtype) {
   return d;
 }
 
-TEST(GgufLlama, TensorNamesMapBothWays) {
+TEST_F(GgufLlama, TensorNamesMapBothWays) {
   const LlamaConfig c = LlamaConfig::from_file(kFixtures + "tiny_llama/f32/config.json");
   for (const TensorSpec& spec : llama_tensor_specs(c)) {
     const std::string g = gguf_tensor_name(spec.name);
@@ -70,7 +56,7 @@ TEST(GgufLlama, TensorNamesMapBothWays) {
 
 // convert_hf_to_gguf.py's permute: w.reshape(n_head, 2, hd / 2, in).swapaxes(1, 2).reshape(w.shape),
 // written out as index arithmetic: GGUF row (head, i, h) is HF row (head, h, i).
-TEST(GgufLlama, RowOrderIsTheConvertersPermutation) {
+TEST_F(GgufLlama, RowOrderIsTheConvertersPermutation) {
   for (int64_t hd : {2, 8, 16, 64, 128}) {
     const int64_t heads = 3, half = hd / 2;
     for (int64_t head = 0; head < heads; ++head)
@@ -88,10 +74,9 @@ TEST(GgufLlama, RowOrderIsTheConvertersPermutation) {
 // from its bf16 GGUF is the same bytes, q and k included (their rows put back
 // in Hugging Face's order), and the norms are the same floats; so the logits
 // differ only through what GGUF stores in f32 (rms_norm_eps, the RoPE factors).
-TEST(GgufLlama, WrittenModelLoadsBackToTheSameWeightsAndLogits) {
-  TempDir dir;
-  const std::string src = tiny_dir(dir, "bf16");
-  const std::string file = dir.path + "/tiny.gguf";
+TEST_F(GgufLlama, WrittenModelLoadsBackToTheSameWeightsAndLogits) {
+  const std::string src = tiny_dir(dir_, "bf16");
+  const std::string file = dir_.string() + "/tiny.gguf";
   int64_t calls = 0, total = 0;
   write_llama_gguf(src, file, GgufOutType::kBF16, [&](int64_t done, int64_t n, const std::string&) {
     EXPECT_EQ(done, calls++);
@@ -151,14 +136,13 @@ TEST(GgufLlama, WrittenModelLoadsBackToTheSameWeightsAndLogits) {
   EXPECT_LT(worst, 1e-3) << "largest logit difference";
 }
 
-TEST(GgufLlama, RealLlama3TokenizerThroughGgufMetadataEncodesTheSame) {
+TEST_F(GgufLlama, RealLlama3TokenizerThroughGgufMetadataEncodesTheSame) {
   const std::string path = std::string(FLORA_SOURCE_DIR) + "/.deps/llama3/tokenizer.json";
   ASSERT_TRUE(fs::exists(path)) << path << ": run scripts/setup.sh";
-  TempDir dir;
   LlamaConfig c = LlamaConfig::preset("llama-3.2-1b");
   auto kv = gguf_tokenizer_metadata(read_file(path), path, c);
   kv.insert(kv.begin(), {"general.architecture", GgufValue::string("llama")});
-  const std::string file = dir.path + "/tokenizer.gguf";
+  const std::string file = dir_.string() + "/tokenizer.gguf";
   write_gguf(file, kv, {});
   const Tokenizer want = Tokenizer::from_file(path);
   const Tokenizer got = tokenizer_from_gguf(GgufFile(file));
@@ -177,7 +161,7 @@ TEST(GgufLlama, RealLlama3TokenizerThroughGgufMetadataEncodesTheSame) {
   }
 }
 
-TEST(GgufLlama, Llama3RopeFactorsGiveTheScaledFrequencies) {
+TEST_F(GgufLlama, Llama3RopeFactorsGiveTheScaledFrequencies) {
   LlamaConfig c = LlamaConfig::preset("llama-3.2-1b");
   ASSERT_EQ(c.rope_scaling.type, "llama3");
   const std::vector<double> want = rope_inverse_frequencies(c);
@@ -194,10 +178,9 @@ TEST(GgufLlama, Llama3RopeFactorsGiveTheScaledFrequencies) {
 }
 
 // Files that are GGUF but not a Llama flora runs: one message each, naming the file and the key.
-TEST(GgufLlama, WhatFloraDoesNotRunIsRefusedByName) {
-  TempDir dir;
-  const std::string src = tiny_dir(dir, "bf16");
-  const std::string good = dir.path + "/good.gguf";
+TEST_F(GgufLlama, WhatFloraDoesNotRunIsRefusedByName) {
+  const std::string src = tiny_dir(dir_, "bf16");
+  const std::string good = dir_.string() + "/good.gguf";
   write_llama_gguf(src, good, GgufOutType::kF16);
   const GgufFile base(good);
   // The good file's metadata with one key changed (or removed: a null value), its tensors as they are.
@@ -215,7 +198,7 @@ TEST(GgufLlama, WhatFloraDoesNotRunIsRefusedByName) {
     if (!found && value) kv.emplace_back(key, *value);
     std::vector<GgufTensorToWrite> tensors;
     for (const GgufTensor& t : base.tensors()) tensors.push_back({t.name, t.type, t.ne, t.data});
-    const std::string path = dir.path + "/" + name + ".gguf";
+    const std::string path = dir_.string() + "/" + name + ".gguf";
     write_gguf(path, kv, tensors);
     return path;
   };
@@ -246,10 +229,11 @@ TEST(GgufLlama, WhatFloraDoesNotRunIsRefusedByName) {
   }
   // A model directory that is not there, and a file that is not GGUF.
   EXPECT_NE(error_of([&] { LlamaModel::load(src + "/config.json"); }).find("not a GGUF file"), std::string::npos);
-  EXPECT_NE(
-      error_of([&] { write_llama_gguf(dir.path + "/none", dir.path + "/x.gguf", GgufOutType::kF16); }).find("none"),
-      std::string::npos);
-  EXPECT_FALSE(fs::exists(dir.path + "/x.gguf"));
+  EXPECT_NE(error_of([&] {
+              write_llama_gguf(dir_.string() + "/none", dir_.string() + "/x.gguf", GgufOutType::kF16);
+            }).find("none"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(dir_.string() + "/x.gguf"));
 }
 
 }  // namespace

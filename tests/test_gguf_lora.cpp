@@ -13,29 +13,15 @@
 #include "adapters/gguf_lora.h"
 #include "io/gguf.h"
 #include "model/gguf_llama.h"
+#include "scratch_dir.h"
 #include "util/error.h"
 
 namespace flora {
 namespace {
 
+class GgufLora : public ScratchDirTest {};
+
 namespace fs = std::filesystem;
-
-struct TempDir {
-  std::string path;
-  TempDir() : path((fs::temp_directory_path() / ("flora_gguf_lora_" + std::to_string(::getpid()))).string()) {
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
-std::string error_of(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 const LlamaConfig& tiny() {
   static const LlamaConfig c =
@@ -50,12 +36,11 @@ Adapter random_lora(std::array<bool, kTargets> targets, bool rslora = false) {
   return Adapter::create(c, tiny(), 7);
 }
 
-TEST(GgufLora, ExportedLoraReadsBackValueForValue) {
-  TempDir dir;
+TEST_F(GgufLora, ExportedLoraReadsBackValueForValue) {
   for (const auto& targets : {std::array<bool, kTargets>{true, true, true, true, true, true, true},
                               std::array<bool, kTargets>{true, false, true, false, false, false, true}}) {
     const Adapter a = random_lora(targets);
-    const std::string path = dir.path + "/lora.gguf";
+    const std::string path = dir_.string() + "/lora.gguf";
     export_lora_gguf(a, tiny(), path);
     const Adapter b = Adapter::load(path, tiny());
     EXPECT_EQ(b.config.family, AdapterFamily::LoRA);
@@ -74,10 +59,9 @@ TEST(GgufLora, ExportedLoraReadsBackValueForValue) {
   }
 }
 
-TEST(GgufLora, FileHoldsLlamaCppsNamesShapesAndRowOrder) {
-  TempDir dir;
+TEST_F(GgufLora, FileHoldsLlamaCppsNamesShapesAndRowOrder) {
   const Adapter a = random_lora({true, true, true, true, true, true, true});
-  const std::string path = dir.path + "/lora.gguf";
+  const std::string path = dir_.string() + "/lora.gguf";
   export_lora_gguf(a, tiny(), path);
   const GgufFile f(path);
   EXPECT_EQ(f.get_string("general.type"), "adapter");
@@ -106,17 +90,16 @@ TEST(GgufLora, FileHoldsLlamaCppsNamesShapesAndRowOrder) {
   EXPECT_NEAR(*GgufFile(path).get_float("adapter.lora.alpha"), 6.0 * 2.0, 1e-6);
 }
 
-TEST(GgufLora, FloraAndLyingFilesAreRefused) {
-  TempDir dir;
+TEST_F(GgufLora, FloraAndLyingFilesAreRefused) {
   AdapterConfig fc = AdapterConfig::preset("ffba", 2, 4.0);
   const Adapter flora_adapter = Adapter::create(fc, tiny(), 1);
   EXPECT_NE(error_of([&] {
-              export_lora_gguf(flora_adapter, tiny(), dir.path + "/f.gguf");
+              export_lora_gguf(flora_adapter, tiny(), dir_.string() + "/f.gguf");
             }).find("a ffba adapter (FLoRA) has no llama.cpp format"),
             std::string::npos);
-  EXPECT_FALSE(fs::exists(dir.path + "/f.gguf"));
+  EXPECT_FALSE(fs::exists(dir_.string() + "/f.gguf"));
 
-  const std::string good = dir.path + "/good.gguf";
+  const std::string good = dir_.string() + "/good.gguf";
   export_lora_gguf(random_lora({true, true, true, true, true, true, true}), tiny(), good);
   const GgufFile base(good);
   // The good file with its metadata edited and tensors dropped or added.
@@ -126,7 +109,7 @@ TEST(GgufLora, FloraAndLyingFilesAreRefused) {
     std::vector<GgufTensorToWrite> tensors;
     for (const GgufTensor& t : base.tensors()) tensors.push_back({t.name, t.type, t.ne, t.data});
     edit(kv, tensors);
-    const std::string path = dir.path + "/" + name + ".gguf";
+    const std::string path = dir_.string() + "/" + name + ".gguf";
     write_gguf(path, kv, tensors);
     return path;
   };
