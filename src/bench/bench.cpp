@@ -11,11 +11,6 @@
 
 namespace flora {
 
-namespace {
-// Most untimed decode steps before a timed test (each starts from an empty cache).
-constexpr int64_t kWarmupSteps = 12;
-}  // namespace
-
 Json BenchResult::to_json() const {
   return Json{{"test", test},
               {"n_tokens", n_tokens},
@@ -153,6 +148,32 @@ std::vector<BenchResult> run_bench(const LlamaModel& model, ThreadPool& pool, co
   return results;
 }
 
+std::unique_ptr<AttachedAdapter> make_random_adapter(const LlamaModel& model, const std::string& variant, int64_t rank,
+                                                     double alpha, DType dtype, uint64_t seed) {
+  AdapterConfig cfg = AdapterConfig::preset(variant, rank, alpha > 0 ? alpha : 1.0);
+  cfg.init = AdapterInit::Random;
+  if (alpha <= 0) cfg.alpha = 2.0 * static_cast<double>(cfg.rank);
+  return std::make_unique<AttachedAdapter>(model, Adapter::create(cfg, model.config(), seed), cfg.lora_execution,
+                                           dtype);
+}
+
+BenchVariant bench_variant(const AttachedAdapter& a, DType dtype) {
+  const Adapter& ad = a.adapter();
+  const size_t bytes = static_cast<size_t>(ad.parameter_count()) * (dtype == DType::BF16 ? 2 : 4);
+  return {a.variant(), a.exec(), a.layers(), ad.config.rank, ad.parameter_count(), bytes};
+}
+
+void warm_until_steady(const std::function<void()>& step) {
+  double last = 1e30;
+  for (int64_t i = 0; i < kWarmupSteps; ++i) {
+    const double t0 = now_seconds();
+    step();
+    const double dt = now_seconds() - t0;
+    if (i >= 2 && dt < 1.1 * last && last < 1.1 * dt) break;
+    last = dt;
+  }
+}
+
 Json VariantResult::to_json() const {
   return Json{{"variant", variant},
               {"rank", rank},
@@ -186,17 +207,7 @@ std::vector<VariantResult> run_variant_bench(const LlamaModel& model, ThreadPool
       progress(fmt::format("repetition {}/{}: {}", rep + 1, o.repetitions, bv.name));
       Forward f(model, pool, std::min(std::max(o.n_prompt + o.n_gen, kWarmupSteps), cfg.max_position_embeddings),
                 bv.exec, bv.layers);
-      // Untimed steps first, until two in a row take about the same time: memory
-      // another variant used last (a merged copy of the weights, say) reads
-      // slowly at first on these machines (see run_bench).
-      double last = 1e30;
-      for (int64_t i = 0; i < kWarmupSteps; ++i) {
-        const double t0 = now_seconds();
-        f.forward(&prompt[0], 1, false);
-        const double dt = now_seconds() - t0;
-        if (i >= 2 && dt < 1.1 * last && last < 1.1 * dt) break;
-        last = dt;
-      }
+      warm_until_steady([&] { f.forward(&prompt[0], 1, false); });
       f.reset();
       double t0 = now_seconds();
       const float* logits = f.forward(prompt.data(), o.n_prompt, false);

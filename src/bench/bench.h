@@ -6,9 +6,11 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "adapters/exec.h"
 #include "model/adapter_exec.h"
 #include "model/weights.h"
 #include "util/json.h"
@@ -16,6 +18,9 @@
 #include "util/threads.h"
 
 namespace flora {
+
+// Most untimed steps before a timed test (each starts from an empty cache).
+inline constexpr int64_t kWarmupSteps = 12;
 
 struct BenchOptions {
   int64_t n_prompt = 512;  // 0: no pp test
@@ -67,13 +72,27 @@ struct BenchVariant {
   size_t adapter_bytes = 0;
 };
 
+// A random adapter of `variant` at `rank` (ffa stores 2x): every matrix
+// non-zero (AdapterInit::Random), so that its work is real, and lora_alpha =
+// 2 x the stored rank unless alpha > 0. Seeds differ for different adapters.
+std::unique_ptr<AttachedAdapter> make_random_adapter(const LlamaModel& model, const std::string& variant, int64_t rank,
+                                                     double alpha, DType dtype, uint64_t seed);
+// The bench's view of an attached adapter; adapter_bytes counts its
+// parameters in `dtype`, the bytes a forward call reads of them.
+BenchVariant bench_variant(const AttachedAdapter& attached, DType dtype);
+
+// Runs untimed steps until two in a row take about the same time (at most
+// kWarmupSteps): memory another test used last (the probe's buffer, a merged
+// copy of the weights) reads slowly at first on these machines (see run_bench).
+void warm_until_steady(const std::function<void()>& step);
+
 struct VariantResult {
   std::string variant;
   int64_t rank = 0, adapter_params = 0;
   size_t adapter_bytes = 0;
-  double ttft_ms = 0;        // median: prompt of n_prompt tokens in, first token chosen
-  double tpot_ms = 0;        // median over repetitions of the median decode step
-  double overhead_pct = 0;   // median over repetitions of (tpot / base tpot of that repetition - 1) * 100
+  double ttft_ms = 0;       // median: prompt of n_prompt tokens in, first token chosen
+  double tpot_ms = 0;       // median over repetitions of the median decode step
+  double overhead_pct = 0;  // median over repetitions of (tpot / base tpot of that repetition - 1) * 100
   double ttft_overhead_pct = 0;
   double sync_points_per_token = 0;
   std::vector<double> tpot_samples_ms;

@@ -8,8 +8,10 @@
 #include <filesystem>
 
 #include "adapters/exec.h"
+#include "bench/bench_serve.h"
 #include "cli/commands.h"
 #include "ops/ops.h"
+#include "serve/adapter_loader.h"
 #include "util/file.h"
 
 namespace flora::cli {
@@ -21,6 +23,8 @@ struct Options {
   bool json = false;
   ModelLoadOptions load;
   std::string variants, adapter, lora_variant = "lora", adapter_dtype = "f32";
+  bool serve = false;
+  std::string streams = "1,4,16";
   int64_t rank = 32;
   double alpha = 0;
   int threads = 1;
@@ -47,26 +51,27 @@ std::vector<std::string> split_list(const std::string& list) {
   return items;
 }
 
+DType adapter_dtype(const Options& o) { return o.adapter_dtype == "bf16" ? DType::BF16 : DType::F32; }
+
+std::unique_ptr<AttachedAdapter> make_random(const Options& o, const LlamaModel& model, const std::string& variant,
+                                             uint64_t seed) {
+  std::fprintf(stderr, "bench: making a random %s adapter of rank %lld (seed %llu)\n", variant.c_str(),
+               static_cast<long long>(o.rank), static_cast<unsigned long long>(seed));
+  return make_random_adapter(model, variant, o.rank, o.alpha, adapter_dtype(o), seed);
+}
+
 // flora bench --variants: every variant a random adapter of the same rank,
 // interleaved repetition by repetition with the base.
 void run_variants(const Options& o, const LlamaModel& model, ThreadPool& pool, bool tty, const std::string& name) {
   std::vector<std::unique_ptr<AttachedAdapter>> attached;
   std::vector<BenchVariant> variants = {{"base"}};
   auto add = [&](std::unique_ptr<AttachedAdapter> a) {
-    const Adapter& ad = a->adapter();
-    const size_t bytes = static_cast<size_t>(ad.parameter_count()) * (o.adapter_dtype == "bf16" ? 2 : 4);
-    variants.push_back({a->variant(), a->exec(), a->layers(), ad.config.rank, ad.parameter_count(), bytes});
+    variants.push_back(bench_variant(*a, adapter_dtype(o)));
     attached.push_back(std::move(a));
   };
   for (const std::string& v : split_list(o.variants)) {
     if (v == "base") continue;
-    AdapterConfig cfg = AdapterConfig::preset(v, o.rank, o.alpha > 0 ? o.alpha : 1.0);
-    cfg.init = AdapterInit::Random;
-    if (o.alpha <= 0) cfg.alpha = 2.0 * static_cast<double>(cfg.rank);
-    std::fprintf(stderr, "bench: making a random %s adapter of rank %lld\n", v.c_str(),
-                 static_cast<long long>(cfg.rank));
-    add(std::make_unique<AttachedAdapter>(model, Adapter::create(cfg, model.config(), 1), cfg.lora_execution,
-                                          o.adapter_dtype == "bf16" ? DType::BF16 : DType::F32));
+    add(make_random(o, model, v, 1));
   }
   if (!o.adapter.empty()) add(attach_adapter(model, o.adapter, o.lora_variant));
   auto results = run_variant_bench(model, pool, variants, o.bench, progress_printer(tty));
@@ -104,6 +109,67 @@ void run_variants(const Options& o, const LlamaModel& model, ThreadPool& pool, b
       o.threads, o.bench.repetitions, o.adapter_dtype.c_str());
 }
 
+// flora bench --serve: the base, then per variant every stream on one random
+// adapter ("x1") and on four different ones, stream i on adapter i mod 4 ("x4").
+void run_serve(const Options& o, const LlamaModel& model, ThreadPool& pool, bool tty, const std::string& name) {
+  constexpr int kMixed = 4;
+  if (!o.adapter.empty()) fail("bench --serve: --adapter is not supported (random adapters of --rank only)");
+  std::vector<int> streams;
+  for (int32_t v : parse_token_list(o.streams, "--streams")) streams.push_back(static_cast<int>(v));
+  const Tokenizer tokenizer = Tokenizer::from_file(o.model + "/tokenizer.json");
+  std::vector<std::unique_ptr<AttachedAdapter>> attached;
+  std::vector<ServeConfig> configs = {{"base", {}}};
+  for (const std::string& v : split_list(o.variants.empty() ? "ffba,lora" : o.variants)) {
+    if (v == "base") continue;
+    if (v == "lora-merged") fail("bench --serve: lora-merged: {}", serve::merged_lora_refusal());
+    std::vector<BenchVariant> mixed;
+    for (int k = 0; k < kMixed; ++k) {
+      attached.push_back(make_random(o, model, v, static_cast<uint64_t>(k + 1)));
+      mixed.push_back(bench_variant(*attached.back(), adapter_dtype(o)));
+    }
+    configs.push_back({v + " x1", {mixed[0]}});
+    configs.push_back({fmt::format("{} x{}", v, kMixed), mixed});
+  }
+  auto results = run_serve_bench(model, pool, tokenizer, configs, streams, o.bench, progress_printer(tty));
+  if (tty) std::fprintf(stderr, "\r%-60s\r", "");
+  Json all = Json::array();
+  for (const auto& r : results) {
+    Json j = r.to_json();
+    j["model"] = o.model;
+    j["threads"] = o.threads;
+    j["simd"] = ops::simd_target_name();
+    j["rank"] = o.rank;
+    j["adapter_dtype"] = o.adapter_dtype;
+    j["n_prompt"] = o.bench.n_prompt;
+    j["n_gen"] = o.bench.n_gen;
+    j["repetitions"] = o.bench.repetitions;
+    j["base_weight_bytes"] = model.decode_weight_bytes();
+    all.push_back(j);
+  }
+  if (!o.json_out.empty()) write_file_atomic(o.json_out, all.dump(2) + "\n");
+  if (o.json) {
+    std::printf("%s\n", all.dump(2).c_str());
+    return;
+  }
+  std::printf(
+      "| model | streams | config | adapters / step | TPOT ms | tokens/s | TPOT vs base %% | weights GB / step | "
+      "bandwidth GB/s | limit ms | x limit | sync points / step |\n");
+  std::printf("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+  for (const auto& r : results)
+    std::printf("| %s | %d | %s | %lld | %.2f | %.2f | %+.1f | %.3f | %.1f | %.2f | %.2f | %.0f |\n", name.c_str(),
+                r.streams, r.config.c_str(), static_cast<long long>(r.adapters), r.tpot_ms, r.tokens_per_s,
+                r.overhead_pct, r.weight_bytes / 1e9, r.bandwidth_gbs, r.bandwidth_limit_ms, r.roofline_ratio,
+                r.sync_points_per_step);
+  std::printf(
+      "\n%d threads; N streams of %lld prompt tokens, %lld generated each (greedy, no stop tokens), submitted at once "
+      "to serve::Scheduler (no HTTP); TPOT: median over %d repetitions (configurations interleaved within each) of "
+      "the median step with all N streams decoding; tokens/s = N / TPOT; vs base: median of the per-repetition "
+      "ratio at the same N; weights: the base's decode bytes + the distinct adapters' (%s); limit: weights / "
+      "bandwidth.\n",
+      o.threads, static_cast<long long>(o.bench.n_prompt), static_cast<long long>(o.bench.n_gen), o.bench.repetitions,
+      o.adapter_dtype.c_str());
+}
+
 }  // namespace
 
 void add_bench(CLI::App& app, Action& action) {
@@ -136,19 +202,33 @@ void add_bench(CLI::App& app, Action& action) {
   cmd->add_option("--adapter", o->adapter, "With --variants: also run this adapter directory")
       ->check(CLI::ExistingPath);
   cmd->add_option("--json-out", o->json_out, "Also write the JSON to this file");
-  cmd->callback([&action, o] {
+  cmd->add_flag("--serve", o->serve,
+                "Serving: N concurrent streams through the scheduler, base against --variants (default ffba,lora), "
+                "each on one random adapter and on 4 mixed; -p and -n per stream (defaults here 16 and 32)");
+  cmd->add_option("--streams", o->streams, "With --serve: the stream counts N")->capture_default_str();
+  cmd->callback([&action, o, cmd] {
+    if (o->serve) {
+      // A pp512 prompt per stream would make the 16-stream prefill the whole run.
+      if (cmd->count("-p") == 0) o->bench.n_prompt = 16;
+      if (cmd->count("-n") == 0) o->bench.n_gen = 32;
+    }
     action = [o] {
       auto model = load_model(o->model, o->load);
       check_fits_context(*model, "-p", o->bench.n_prompt);
       check_fits_context(*model, "-n", o->bench.n_gen);
       // --variants decodes -n tokens after the -p of the prompt in one context.
-      if (!o->variants.empty()) check_fits_context(*model, "-p + -n", o->bench.n_prompt + o->bench.n_gen);
+      if (!o->variants.empty() && !o->serve) check_fits_context(*model, "-p + -n", o->bench.n_prompt + o->bench.n_gen);
       ThreadPool pool(o->threads);
       const bool tty = ::isatty(2);
       const LlamaConfig& cfg = model->config();
       std::string name = std::filesystem::path(o->model).filename().string();
       if (name.empty()) name = std::filesystem::path(o->model).parent_path().filename().string();
       const double gib = static_cast<double>(model->weight_bytes()) / (1024.0 * 1024.0 * 1024.0);
+      if (o->serve) {
+        check_fits_context(*model, "-p + -n", o->bench.n_prompt + o->bench.n_gen);
+        run_serve(*o, *model, pool, tty, name);
+        return;
+      }
       if (!o->variants.empty()) {
         run_variants(*o, *model, pool, tty, name);
         return;
@@ -193,8 +273,8 @@ void add_bench(CLI::App& app, Action& action) {
 }
 
 void add_cpu(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("cpu",
-                                 "Print the SIMD target the kernels dispatch to (FLORA_CPU=avx512|avx2|sse4|scalar caps it)");
+  auto* cmd = app.add_subcommand(
+      "cpu", "Print the SIMD target the kernels dispatch to (FLORA_CPU=avx512|avx2|sse4|scalar caps it)");
   auto all = std::make_shared<bool>(false);
   cmd->add_flag("--all", *all, "Also list every target this binary and CPU support, best first");
   cmd->callback([&action, all] {

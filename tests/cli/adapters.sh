@@ -77,5 +77,9 @@ expect_last_out bench-variants-table '^\| tiny \| ffba \| 2 \|'
 check bench-adapter "$flora" bench -m "$work/tiny" --variants base --adapter "$work/qv" --rank 2 -p 4 -n 2 -r 1 -t 1
 expect_last_out bench-adapter-table '^\| tiny \| lora \| 2 \|'
 expect_error bench-bad-variant "unknown|variant" "$flora" bench -m "$work/tiny" --variants base,nope --rank 2 -p 4 -n 2 -r 1
+# bench --serve: the scheduler with 1 and 3 streams, base / one FFBA / four mixed.
+check bench-serve "$flora" bench -m "$work/tiny" --serve --variants ffba --streams 1,3 --rank 2 -p 3 -n 3 -r 1 -t 1
+expect_last_out bench-serve-table '^\| tiny \| 3 \| ffba x4 \| 3 \|'
+expect_error bench-serve-merged "merged LoRA" "$flora" bench -m "$work/tiny" --serve --variants lora-merged -r 1
 
 finish adapters.sh
