@@ -30,6 +30,7 @@
 #include "ops/backward.h"
 #include "ops/formats.h"
 #include "ops/ops.h"
+#include "ops/quant.h"
 #include "ops/reference.h"
 #include "ops/rows.h"
 #include "reference_math.h"
@@ -101,20 +102,42 @@ struct Product {
 // A weight matrix (rows, cols) with row stride ld, random, stored in `dtype`;
 // widened: (rows, cols) its values as ref::weight_at reads them, and as an F32
 // matrix (exact: every format's values are f32 values), for the reference
-// products to read without widening each weight again for every token.
+// products to read without widening each weight again for every token. A
+// block format's rows are quantize_row's blocks with one block of 0xff bytes
+// after each (ld = cols + one block, ld given is ignored): a NaN scale, so a
+// kernel reading past a row poisons its output.
 struct TestMatrix {
   std::vector<float> f32;
   std::vector<uint16_t> half;
+  std::vector<uint8_t> blocks;
   MatrixRef ref;
   std::vector<double> widened;
   std::vector<float> widened_f32;
   MatrixRef widened_ref;
-  TestMatrix(DType dtype, int64_t rows, int64_t cols, int64_t ld, std::mt19937& rng)
-      : f32(random_floats(rows * ld, rng, 0.5)), half(to_half(f32, dtype)) {
-    ref = MatrixRef{dtype == DType::F32 ? static_cast<const void*>(f32.data()) : half.data(), dtype, rows, cols, ld};
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) widened.push_back(ref::weight_at(ref, r, c));
-    widened_f32.assign(widened.begin(), widened.end());
+  TestMatrix(DType dtype, int64_t rows, int64_t cols, int64_t ld, std::mt19937& rng) {
+    if (is_quantized(dtype)) {
+      ld = cols + weight_format(dtype, "test").block_elems;
+      f32 = random_floats(rows * cols, rng, 0.5);
+      const size_t row_bytes = quantized_bytes(dtype, ld);
+      blocks.assign(rows * row_bytes, 0xff);
+      for (int64_t r = 0; r < rows; ++r)
+        quantize_row(dtype, f32.data() + r * cols, cols, blocks.data() + r * row_bytes);
+      ref = MatrixRef{blocks.data(), dtype, rows, cols, ld};
+      widened_f32.resize(rows * cols);
+      for (int64_t r = 0; r < rows; ++r)
+        dequantize_row(dtype, blocks.data() + r * row_bytes, cols, widened_f32.data() + r * cols);
+      widened.assign(widened_f32.begin(), widened_f32.end());
+      // ref::weight_at reads the same values (a sample: it widens a block per call).
+      for (int64_t i = 0; i < rows * cols; i += 7)
+        EXPECT_EQ(ref::weight_at(ref, i / cols, i % cols), widened[i]) << dtype_name(dtype) << " element " << i;
+    } else {
+      f32 = random_floats(rows * ld, rng, 0.5);
+      half = to_half(f32, dtype);
+      ref = MatrixRef{dtype == DType::F32 ? static_cast<const void*>(f32.data()) : half.data(), dtype, rows, cols, ld};
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) widened.push_back(ref::weight_at(ref, r, c));
+      widened_f32.assign(widened.begin(), widened.end());
+    }
     widened_ref = MatrixRef{widened_f32.data(), DType::F32, rows, cols, 0};
   }
   TestMatrix(const TestMatrix&) = delete;  // ref points into the vectors
@@ -126,6 +149,25 @@ struct TestMatrix {
 constexpr int64_t kRows[] = {1, 3, 11, 17, 64, 300};
 constexpr int64_t kCols[] = {1, 7, 16, 33, 100, 257};
 constexpr int64_t kTokens[] = {1, 2, 3, 5, 17, 70};
+
+// The block formats' shapes: rows that are no multiple of the 4-row block nor
+// of a vector, and the 256-row passes of matmul_cols (300); columns of one,
+// two and three blocks (Q8_0 and Q4_0 also 33 blocks: a T > 1 product then
+// widens tiles of 60 rows, several per matrix; the K-quants' 768 columns give
+// tiles of 84); decode, small batches and the 64-token tiles.
+struct Shapes {
+  std::vector<int64_t> rows, cols, tokens;
+};
+Shapes shapes_of(DType dtype) {
+  const int64_t B = weight_format(dtype, "test").block_elems;
+  if (B == 1)
+    return {{std::begin(kRows), std::end(kRows)},
+            {std::begin(kCols), std::end(kCols)},
+            {std::begin(kTokens), std::end(kTokens)}};
+  Shapes s{{1, 3, 17, 300}, {B, 2 * B, 3 * B}, {1, 3, 17, 70}};
+  if (B == 32) s.cols.push_back(33 * B);
+  return s;
+}
 
 // y (T, out) at columns [o0, out), a slice as a thread would get, of x (T, K) and w.
 class MatmulCase : public OpCase {
@@ -162,6 +204,11 @@ class MatmulCase : public OpCase {
   // accumulating) in any order: |computed - exact| <= (K + 2) eps sum|terms|
   // (Higham, recursive summation), so a correct kernel can never exceed it,
   // while a wrong index or a dropped tail misses by O(|x w|), far above it.
+  // The same bound for every format, the block formats included: the kernels
+  // read a block as dequantize_row's f32 values, exactly (the reference's
+  // weights are those values too, so quantization error is not in the
+  // comparison), and BlockProducts.AreTheirDequantizedF32 checks that
+  // their results are the F32 kernel's on those values bit for bit.
   Vec tolerance(size_t, const Vec&) const override {
     const Vec x = in[0].values();
     Vec tol;
@@ -183,10 +230,11 @@ class MatmulCase : public OpCase {
 
 Cases matmul_cases(Kernel kernel, DType dtype, std::mt19937& rng) {
   Cases cases;
-  for (int64_t rows : kRows)
-    for (int64_t cols : kCols) {
+  const Shapes shapes = shapes_of(dtype);
+  for (int64_t rows : shapes.rows)
+    for (int64_t cols : shapes.cols) {
       auto m = std::make_shared<TestMatrix>(dtype, rows, cols, cols + 3, rng);
-      for (int64_t T : kTokens)
+      for (int64_t T : shapes.tokens)
         for (bool accumulate : {false, true})
           cases.push_back(std::make_unique<MatmulCase>(Product{kernel}, m, T, accumulate, rng));
     }
@@ -862,7 +910,8 @@ Cases weight_grad_cases(std::mt19937& rng) {
 // ================================================================ the table
 
 const std::vector<test::Op>& op_table() {
-  const std::vector<DType> kFormats = {DType::BF16, DType::F16, DType::F32};
+  const std::vector<DType> kFormats = {DType::BF16, DType::F16,  DType::F32, DType::Q8_0,
+                                       DType::Q4_0, DType::Q4_K, DType::Q6_K};
   auto sizes = [](auto make) {
     return [make](DType, std::mt19937& rng) {
       Cases cases;
@@ -950,12 +999,13 @@ class Products : public ::testing::TestWithParam<std::tuple<int64_t, Kernel, DTy
 // matmul_rows (docs/architecture.md).
 TEST_P(Products, SplitsGiveTheSameBits) {
   std::mt19937 rng(11);
-  for (int64_t rows : kRows)
-    for (int64_t cols : kCols) {
+  const Shapes shapes = shapes_of(dtype);
+  for (int64_t rows : shapes.rows)
+    for (int64_t cols : shapes.cols) {
       TestMatrix m(dtype, rows, cols, cols + 5, rng);
       const MatrixRef& w = m.ref;
       const int64_t out = p.out(w), K = p.K(w), ldx = K + 1, ldy = out + 3;
-      for (int64_t T : kTokens) {
+      for (int64_t T : shapes.tokens) {
         const auto x = random_floats(T * ldx, rng, 1.0);
         for (bool accumulate : {false, true}) {
           const auto y0 = random_floats(T * ldy, rng, 1.0);
@@ -980,6 +1030,33 @@ TEST_P(Products, SplitsGiveTheSameBits) {
     }
 }
 
+// A block-format matrix gives, bit for bit, what the F32 matrix of its
+// dequantized values gives (ops.h), in both kernels: decode from the blocks
+// in place, and batches through widened tiles, alike.
+class BlockProducts : public Products {};
+
+TEST_P(BlockProducts, AreTheirDequantizedF32) {
+  std::mt19937 rng(12);
+  const Shapes shapes = shapes_of(dtype);
+  for (int64_t rows : shapes.rows)
+    for (int64_t cols : shapes.cols) {
+      TestMatrix m(dtype, rows, cols, 0, rng);
+      const int64_t out = p.out(m.ref), K = p.K(m.ref), ldx = K + 2, ldy = out + 1;
+      for (int64_t T : shapes.tokens) {
+        const auto x = random_floats(T * ldx, rng, 1.0);
+        for (bool accumulate : {false, true}) {
+          const auto y0 = random_floats(T * ldy, rng, 1.0);
+          std::vector<float> blocks = y0, dense = y0;
+          p.simd(blocks.data(), ldy, x.data(), ldx, T, m.ref, 0, out, accumulate);
+          p.simd(dense.data(), ldy, x.data(), ldx, T, m.widened_ref, 0, out, accumulate);
+          ASSERT_EQ(std::memcmp(blocks.data(), dense.data(), blocks.size() * sizeof(float)), 0)
+              << dtype_name(dtype) << " rows=" << rows << " cols=" << cols << " T=" << T
+              << " accumulate=" << accumulate;
+        }
+      }
+    }
+}
+
 std::string product_name(const ::testing::TestParamInfo<Products::ParamType>& info) {
   return ops::simd_target_name(std::get<0>(info.param)) +
          (std::get<1>(info.param) == Kernel::Rows ? "_rows_" : "_cols_") +
@@ -989,21 +1066,75 @@ std::string product_name(const ::testing::TestParamInfo<Products::ParamType>& in
 INSTANTIATE_TEST_SUITE_P(Simd, Products,
                          ::testing::Combine(::testing::ValuesIn(ops::simd_targets_available()),
                                             ::testing::Values(Kernel::Rows, Kernel::Cols),
-                                            ::testing::Values(DType::BF16, DType::F16, DType::F32)),
+                                            ::testing::Values(DType::BF16, DType::F16, DType::F32, DType::Q8_0,
+                                                              DType::Q4_0, DType::Q4_K, DType::Q6_K)),
                          product_name);
 
-// One row per format with a kernel, consistent with the dtype it names.
+INSTANTIATE_TEST_SUITE_P(Simd, BlockProducts,
+                         ::testing::Combine(::testing::ValuesIn(ops::simd_targets_available()),
+                                            ::testing::Values(Kernel::Rows, Kernel::Cols),
+                                            ::testing::Values(DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K)),
+                         product_name);
+
+// dequantize_tile widens a block format's rows as dequantize_row does, bit for
+// bit, on every target (the kernels' values), at column ranges of whole blocks.
+TEST(Formats, DequantizeTileIsDequantizeRowOnEveryTarget) {
+  std::mt19937 rng(14);
+  for (DType dtype : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::BF16}) {
+    const int64_t B = weight_format(dtype, "test").block_elems, cols = 5 * B;
+    TestMatrix m(dtype, 6, cols, cols + 1, rng);
+    for (int64_t target : ops::simd_targets_available()) {
+      test::ForceTarget force(target);
+      for (auto [c0, c1] : {std::pair<int64_t, int64_t>{0, cols}, {B, 3 * B}, {4 * B, 5 * B}, {2 * B, 2 * B}}) {
+        const int64_t ldo = c1 - c0 + 3;
+        std::vector<float> tile(5 * ldo, kNaN), want(5 * ldo, kNaN);
+        ops::dequantize_tile(tile.data(), ldo, m.ref, 1, 6, c0, c1);
+        for (int64_t r = 1; r < 6; ++r)
+          std::copy(m.widened_f32.begin() + r * cols + c0, m.widened_f32.begin() + r * cols + c1,
+                    want.begin() + (r - 1) * ldo);
+        EXPECT_TRUE(test::same_bits(tile, want))
+            << dtype_name(dtype) << " " << ops::simd_target_name(target) << " columns [" << c0 << ", " << c1 << ")";
+      }
+    }
+    EXPECT_THROW(ops::dequantize_tile(nullptr, 0, m.ref, 0, 1, 0, cols + B), Error) << dtype_name(dtype);
+    if (B > 1) {
+      EXPECT_THROW(ops::dequantize_tile(nullptr, 0, m.ref, 0, 1, 1, B), Error) << dtype_name(dtype);
+    }
+  }
+}
+
+// One row per format with a kernel, consistent with the dtype it names: one
+// element of dtype_size bytes, or a block format's block as ops/quant.h lays it out.
 TEST(Formats, TableRowsAreTheirDtypes) {
   for (const WeightFormat& f : kWeightFormats) {
     EXPECT_EQ(f.name, dtype_name(f.dtype));
     EXPECT_EQ(find_weight_format(f.dtype), &f);
-    EXPECT_EQ(f.block_elems, 1) << f.name << ": a block format needs its own check here";
-    EXPECT_EQ(f.block_bytes, static_cast<int64_t>(dtype_size(f.dtype))) << f.name;
+    if (is_quantized(f.dtype)) {
+      EXPECT_EQ(dtype_size(f.dtype), 0u) << f.name;
+      EXPECT_EQ(f.block_elems, f.dtype == DType::Q8_0 || f.dtype == DType::Q4_0 ? 32 : 256) << f.name;
+      EXPECT_EQ(static_cast<int64_t>(quantized_bytes(f.dtype, f.block_elems)), f.block_bytes) << f.name;
+    } else {
+      EXPECT_EQ(f.block_elems, 1) << f.name;
+      EXPECT_EQ(f.block_bytes, static_cast<int64_t>(dtype_size(f.dtype))) << f.name;
+    }
   }
-  EXPECT_EQ(weight_format_names(), "BF16, F16 or F32");
+  EXPECT_EQ(weight_format_names(), "BF16, F16, F32, Q8_0, Q4_0, Q4_K or Q6_K");
   const uint16_t data[21] = {};
   EXPECT_EQ((MatrixRef{data, DType::BF16, 3, 5, 7}.row_bytes()), 14);
   EXPECT_EQ((MatrixRef{data, DType::F32, 3, 5, 0}.row_bytes()), 20);
+  EXPECT_EQ((MatrixRef{data, DType::Q8_0, 3, 64, 96}.row_bytes()), 3 * 34);
+  EXPECT_EQ((MatrixRef{data, DType::Q4_K, 3, 512, 0}.row_bytes()), 2 * 144);
+  EXPECT_EQ((MatrixRef{data, DType::Q6_K, 3, 256, 0}.row_bytes()), 210);
+  EXPECT_EQ((MatrixRef{data, DType::Q4_0, 3, 32, 0}.row_bytes()), 18);
+  // Columns or a stride that are not whole blocks: an error naming both.
+  for (const MatrixRef m : {MatrixRef{data, DType::Q8_0, 3, 40, 0}, MatrixRef{data, DType::Q4_K, 3, 256, 300}}) {
+    try {
+      (void)m.row_bytes();
+      FAIL() << "no error for " << m.cols << " columns, stride " << m.stride;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("are not whole"), std::string::npos) << e.what();
+    }
+  }
 }
 
 // A dtype without a kernel is an error, never read as f32 (the old default).
@@ -1033,7 +1164,9 @@ TEST(Formats, UnknownWeightDtypeIsAnErrorInEveryKernel) {
       if (kernel == 2) (void)m.row_bytes();
       FAIL() << "no error for I8 weights, kernel " << kernel;
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("dtype I8 have no kernel (expected BF16, F16 or F32)"), std::string::npos)
+      EXPECT_NE(
+          std::string(e.what()).find("dtype I8 have no kernel (expected BF16, F16, F32, Q8_0, Q4_0, Q4_K or Q6_K)"),
+          std::string::npos)
           << e.what();
     }
   }

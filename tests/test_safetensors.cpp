@@ -195,6 +195,10 @@ TEST_F(Safetensors, WriterRejectsBadInput) {
               write_safetensors(p, {{"bad\xff", DType::F32, {2}, x}});
             }).find("UTF-8"),
             std::string::npos);
+  EXPECT_NE(error_of([&] {
+              write_safetensors(p, {{"q", DType::Q8_0, {32}, x}});
+            }).find("tensor 'q': safetensors has no dtype Q8_0"),
+            std::string::npos);
   EXPECT_TRUE(fs::is_empty(dir_));
 }
 
@@ -400,6 +404,10 @@ TEST_F(Safetensors, MalformedFiles) {
   check_h(R"({"a":{"dtype":"F32","shape":[1]}})", 4, {"tensor 'a'", "missing 'data_offsets'"});
   check_h("{" + entry("a", "7", "[1]", "[0,4]") + "}", 4, {"tensor 'a'", "'dtype': expected a string"});
   check_h("{" + entry("a", "\"Q4_K\"", "[1]", "[0,4]") + "}", 4, {"tensor 'a'", "unknown dtype 'Q4_K'"});
+  // ggml's block formats have DType values (ops/quant.h) but no safetensors dtype.
+  check_h("{" + entry("a", "\"Q8_0\"", "[32]", "[0,34]") + "}", 34, {"tensor 'a'", "unknown dtype 'Q8_0'"});
+  check_h("{" + entry("a", "\"Q4_0\"", "[32]", "[0,18]") + "}", 18, {"tensor 'a'", "unknown dtype 'Q4_0'"});
+  check_h("{" + entry("a", "\"Q6_K\"", "[256]", "[0,210]") + "}", 210, {"tensor 'a'", "unknown dtype 'Q6_K'"});
   // Shapes.
   check_h(a_f32("\"2x3\"", "[0,24]"), 24, {"tensor 'a'", "'shape': expected an array"});
   check_h(a_f32("[2.5]", "[0,4]"), 4, {"tensor 'a'", "non-negative integers", "2.5"});

@@ -82,8 +82,18 @@ MergedLayers merge_lora_layers(const LlamaModel& model, const Adapter& lora) {
   };
   size_t total = 0;
   for (const LayerWeights& w : merged.layers) {
-    for (int m = 0; m < kTargets; ++m)
-      if (lora.config.forward[m]) total += bytes_of(projection(w, static_cast<Target>(m)));
+    for (int m = 0; m < kTargets; ++m) {
+      if (!lora.config.forward[m]) continue;
+      const MatrixRef& W = projection(w, static_cast<Target>(m));
+      // W + s B A stored back in W's block format would be requantized: a
+      // different base, not the merged adapter.
+      if (is_quantized(W.dtype))
+        fail(
+            "lora-merged: the base's weights are {} blocks, which cannot hold W + s B A without requantizing the "
+            "base (expected BF16, F16 or F32 weights; run the adapter unmerged: lora or pf-lora)",
+            dtype_name(W.dtype));
+      total += bytes_of(W);
+    }
   }
   merged.storage = AnonymousBuffer(total, /*huge_pages=*/true);
   size_t used = 0;

@@ -335,6 +335,9 @@ std::vector<size_t> validate_for_writing(const std::string& path,
     if (!seen.insert(t.name).second)
       fail("{}: duplicate tensor name '{}'", path, printable(t.name));
     size_t n = 0;
+    if (is_quantized(t.dtype))  // dtype_size 0: it would write a header no reader accepts
+      fail("{}: tensor '{}': safetensors has no dtype {} (ggml's block formats go into GGUF files)", path, t.name,
+           dtype_name(t.dtype));
     if (!checked_nbytes(t.shape, t.dtype, &n))
       fail("{}: tensor '{}': invalid shape {} (negative dimension or size overflow)", path,
            t.name, format_shape(t.shape));

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "model/gguf_llama.h"
+#include "ops/quant.h"
 #include "util/error.h"
 
 namespace flora {
@@ -168,7 +169,8 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, const Model
 }
 
 size_t LlamaModel::decode_weight_bytes() const {
-  auto bytes = [](const MatrixRef& m) { return static_cast<size_t>(m.rows * m.cols) * dtype_size(m.dtype); };
+  // Through the format table: a block format's bytes include its scales.
+  auto bytes = [](const MatrixRef& m) { return static_cast<size_t>(m.rows) * quantized_bytes(m.dtype, m.cols); };
   size_t total = bytes(lm_head_);
   for (const auto& w : layers_)
     total += bytes(w.q) + bytes(w.k) + bytes(w.v) + bytes(w.o) + bytes(w.gate) + bytes(w.up) + bytes(w.down);
@@ -176,23 +178,9 @@ size_t LlamaModel::decode_weight_bytes() const {
 }
 
 void embedding_row(const MatrixRef& embed, int64_t id, float* out) {
-  const int64_t d = embed.cols;
-  const uint8_t* row = static_cast<const uint8_t*>(embed.data) + id * embed.row_stride() * dtype_size(embed.dtype);
-  for (int64_t i = 0; i < d; ++i) {
-    uint16_t h;
-    switch (embed.dtype) {
-      case DType::BF16:
-        std::memcpy(&h, row + 2 * i, 2);
-        out[i] = bf16_to_f32(h);
-        break;
-      case DType::F16:
-        std::memcpy(&h, row + 2 * i, 2);
-        out[i] = f16_to_f32(h);
-        break;
-      default:
-        std::memcpy(&out[i], row + 4 * i, 4);
-    }
-  }
+  // The row's bytes through the format table, widened as the kernels widen them
+  // (dequantize_row: exact for BF16 and F16, ggml's values for the block formats).
+  dequantize_row(embed.dtype, static_cast<const uint8_t*>(embed.data) + id * embed.row_bytes(), embed.cols, out);
 }
 
 WeightsView weights_view_of(const LlamaModel& model, const std::vector<LayerWeights>* layers) {

@@ -1,6 +1,7 @@
 // SIMD kernels of ops.h, compiled once per Highway target and dispatched at run
 // time. Weights are read in their stored format (ops/formats.h) and widened to
-// f32 in registers; accumulation is in f32.
+// f32 in registers; accumulation is in f32. The block formats' products are in
+// ops/quant_kernels.cpp, reached through the same entry points.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/kernels.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -16,6 +17,7 @@
 
 #include "ops/formats.h"
 #include "ops/ops.h"
+#include "ops/quant_kernels.h"
 #include "util/dtype.h"
 #include "util/error.h"
 
@@ -349,10 +351,12 @@ HWY_EXPORT(Sum);
 
 void matmul_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t row0,
                  int64_t row1, bool accumulate) {
+  if (is_quantized(w.dtype)) return detail::quant_matmul_rows(y, ldy, x, ldx, T, w, row0, row1, accumulate);
   HWY_DYNAMIC_DISPATCH(MatmulRows)(y, ldy, x, ldx, T, w, row0, row1, accumulate);
 }
 void matmul_cols(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t col0,
                  int64_t col1, bool accumulate) {
+  if (is_quantized(w.dtype)) return detail::quant_matmul_cols(y, ldy, x, ldx, T, w, col0, col1, accumulate);
   HWY_DYNAMIC_DISPATCH(MatmulCols)(y, ldy, x, ldx, T, w, col0, col1, accumulate);
 }
 float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }

@@ -52,6 +52,22 @@ void matmul_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T,
 void matmul_cols(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T,
                  const MatrixRef& w, int64_t col0, int64_t col1, bool accumulate);
 
+// Block formats (ops/quant.h) run through the same two entry points, their
+// values those of dequantize_row (ggml's) bit for bit on every target:
+//   matmul_rows: decode (T = 1) reads the blocks in place, widening each to f32
+//     in registers, one f32 multiply-add per weight; T > 1 widens tiles of rows
+//     to f32 once and runs the F32 kernel over all T tokens. Either way the
+//     result is an f32 sum of the products x[t, k] * w[r, k] in some order,
+//     with w[r, k] the dequantized value: the F32 kernel's error bound.
+//   matmul_cols: the chain guarantee above holds as stated, w[r, c] being the
+//     dequantized value (tiles of rows widened to f32, then the F32 kernel).
+
+// out (row1 - row0, col1 - col0) with row stride ldo = rows [row0, row1) of w,
+// columns [col0, col1) (whole blocks of w's format), widened to f32 exactly as
+// dequantize_row widens them, bit for bit on every target.
+void dequantize_tile(float* out, int64_t ldo, const MatrixRef& w, int64_t row0, int64_t row1, int64_t col0,
+                     int64_t col1);
+
 float dot(const float* a, const float* b, int64_t n);
 // Sum of x; also the read loop that measures memory bandwidth.
 float sum(const float* x, int64_t n);

@@ -7,12 +7,14 @@
 
 #include "ops/formats.h"
 #include "ops/ops.h"
+#include "ops/quant.h"
 #include "util/error.h"
 #include "util/dtype.h"
 
 namespace flora::ref {
 
 // w[r, c] widened; its row found through the format table (MatrixRef::row_bytes).
+// A block format's value is dequantize_row's (ggml's) of the block holding c.
 inline double weight_at(const MatrixRef& w, int64_t r, int64_t c) {
   const WeightFormat& format = weight_format(w.dtype, "reference product");
   const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * w.row_bytes();
@@ -20,6 +22,14 @@ inline double weight_at(const MatrixRef& w, int64_t r, int64_t c) {
     case DType::BF16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
     case DType::F16: return f16_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
     case DType::F32: return reinterpret_cast<const float*>(row)[c];
+    case DType::Q8_0:
+    case DType::Q4_0:
+    case DType::Q4_K:
+    case DType::Q6_K: {
+      float block[q4_k::kElems];  // the largest block
+      dequantize_row(w.dtype, row + c / format.block_elems * format.block_bytes, format.block_elems, block);
+      return block[c % format.block_elems];
+    }
     default: fail("reference product: format {} is in kWeightFormats but has no reference", format.name);
   }
 }

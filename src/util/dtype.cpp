@@ -4,8 +4,11 @@
 
 namespace flora {
 
+bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q6_K; }
+
 size_t dtype_size(DType t) {
   switch (t) {
+    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q6_K: return 0;
     case DType::F64: case DType::I64: return 8;
     case DType::F32: case DType::I32: return 4;
     case DType::F16: case DType::BF16: case DType::I16: return 2;
@@ -26,24 +29,21 @@ std::string_view dtype_name(DType t) {
     case DType::I8: return "I8";
     case DType::U8: return "U8";
     case DType::BOOL: return "BOOL";
+    case DType::Q8_0: return "Q8_0";
+    case DType::Q4_0: return "Q4_0";
+    case DType::Q4_K: return "Q4_K";
+    case DType::Q6_K: return "Q6_K";
   }
   return "?";
 }
 
 std::optional<DType> parse_dtype(std::string_view name) {
+  // The block formats are left out on purpose: a safetensors header naming
+  // "Q8_0" is refused as an unknown dtype, never read as ggml's blocks.
   for (DType t : {DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32,
                   DType::I16, DType::I8, DType::U8, DType::BOOL})
     if (dtype_name(t) == name) return t;
   return std::nullopt;
-}
-
-float f16_to_f32(uint16_t h) {
-  const uint32_t sign = (h >> 15) & 1u, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
-  float v;
-  if (exp == 0) v = std::ldexp(static_cast<float>(mant), -24);
-  else if (exp == 31) v = mant ? NAN : INFINITY;
-  else v = std::ldexp(static_cast<float>(mant | 0x400u), static_cast<int>(exp) - 25);
-  return sign ? -v : v;
 }
 
 uint16_t f32_to_f16(float f) {
