@@ -154,10 +154,14 @@ void Scheduler::finish(std::optional<Active>& slot, FinishReason reason, std::st
   a.result.finish = reason;
   a.result.error = std::move(error);
   a.result.completion_tokens = static_cast<int64_t>(a.result.tokens.size());
+  // Counted out before the request is told: a client that has its answer
+  // and asks GET /health at once must not see it still running.
+  {
+    std::lock_guard lock(mu_);
+    --running_;
+  }
   a.request->finish(std::move(a.result));
   slot.reset();
-  std::lock_guard lock(mu_);
-  --running_;
 }
 
 // Releases the text that cannot be the start of a stop string: all of it but
