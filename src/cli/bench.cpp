@@ -10,6 +10,7 @@
 #include "adapters/exec.h"
 #include "bench/bench_serve.h"
 #include "cli/commands.h"
+#include "model/gguf_llama.h"
 #include "ops/ops.h"
 #include "serve/adapter_loader.h"
 #include "util/file.h"
@@ -62,6 +63,21 @@ std::unique_ptr<AttachedAdapter> make_random(const Options& o, const LlamaModel&
 
 // flora bench --variants: every variant a random adapter of the same rank,
 // interleaved repetition by repetition with the base.
+// Each result as JSON with the run's fields added; written to --json-out, and
+// printed with --json, in which case it returns true (no table).
+template <typename Result>
+bool emit_json(const std::vector<Result>& results, const Options& o, const Json& run) {
+  Json all = Json::array();
+  for (const auto& r : results) {
+    Json j = r.to_json();
+    j.update(run);
+    all.push_back(j);
+  }
+  if (!o.json_out.empty()) write_file_atomic(o.json_out, all.dump(2) + "\n");
+  if (o.json) std::printf("%s\n", all.dump(2).c_str());
+  return o.json;
+}
+
 void run_variants(const Options& o, const LlamaModel& model, ThreadPool& pool, bool tty, const std::string& name) {
   std::vector<std::unique_ptr<AttachedAdapter>> attached;
   std::vector<BenchVariant> variants = {{"base"}};
@@ -76,22 +92,14 @@ void run_variants(const Options& o, const LlamaModel& model, ThreadPool& pool, b
   if (!o.adapter.empty()) add(attach_adapter(model, o.adapter, o.lora_variant));
   auto results = run_variant_bench(model, pool, variants, o.bench, progress_printer(tty));
   if (tty) std::fprintf(stderr, "\r%-60s\r", "");
-  Json all = Json::array();
-  for (const auto& r : results) {
-    Json j = r.to_json();
-    j["model"] = o.model;
-    j["threads"] = o.threads;
-    j["n_prompt"] = o.bench.n_prompt;
-    j["n_gen"] = o.bench.n_gen;
-    j["repetitions"] = o.bench.repetitions;
-    j["weight_bytes"] = model.decode_weight_bytes();
-    all.push_back(j);
-  }
-  if (!o.json_out.empty()) write_file_atomic(o.json_out, all.dump(2) + "\n");
-  if (o.json) {
-    std::printf("%s\n", all.dump(2).c_str());
+  if (emit_json(results, o,
+                {{"model", o.model},
+                 {"threads", o.threads},
+                 {"n_prompt", o.bench.n_prompt},
+                 {"n_gen", o.bench.n_gen},
+                 {"repetitions", o.bench.repetitions},
+                 {"weight_bytes", model.decode_weight_bytes()}}))
     return;
-  }
   const double base_bytes = static_cast<double>(model.decode_weight_bytes());
   std::printf(
       "| model | variant | rank | adapter params | adapter MB | extra bytes %% | TTFT ms (pp%lld) | TPOT ms | "
@@ -116,7 +124,7 @@ void run_serve(const Options& o, const LlamaModel& model, ThreadPool& pool, bool
   if (!o.adapter.empty()) fail("bench --serve: --adapter is not supported (random adapters of --rank only)");
   std::vector<int> streams;
   for (int32_t v : parse_token_list(o.streams, "--streams")) streams.push_back(static_cast<int>(v));
-  const Tokenizer tokenizer = Tokenizer::from_file(o.model + "/tokenizer.json");
+  const Tokenizer tokenizer = load_model_tokenizer(o.model);
   std::vector<std::unique_ptr<AttachedAdapter>> attached;
   std::vector<ServeConfig> configs = {{"base", {}}};
   for (const std::string& v : split_list(o.variants.empty() ? "ffba,lora" : o.variants)) {
@@ -132,25 +140,17 @@ void run_serve(const Options& o, const LlamaModel& model, ThreadPool& pool, bool
   }
   auto results = run_serve_bench(model, pool, tokenizer, configs, streams, o.bench, progress_printer(tty));
   if (tty) std::fprintf(stderr, "\r%-60s\r", "");
-  Json all = Json::array();
-  for (const auto& r : results) {
-    Json j = r.to_json();
-    j["model"] = o.model;
-    j["threads"] = o.threads;
-    j["simd"] = ops::simd_target_name();
-    j["rank"] = o.rank;
-    j["adapter_dtype"] = o.adapter_dtype;
-    j["n_prompt"] = o.bench.n_prompt;
-    j["n_gen"] = o.bench.n_gen;
-    j["repetitions"] = o.bench.repetitions;
-    j["base_weight_bytes"] = model.decode_weight_bytes();
-    all.push_back(j);
-  }
-  if (!o.json_out.empty()) write_file_atomic(o.json_out, all.dump(2) + "\n");
-  if (o.json) {
-    std::printf("%s\n", all.dump(2).c_str());
+  if (emit_json(results, o,
+                {{"model", o.model},
+                 {"threads", o.threads},
+                 {"simd", ops::simd_target_name()},
+                 {"rank", o.rank},
+                 {"adapter_dtype", o.adapter_dtype},
+                 {"n_prompt", o.bench.n_prompt},
+                 {"n_gen", o.bench.n_gen},
+                 {"repetitions", o.bench.repetitions},
+                 {"base_weight_bytes", model.decode_weight_bytes()}}))
     return;
-  }
   std::printf(
       "| model | streams | config | adapters / step | TPOT ms | tokens/s | TPOT vs base %% | weights GB / step | "
       "bandwidth GB/s | limit ms | x limit | sync points / step |\n");
