@@ -93,6 +93,8 @@ struct Q4_K {
     const DI di;
     const int64_t N = static_cast<int64_t>(hn::Lanes(df));
     // dm[j] = d * scale_j, dm[8 + j] = dmin * min_j: dequantize_row's d1, m1, ...
+    // widened by vector, the multipliers d | dmin built in registers (a vector
+    // load of scalar stores would stall the block on store forwarding).
     uint8_t sm[16];
     q4_k_scales_mins(blk + q4_k::kScales, sm);
     const float d = load_f16(blk + q4_k::kD), dmin = load_f16(blk + q4_k::kDmin);
