@@ -13,7 +13,8 @@
 set -uo pipefail
 flora=$1
 source "$(dirname "$0")/lib/harness.sh"
-if ! command -v mpirun >/dev/null || ! ldd "$flora" | grep -q libmpi; then
+libs=$(ldd "$flora" 2>/dev/null)  # read whole: grep -q under pipefail could kill ldd with SIGPIPE
+if ! command -v mpirun >/dev/null || [[ $libs != *libmpi* ]]; then
   echo "mpi: skipped (no mpirun, or flora built without MPI)"
   finish mpi
 fi

@@ -20,7 +20,10 @@ done
 # Under AddressSanitizer freed memory waits in a quarantine (RSS would grow by
 # design) and the allocator caches more per thread: the quarantine is turned
 # off and the slack widened to 16 MiB; LeakSanitizer checks leaks at exit there.
-if ldd "$flora" 2>/dev/null | grep -q libasan; then
+# (ldd's output is read whole first: under pipefail, grep -q quitting early
+# would make ldd die of SIGPIPE and the test fail to see the sanitizer.)
+libs=$(ldd "$flora" 2>/dev/null)
+if [[ $libs == *libasan* ]]; then
   export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
   export FLORA_LOAD_RSS_SLACK_KIB=16384
 fi
