@@ -9,6 +9,7 @@
 #include "io/safetensors.h"
 #include "io/tensor_store.h"
 #include "model/gguf_llama.h"
+#include "ops/quant.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/random.h"
@@ -212,16 +213,7 @@ void Adapter::read_tensors(const LlamaConfig& model, const std::function<const T
            k / s.cols, k % s.cols, nonfinite_name(t->data, t->dtype, k));
     AdapterMatrix& m = layers[s.layer].matrix(s.target, s.which);
     m = zeros(s.rows, s.cols);
-    const size_t n = m.data.size();
-    for (size_t k = 0; k < n; ++k) {
-      if (t->dtype == DType::F32) {
-        std::memcpy(&m.data[k], t->data + 4 * k, 4);
-      } else {
-        uint16_t h;
-        std::memcpy(&h, t->data + 2 * k, 2);
-        m.data[k] = t->dtype == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-      }
-    }
+    dequantize_row(t->dtype, t->data, static_cast<int64_t>(m.data.size()), m.data.data());
   }
   for (const std::string& name : names)
     if (!expected.count(name))

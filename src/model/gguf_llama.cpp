@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "model/weights.h"
+#include "ops/quant.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/json.h"
@@ -285,28 +286,15 @@ DType dtype_of(GgufOutType t) {
   return DType::F32;
 }
 
-// A matrix in `dtype`, rows reordered by `row_of` (GGUF row -> HF row), as bytes.
+// A matrix in `dtype`, rows reordered by `row_of` (GGUF row -> HF row), as bytes:
+// each row widened to f32 and written in `dtype` by the one codec of every format (ops/quant.h).
 std::vector<uint8_t> convert_matrix(const MatrixRef& m, DType dtype, const std::function<int64_t(int64_t)>& row_of) {
-  const size_t es = dtype_size(dtype);
-  std::vector<uint8_t> out(static_cast<size_t>(m.rows * m.cols) * es);
+  const size_t row_bytes = quantized_bytes(dtype, m.cols);
+  std::vector<uint8_t> out(static_cast<size_t>(m.rows) * row_bytes);
   std::vector<float> row(static_cast<size_t>(m.cols));
   for (int64_t g = 0; g < m.rows; ++g) {
-    const int64_t r = row_of ? row_of(g) : g;
-    uint8_t* dst = out.data() + static_cast<size_t>(g * m.cols) * es;
-    if (m.dtype == dtype) {  // the stored bytes, as they are
-      std::memcpy(dst, static_cast<const uint8_t*>(m.data) + static_cast<size_t>(r * m.row_stride()) * es,
-                  static_cast<size_t>(m.cols) * es);
-      continue;
-    }
-    embedding_row(m, r, row.data());  // any matrix's row, widened
-    for (int64_t c = 0; c < m.cols; ++c) {
-      if (dtype == DType::F32) {
-        std::memcpy(dst + 4 * c, &row[c], 4);
-      } else {
-        const uint16_t h = dtype == DType::BF16 ? f32_to_bf16(row[c]) : f32_to_f16(row[c]);
-        std::memcpy(dst + 2 * c, &h, 2);
-      }
-    }
+    embedding_row(m, row_of ? row_of(g) : g, row.data());  // any matrix's row, widened
+    quantize_row(dtype, row.data(), m.cols, out.data() + static_cast<size_t>(g) * row_bytes);
   }
   return out;
 }
