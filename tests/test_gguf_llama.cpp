@@ -14,6 +14,7 @@
 #include "model/forward.h"
 #include "model/gguf_llama.h"
 #include "model/weights.h"
+#include "ops/quant.h"
 #include "scratch_dir.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -149,7 +150,7 @@ TEST_F(GgufLlama, RealLlama3TokenizerThroughGgufMetadataEncodesTheSame) {
   EXPECT_EQ(got.vocab_size(), want.vocab_size());
   EXPECT_EQ(got.bos_id(), want.bos_id());
   EXPECT_EQ(got.eos_ids(), want.eos_ids());
-  for (const std::string text : std::vector<std::string>{
+  for (const std::string& text : std::vector<std::string>{
            "The capital of France is Paris.", "  leading spaces\n\nand\ttabs  ", "numbers 1234567 and 3.14159",
            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>", "émigré naïve 東京 🙂",
            "I'm sure they'll've done it", "x" + std::string(300, 'a')}) {
@@ -234,6 +235,122 @@ TEST_F(GgufLlama, WhatFloraDoesNotRunIsRefusedByName) {
             }).find("none"),
             std::string::npos);
   EXPECT_FALSE(fs::exists(dir_.string() + "/x.gguf"));
+}
+
+
+TEST_F(GgufLlama, QuantizedTypeMixIsLlamaQuantizesAtTheRealShape) {
+  // Llama-3.2-1B: 16 layers, tied embedding, rows of 2048 and 8192.
+  std::string mix;
+  for (int64_t l = 0; l < 16; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    const DType v = gguf_matrix_type(GgufOutType::kQ4_K_M, p + "self_attn.v_proj.weight", 2048, l, 16, true);
+    const DType down = gguf_matrix_type(GgufOutType::kQ4_K_M, p + "mlp.down_proj.weight", 8192, l, 16, true);
+    EXPECT_EQ(v, down) << l;
+    EXPECT_EQ(gguf_matrix_type(GgufOutType::kQ4_K_M, p + "self_attn.q_proj.weight", 2048, l, 16, true), DType::Q4_K);
+    EXPECT_EQ(gguf_matrix_type(GgufOutType::kQ4_0, p + "mlp.down_proj.weight", 8192, l, 16, true), DType::Q4_0);
+    mix += v == DType::Q6_K ? '6' : v == DType::Q4_K ? '4' : '?';
+  }
+  // use_more_bits: layers 0-1 and 14-15, and 4, 7, 10, 13 (every third after the first eighth).
+  EXPECT_EQ(mix, "6644644644644666");
+  for (GgufOutType t : {GgufOutType::kQ4_K_M, GgufOutType::kQ4_0}) {
+    EXPECT_EQ(gguf_matrix_type(t, "model.embed_tokens.weight", 2048, 0, 16, true), DType::Q6_K);
+    EXPECT_EQ(gguf_matrix_type(t, "lm_head.weight", 2048, 0, 16, false), DType::Q6_K);
+  }
+  EXPECT_EQ(gguf_matrix_type(GgufOutType::kQ4_K_M, "model.embed_tokens.weight", 2048, 0, 16, false), DType::Q4_K);
+  EXPECT_EQ(gguf_matrix_type(GgufOutType::kQ8_0, "model.embed_tokens.weight", 2048, 0, 16, true), DType::Q8_0);
+  // Rows that are not whole blocks: Q6_K -> Q8_0, Q4_K -> Q4_0, then F16.
+  EXPECT_EQ(gguf_matrix_type(GgufOutType::kQ4_K_M, "lm_head.weight", 96, 0, 16, false), DType::Q8_0);
+  EXPECT_EQ(gguf_matrix_type(GgufOutType::kQ4_K_M, "model.layers.3.mlp.up_proj.weight", 96, 3, 16, true),
+            DType::Q4_0);
+  EXPECT_EQ(gguf_matrix_type(GgufOutType::kQ4_K_M, "model.layers.3.mlp.up_proj.weight", 200, 3, 16, true),
+            DType::F16);
+  EXPECT_EQ(gguf_matrix_type(GgufOutType::kQ8_0, "model.layers.3.mlp.up_proj.weight", 200, 3, 16, true), DType::F16);
+}
+
+TEST_F(GgufLlama, QuantizedFilesLoadToTheirBlocksAndComputeNearTheSourceLogits) {
+  // flora's own pretrained small model: rows of 256 and 768, so every block format fits.
+  const std::string src = std::string(FLORA_SOURCE_DIR) + "/assets/flora-small";
+  const auto dense = LlamaModel::load(src);
+  ThreadPool pool(1);
+  std::vector<int32_t> tokens(48);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 37 + 11) % 1000);
+  const int64_t V = dense->config().vocab_size, T = static_cast<int64_t>(tokens.size());
+  Forward fd(*dense, pool, 64);
+  const float* pd = fd.forward(tokens.data(), T, true);
+  const std::vector<float> ref(pd, pd + T * V);
+  double ref_scale = 0;
+  for (float x : ref) ref_scale = std::max(ref_scale, static_cast<double>(std::abs(x)));
+
+  struct Case {
+    GgufOutType type;
+    const char* name;
+    DType q, v3;        // layer 0's q_proj, layer 3's v_proj (use_more_bits in q4_k_m)
+    double tolerance;   // of the largest logit difference, as a share of the largest logit
+  };
+  for (const Case& c : {Case{GgufOutType::kQ8_0, "q8_0", DType::Q8_0, DType::Q8_0, 0.03},
+                        Case{GgufOutType::kQ4_0, "q4_0", DType::Q4_0, DType::Q4_0, 0.35},
+                        Case{GgufOutType::kQ4_K_M, "q4_k_m", DType::Q4_K, DType::Q6_K, 0.35}}) {
+    SCOPED_TRACE(c.name);
+    const std::string file = dir_.string() + "/small-" + c.name + ".gguf";
+    write_llama_gguf(src, file, c.type);
+    for (bool mmap : {false, true}) {
+      const auto m = LlamaModel::load(file, mmap);
+      const LayerWeights& w0 = m->layers()[0];
+      ASSERT_EQ(w0.q.dtype, c.q);
+      ASSERT_EQ(m->layers()[3].v.dtype, c.v3);
+      EXPECT_EQ(m->embed().dtype, c.type == GgufOutType::kQ8_0 ? DType::Q8_0 : DType::Q6_K);  // tied: the output
+      // Rows of q back in Hugging Face's order, each the blocks quantize_row makes of the source row.
+      const MatrixRef& sq = dense->layers()[0].q;
+      std::vector<float> row(static_cast<size_t>(sq.cols));
+      std::vector<uint8_t> blocks(quantized_bytes(c.q, sq.cols));
+      for (int64_t r : {int64_t{0}, int64_t{1}, int64_t{33}, sq.rows - 1}) {
+        embedding_row(sq, r, row.data());
+        quantize_row(c.q, row.data(), sq.cols, blocks.data());
+        EXPECT_EQ(std::memcmp(blocks.data(), static_cast<const uint8_t*>(w0.q.data) + r * w0.q.row_bytes(),
+                              blocks.size()),
+                  0)
+            << "row " << r;
+      }
+      EXPECT_EQ(m->decode_weight_bytes() < dense->decode_weight_bytes(), true);
+      Forward fq(*m, pool, 64);
+      const float* pq = fq.forward(tokens.data(), T, true);
+      double worst = 0;
+      for (int64_t i = 0; i < T * V; ++i) {
+        ASSERT_TRUE(std::isfinite(pq[i])) << i;
+        worst = std::max(worst, static_cast<double>(std::abs(pq[i] - ref[static_cast<size_t>(i)])));
+      }
+      EXPECT_LT(worst, c.tolerance * ref_scale) << "largest logit difference (largest logit " << ref_scale << ")";
+      std::printf("%s (mmap %d): largest logit difference %.4f of largest logit %.2f\n", c.name, mmap, worst,
+                  ref_scale);
+    }
+  }
+}
+
+TEST_F(GgufLlama, ANonFiniteBlockScaleIsRefusedNamingTheElement) {
+  const std::string src = std::string(FLORA_SOURCE_DIR) + "/assets/flora-small";
+  const std::string good = dir_.string() + "/good.gguf";
+  write_llama_gguf(src, good, GgufOutType::kQ8_0);
+  const GgufFile base(good);
+  std::vector<std::vector<uint8_t>> copies;
+  std::vector<GgufTensorToWrite> tensors;
+  copies.reserve(base.tensors().size());
+  for (const GgufTensor& t : base.tensors()) {
+    copies.emplace_back(t.data, t.data + t.nbytes);
+    if (t.name == "blk.1.ffn_up.weight") {
+      const uint16_t inf = 0x7c00;  // f16 +Inf as the scale of block 3 of row 0: elements 96..127
+      std::memcpy(copies.back().data() + 3 * q8_0::kBytes + q8_0::kD, &inf, 2);
+    }
+    tensors.push_back({t.name, t.type, t.ne, copies.back().data()});
+  }
+  std::vector<std::pair<std::string, GgufValue>> kv(base.metadata().begin(), base.metadata().end());
+  const std::string bad = dir_.string() + "/bad.gguf";
+  write_gguf(bad, kv, tensors);
+  for (bool mmap : {false, true}) {
+    const std::string message = error_of([&] { LlamaModel::load(bad, mmap); });
+    EXPECT_NE(message.find("tensor 'blk.1.ffn_up.weight': element 96 is"), std::string::npos) << message;
+    const auto m = LlamaModel::load(bad, ModelLoadOptions{mmap, true});
+    EXPECT_NE(m->nonfinite_report().find("element 96"), std::string::npos) << m->nonfinite_report();
+  }
 }
 
 }  // namespace

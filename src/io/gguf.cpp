@@ -72,6 +72,10 @@ constexpr std::pair<GgmlType, DType> kReadTypes[] = {
     {GgmlType::F32, DType::F32},
     {GgmlType::F16, DType::F16},
     {GgmlType::BF16, DType::BF16},
+    {GgmlType::Q8_0, DType::Q8_0},
+    {GgmlType::Q4_0, DType::Q4_0},
+    {GgmlType::Q4_K, DType::Q4_K},
+    {GgmlType::Q6_K, DType::Q6_K},
 };
 }  // namespace
 

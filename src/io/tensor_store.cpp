@@ -1,8 +1,11 @@
 #include "io/tensor_store.h"
 
+#include <cmath>
 #include <cstring>
+#include <vector>
 #include <filesystem>
 
+#include "ops/formats.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/json.h"
@@ -45,6 +48,42 @@ int64_t first_nonfinite_bits(const uint8_t* p, int64_t n) {
   return -1;
 }
 
+// A block format's element is non-finite exactly when a scale of its block is:
+// the quantized values are small integers, and a finite f16 scale times them
+// (Q4_K: d * sc * q - dmin * m, at most 65504 * 63 * 15 + 65504 * 63) stays
+// finite, while a non-finite scale makes every element of its block Inf or NaN
+// (Inf * 0 is NaN). So only the scales are scanned (offsets: ops/quant.h), and
+// the answer is the block's first element.
+int64_t first_nonfinite_block(const uint8_t* p, DType dtype, int64_t n) {
+  const WeightFormat& f = weight_format(dtype, "the non-finite scan");
+  int64_t scale_at[2] = {-1, -1};  // byte offsets of the block's f16 scales
+  switch (dtype) {
+    case DType::Q8_0:
+      scale_at[0] = q8_0::kD;
+      break;
+    case DType::Q4_0:
+      scale_at[0] = q4_0::kD;
+      break;
+    case DType::Q4_K:
+      scale_at[0] = q4_k::kD, scale_at[1] = q4_k::kDmin;
+      break;
+    case DType::Q6_K:
+      scale_at[0] = q6_k::kD;
+      break;
+    default:
+      return -1;
+  }
+  for (int64_t b = 0; b < n / f.block_elems; ++b)
+    for (const int64_t at : scale_at) {
+      if (at < 0) continue;
+      uint16_t h;
+      std::memcpy(&h, p + b * f.block_bytes + at, 2);
+      if ((h & 0x7c00) == 0x7c00) [[unlikely]]
+        return b * f.block_elems;
+    }
+  return -1;
+}
+
 }  // namespace
 
 int64_t first_nonfinite(const void* data, DType dtype, int64_t n) {
@@ -57,13 +96,20 @@ int64_t first_nonfinite(const void* data, DType dtype, int64_t n) {
     case DType::F16:
       return first_nonfinite_bits<uint16_t, 0x7c00>(p, n);
     default:
-      return -1;
+      return is_quantized(dtype) ? first_nonfinite_block(p, dtype, n) : -1;
   }
 }
 
 std::string nonfinite_name(const void* data, DType dtype, int64_t k) {
   const auto* p = static_cast<const uint8_t*>(data);
   bool negative = false, nan = false;
+  if (is_quantized(dtype)) {  // the value ggml's widening gives element k
+    const WeightFormat& f = weight_format(dtype, "the non-finite scan");
+    std::vector<float> block(static_cast<size_t>(f.block_elems));
+    dequantize_row(dtype, p + k / f.block_elems * f.block_bytes, f.block_elems, block.data());
+    const float x = block[static_cast<size_t>(k % f.block_elems)];
+    return std::isnan(x) ? "NaN" : x < 0 ? "-Inf" : "+Inf";
+  }
   if (dtype == DType::F32) {
     uint32_t x;
     std::memcpy(&x, p + 4 * k, 4);

@@ -18,10 +18,12 @@
 
 namespace flora {
 
-// Index of the first NaN or +-Inf among the n elements at data (F32, BF16 or
-// F16; other dtypes have none), or -1. One branch-light pass on the raw bits
-// (the exponent all ones), no conversion: cheap enough to run over every
-// weight at load (see LlamaModel::load).
+// Index of the first NaN or +-Inf among the n elements at data (F32, BF16,
+// F16, or ggml's block formats, n whole blocks; other dtypes have none), or
+// -1. One branch-light pass on the raw bits (the exponent all ones), no
+// conversion: cheap enough to run over every weight at load (see
+// LlamaModel::load). A block format's scales alone are scanned: an element is
+// non-finite exactly when a scale of its block is.
 int64_t first_nonfinite(const void* data, DType dtype, int64_t n);
 inline int64_t first_nonfinite(const TensorView& t) { return first_nonfinite(t.data, t.dtype, t.numel()); }
 // "NaN", "+Inf" or "-Inf": what element k of data is, for messages.

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "model/weights.h"
+#include "ops/formats.h"
 #include "ops/quant.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -254,10 +255,48 @@ std::optional<GgufOutType> parse_gguf_out_type(std::string_view name) {
   if (name == "f32") return GgufOutType::kF32;
   if (name == "f16") return GgufOutType::kF16;
   if (name == "bf16") return GgufOutType::kBF16;
+  if (name == "q8_0") return GgufOutType::kQ8_0;
+  if (name == "q4_0") return GgufOutType::kQ4_0;
+  if (name == "q4_k_m") return GgufOutType::kQ4_K_M;
   return std::nullopt;
 }
 
-std::string gguf_out_type_names() { return "f32, f16 or bf16"; }
+std::string gguf_out_type_names() { return "f32, f16, bf16, q8_0, q4_0 or q4_k_m"; }
+
+DType gguf_matrix_type(GgufOutType type, const std::string& hf_name, int64_t cols, int64_t layer, int64_t layers,
+                       bool tied) {
+  auto ends_with = [&](std::string_view tail) {
+    return hf_name.size() >= tail.size() && hf_name.compare(hf_name.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  const bool output = hf_name == "lm_head.weight" || (tied && hf_name == "model.embed_tokens.weight");
+  // llama.cpp's use_more_bits(i, n).
+  const bool more_bits = layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+  DType t = DType::F32;
+  switch (type) {
+    case GgufOutType::kF32:
+      return DType::F32;
+    case GgufOutType::kF16:
+      return DType::F16;
+    case GgufOutType::kBF16:
+      return DType::BF16;
+    case GgufOutType::kQ8_0:
+      t = DType::Q8_0;
+      break;
+    case GgufOutType::kQ4_0:
+      t = output ? DType::Q6_K : DType::Q4_0;
+      break;
+    case GgufOutType::kQ4_K_M:
+      t = output || ((ends_with("self_attn.v_proj.weight") || ends_with("mlp.down_proj.weight")) && more_bits)
+              ? DType::Q6_K
+              : DType::Q4_K;
+      break;
+  }
+  // The fallbacks for rows that are not whole blocks.
+  const auto fits = [cols](DType d) { return cols % find_weight_format(d)->block_elems == 0; };
+  if (!fits(t)) t = t == DType::Q6_K ? DType::Q8_0 : t == DType::Q4_K ? DType::Q4_0 : t;
+  if (!fits(t)) t = DType::F16;
+  return t;
+}
 
 namespace {
 
@@ -270,20 +309,14 @@ uint32_t file_type_of(GgufOutType t) {
       return 1;
     case GgufOutType::kBF16:
       return 32;
+    case GgufOutType::kQ8_0:
+      return 7;
+    case GgufOutType::kQ4_0:
+      return 2;
+    case GgufOutType::kQ4_K_M:
+      return 15;
   }
   return 0;
-}
-
-DType dtype_of(GgufOutType t) {
-  switch (t) {
-    case GgufOutType::kF32:
-      return DType::F32;
-    case GgufOutType::kF16:
-      return DType::F16;
-    case GgufOutType::kBF16:
-      return DType::BF16;
-  }
-  return DType::F32;
 }
 
 // A matrix in `dtype`, rows reordered by `row_of` (GGUF row -> HF row), as bytes:
@@ -397,13 +430,13 @@ void write_llama_gguf(const std::string& model_dir, const std::string& out_path,
   // Tensors in the converter's order; buffers live until the file is written.
   std::vector<std::vector<uint8_t>> buffers;
   std::vector<GgufTensorToWrite> tensors;
-  const DType dt = dtype_of(type);
   const int64_t matrices = 1 + 7 * c.num_hidden_layers + (c.tie_word_embeddings ? 0 : 1);
-  int64_t done = 0;
+  int64_t done = 0, layer = 0;
   auto add_matrix = [&](const std::string& hf, const MatrixRef& m, int64_t head_dim) {
     if (progress) progress(done++, matrices, hf);
     std::function<int64_t(int64_t)> row_of;
     if (head_dim) row_of = [head_dim](int64_t g) { return hf_row_of_gguf_row(g, head_dim); };
+    const DType dt = gguf_matrix_type(type, hf, m.cols, layer, c.num_hidden_layers, c.tie_word_embeddings);
     buffers.push_back(convert_matrix(m, dt, row_of));
     tensors.push_back({gguf_tensor_name(hf), *ggml_type_of(dt), {m.cols, m.rows}, buffers.back().data()});
   };
@@ -417,6 +450,7 @@ void write_llama_gguf(const std::string& model_dir, const std::string& out_path,
   if (!factors.empty()) add_vector("rope_freqs.weight", factors.data(), static_cast<int64_t>(factors.size()));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = model->layers()[static_cast<size_t>(l)];
+    layer = l;
     const std::string p = fmt::format("model.layers.{}.", l);
     add_vector(p + "input_layernorm.weight", w.attn_norm.data(), c.hidden_size);
     add_matrix(p + "self_attn.q_proj.weight", w.q, c.head_dim);

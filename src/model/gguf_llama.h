@@ -55,11 +55,27 @@ Tokenizer load_model_tokenizer(const std::string& model_path);
 // The configuration of a model path: DIR/config.json, or a GGUF's metadata.
 LlamaConfig load_model_config(const std::string& model_path);
 
-// What `flora quantize --type` writes: every matrix in one type (the norms and
-// RoPE factors stay F32, as llama.cpp's converter keeps them).
-enum class GgufOutType { kF32, kF16, kBF16 };
-std::optional<GgufOutType> parse_gguf_out_type(std::string_view name);  // "f32", "f16", "bf16"
+// What `flora quantize --type` writes (the norms and RoPE factors stay F32,
+// as llama.cpp's converter keeps them). f32, f16, bf16 and q8_0: every matrix
+// in that type. q4_0 and q4_k_m: llama-quantize's mix of that name (see
+// gguf_matrix_type).
+enum class GgufOutType { kF32, kF16, kBF16, kQ8_0, kQ4_0, kQ4_K_M };
+std::optional<GgufOutType> parse_gguf_out_type(std::string_view name);  // "f32", ..., "q4_k_m"
 std::string gguf_out_type_names();                                      // for messages
+
+// The type of one matrix in a file of `type`, as llama-quantize (llama.cpp's
+// llama_tensor_get_type, without an importance matrix) picks it for Llama:
+// - the output matrix (the embedding when tied: it is the output too) is Q6_K,
+//   unless the file is Q8_0 (or wider) throughout;
+// - q4_k_m: attn_v and ffn_down are Q6_K in the layers use_more_bits picks
+//   (the first and last eighth, and every third layer between), Q4_K elsewhere;
+// - a row that is not whole blocks of the chosen type falls back: Q6_K to
+//   Q8_0 (as llama.cpp), Q4_K to Q4_0 (llama.cpp picks Q5_0, which flora does
+//   not have), then to F16.
+// hf_name: the Hugging Face name; layer / layers: its layer and the count (the
+// output and embedding: any layer).
+DType gguf_matrix_type(GgufOutType type, const std::string& hf_name, int64_t cols, int64_t layer, int64_t layers,
+                       bool tied);
 
 // llama3's RoPE as llama.cpp reads it (rope_freqs): per frequency, the
 // unscaled inverse frequency over the scaled one, in f32. Empty without

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "model/gguf_llama.h"
+#include "ops/formats.h"
 #include "ops/quant.h"
 #include "util/error.h"
 
@@ -43,8 +44,11 @@ void LlamaModel::nonfinite_found(const TensorView& t, int64_t k) {
 
 MatrixRef LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols, int64_t qk_head_dim) {
   const TensorView& t = store_->get(name, {rows, cols});
-  if (t.dtype != DType::F32 && t.dtype != DType::BF16 && t.dtype != DType::F16)
-    fail("{}: tensor '{}': expected dtype BF16, F16 or F32, found {}", t.file, name, dtype_name(t.dtype));
+  // Any format a matrix kernel reads (ops/formats.h); a block format only from
+  // a GGUF, whose reader checked that rows are whole blocks.
+  const WeightFormat* format = find_weight_format(t.dtype);
+  if (!format)
+    fail("{}: tensor '{}': expected dtype {}, found {}", t.file, name, weight_format_names(), dtype_name(t.dtype));
   const void* data = t.data;
   if (store_->gguf() && qk_head_dim > 0) {
     // Rows back in Hugging Face's order: a copy, row by row, into the arena
@@ -69,12 +73,14 @@ MatrixRef LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols
     uint8_t* dst = arena_.data() + arena_used_;
     // The scan reads each piece just copied while it is still in L1/L2, so
     // checking costs no second trip to memory.
-    const size_t es = dtype_size(t.dtype), piece = size_t{32} << 10;  // bytes, a multiple of es
+    const auto block_bytes = static_cast<size_t>(format->block_bytes);
+    const size_t piece = (size_t{32} << 10) / block_bytes * block_bytes;  // bytes, whole blocks
     bool bad = false;
     for (size_t at = 0; at < t.nbytes; at += piece) {
       const size_t len = std::min(piece, t.nbytes - at);
       std::memcpy(dst + at, t.data + at, len);
-      if (first_nonfinite(dst + at, t.dtype, static_cast<int64_t>(len / es)) >= 0) [[unlikely]]
+      const auto elems = static_cast<int64_t>(len / block_bytes) * format->block_elems;
+      if (first_nonfinite(dst + at, t.dtype, elems) >= 0) [[unlikely]]
         bad = true;
     }
     if (bad) nonfinite_found(t, first_nonfinite(t));
@@ -85,7 +91,8 @@ MatrixRef LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols
   if (const int64_t k = first_nonfinite(t); k >= 0) nonfinite_found(t, k);
   // safetensors does not promise alignment; kernels load unaligned, but a
   // scalar float read through a misaligned pointer is undefined behaviour.
-  if (reinterpret_cast<uintptr_t>(data) % dtype_size(t.dtype) != 0) {
+  // (Block formats are read byte-wise and with memcpy: any address will do.)
+  if (!is_quantized(t.dtype) && reinterpret_cast<uintptr_t>(data) % dtype_size(t.dtype) != 0) {
     aligned_copies_.emplace_back(t.data, t.data + t.nbytes);
     data = aligned_copies_.back().data();
   }

@@ -19,7 +19,7 @@ for t in f32 f16 bf16; do
 done
 grep -q "15 matrices" "$work/err" && pass || fail_check "quantize: no summary line"
 
-expect_error bad-type "--type: expected f32, f16 or bf16, found 'q9'" \
+expect_error bad-type "--type: expected f32, f16, bf16, q8_0, q4_0 or q4_k_m, found 'q9'" \
   "$flora" quantize -m "$work/tiny" --type q9 --out "$work/x.gguf"
 expect_error no-dir "-m $work/none: not a model directory" "$flora" quantize -m "$work/none" --type f16 --out "$work/x.gguf"
 [[ ! -e "$work/x.gguf" ]] && pass || fail_check "a refused quantize left $work/x.gguf"
@@ -79,6 +79,39 @@ for text in "Once upon a time" "The cat sat on the mat." "  two  spaces, 12345 d
   check "tokenize" "$flora" tokenize -m "$work/tiny-f32.gguf" --text "$text" --no-bos
   texts+="${texts:+,}{\"text\": \"$text\", \"flora\": $(cat "$work/out")}"
 done
+# The quantized files, of flora's own pretrained small model (rows of 256 and
+# 768: whole blocks of every format; the tiny model's 200 are not): the type
+# mix, flora running them (an adapter, training on the frozen quantized base),
+# and llama.cpp computing the same logits. Tolerances, about 2.5x the largest
+# difference measured (2026-12-02: q8_0 0.174, q4_0 0.212, q4_k_m 0.402, logits
+# of magnitude up to about 17): besides the f16 K/V cache, llama.cpp rounds the
+# activations to 8-bit blocks (Q8_0, Q8_K) before each product with quantized
+# weights, where flora widens the weights and keeps the activations in f32.
+small="$src/assets/flora-small"
+small_texts=""
+for spec in "q8_0 0.45" "q4_0 0.55" "q4_k_m 1.0"; do
+  read -r t tol <<< "$spec"
+  check "quantize-$t" "$flora" quantize -m "$small" --type $t --out "$work/small-$t.gguf"
+  check "logits-$t" "$flora" logits -m "$work/small-$t.gguf" --tokens "$tokens" -o "$work/flora-$t.safetensors"
+  if [[ -z "$small_texts" ]]; then
+    for text in "Once upon a time" "The cat sat on the mat."; do
+      check "tokenize-small" "$flora" tokenize -m "$work/small-$t.gguf" --text "$text" --no-bos
+      small_texts+="${small_texts:+,}{\"text\": \"$text\", \"flora\": $(cat "$work/out")}"
+    done
+  fi
+  cases+=",{\"gguf\": \"$work/small-$t.gguf\", \"flora_logits\": \"$work/flora-$t.safetensors\", \"tolerance\": $tol, \"texts\": [$small_texts]}"
+done
+check init-ffba-small "$flora" init-adapter -m "$work/small-q4_k_m.gguf" --variant ffba --rank 4 --init random \
+  --seed 2 --out "$work/ffba-small"
+check gen-q4km-adapter "$flora" generate -m "$work/small-q4_k_m.gguf" --adapter "$work/ffba-small" -p "Once" -n 4 \
+  --temp 0 -t 1
+check train-q4km "$flora" train -m "$work/small-q4_k_m.gguf" --data "$src/tests/fixtures/train/arith.jsonl" \
+  --variant lora --rank 2 --steps 2 --batch 2 --seq-len 128 -t 1 --out "$work/lora-q4km"
+[[ -f "$work/lora-q4km/adapter/adapter_model.safetensors" ]] && pass ||
+  fail_check "train on a Q4_K_M base wrote no adapter"
+expect_error merged-q4km "lora-merged: the base's weights are Q4_K blocks" "$flora" generate \
+  -m "$work/small-q4_k_m.gguf" --adapter "$work/lora-q4km/adapter" --lora-variant lora-merged -p "Once" -n 2
+
 cat >"$work/config.json" <<JSON
 {"src": "$src", "tokens": [$tokens], "texts": [$texts], "cases": [$cases]}
 JSON

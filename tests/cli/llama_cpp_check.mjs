@@ -4,7 +4,7 @@
 //   node llama_cpp_check.mjs CONFIG.json
 // CONFIG: {src, tokens: [ids], texts: [{text, flora: [ids]}],
 //          cases: [{gguf, lora (optional: a GGUF LoRA file), flora_logits (safetensors: logits F32 [T, V]),
-//                   tolerance}]}
+//                   tolerance, texts (optional: the case's own, as the top-level texts)}]}
 // Per case: the logits of every position within `tolerance` of flora's (see
 // gguf.sh for why each is what it is), the same argmax wherever flora's top
 // two logits are more than 2 x tolerance apart, and the tokenizer's ids
@@ -67,7 +67,7 @@ for (const c of config.cases) {
     `(tolerance ${c.tolerance}); argmax equal at ${argmaxSame} of ${argmaxChecked} clear positions`);
   check(`${label}: logits within ${c.tolerance}`, worst <= c.tolerance, `${worst}`);
   check(`${label}: argmax`, argmaxSame === argmaxChecked && argmaxChecked > 0, `${argmaxSame}/${argmaxChecked}`);
-  for (const { text, flora } of config.texts) {
+  for (const { text, flora } of c.texts ?? config.texts) {
     const ids = [...model.tokenize(text)];
     check(`${label}: tokenize ${JSON.stringify(text)}`, JSON.stringify(ids) === JSON.stringify(flora),
       `${JSON.stringify(ids)} vs flora ${JSON.stringify(flora)}`);
