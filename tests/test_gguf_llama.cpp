@@ -311,7 +311,7 @@ TEST_F(GgufLlama, QuantizedFilesLoadToTheirBlocksAndComputeNearTheSourceLogits) 
                   0)
             << "row " << r;
       }
-      EXPECT_EQ(m->decode_weight_bytes() < dense->decode_weight_bytes(), true);
+      EXPECT_LT(m->decode_weight_bytes(), dense->decode_weight_bytes());
       Forward fq(*m, pool, 64);
       const float* pq = fq.forward(tokens.data(), T, true);
       double worst = 0;
