@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <sstream>
 
 #include "model/forward.h"
 #include "model/gguf_llama.h"
@@ -293,6 +294,9 @@ TEST_F(GgufLlama, QuantizedFilesLoadToTheirBlocksAndComputeNearTheSourceLogits) 
     SCOPED_TRACE(c.name);
     const std::string file = dir_.string() + "/small-" + c.name + ".gguf";
     write_llama_gguf(src, file, c.type);
+    // Rows convert independently: three threads write the same bytes as one.
+    write_llama_gguf(src, file + ".t3", c.type, {}, 3);
+    EXPECT_EQ(read_file(file), read_file(file + ".t3"));
     for (bool mmap : {false, true}) {
       const auto m = LlamaModel::load(file, mmap);
       const LayerWeights& w0 = m->layers()[0];
@@ -350,6 +354,48 @@ TEST_F(GgufLlama, ANonFiniteBlockScaleIsRefusedNamingTheElement) {
     EXPECT_NE(message.find("tensor 'blk.1.ffn_up.weight': element 96 is"), std::string::npos) << message;
     const auto m = LlamaModel::load(bad, ModelLoadOptions{mmap, true});
     EXPECT_NE(m->nonfinite_report().find("element 96"), std::string::npos) << m->nonfinite_report();
+  }
+}
+
+// kB of the mappings of `path` resident in this process (/proc/self/smaps), or -1 when it is not mapped.
+int64_t mapped_rss_kb(const std::string& path) {
+  std::istringstream smaps(read_file("/proc/self/smaps"));
+  const std::string canonical = fs::canonical(path).string();
+  int64_t total = -1;
+  bool in = false;
+  for (std::string line; std::getline(smaps, line);) {
+    if (line.find('-') < line.find(' ') && line.find(' ') != std::string::npos &&
+        std::isxdigit(static_cast<unsigned char>(line[0]))) {
+      in = line.size() >= canonical.size() && line.compare(line.size() - canonical.size(), canonical.size(),
+                                                           canonical) == 0;
+      if (in && total < 0) total = 0;
+    } else if (in && line.rfind("Rss:", 0) == 0) {
+      total += std::stoll(line.substr(4));
+    }
+  }
+  return total;
+}
+
+TEST_F(GgufLlama, ACopyingLoadGivesTheFilesPagesBack) {
+  // The arena holds the matrices after a copying load: the file's pages need
+  // not stay resident (MappedFile::drop_pages), and reading in place keeps them.
+  const std::string file = dir_.string() + "/small-q8_0.gguf";
+  write_llama_gguf(std::string(FLORA_SOURCE_DIR) + "/assets/flora-small", file, GgufOutType::kQ8_0);
+  const std::string dir = std::string(FLORA_SOURCE_DIR) + "/assets/flora-small";
+  for (const auto& [path, mapped] : {std::pair{file, file}, std::pair{dir, dir + "/model.safetensors"}}) {
+    const auto copied = LlamaModel::load(path, false);
+    EXPECT_EQ(mapped_rss_kb(mapped), 0) << path;
+    const auto in_place = LlamaModel::load(path, true);
+    // Its NaN scan read every byte of the file, so its own mapping is resident.
+    EXPECT_GT(mapped_rss_kb(mapped), 1000) << path;
+    // The copy still computes what reading in place does.
+    ThreadPool pool(1);
+    const int32_t tokens[3] = {1019, 5, 77};
+    Forward fa(*copied, pool, 8), fb(*in_place, pool, 8);
+    const float* a = fa.forward(tokens, 3, false);
+    const std::vector<float> la(a, a + copied->config().vocab_size);
+    const float* b = fb.forward(tokens, 3, false);
+    EXPECT_EQ(std::memcmp(la.data(), b, la.size() * sizeof(float)), 0) << path;
   }
 }
 

@@ -16,8 +16,10 @@ void add_quantize(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("quantize", "Write a model directory as a GGUF file (llama.cpp's format)");
   struct Options {
     std::string model, type, out;
+    int threads = 1;
   };
   auto o = std::make_shared<Options>();
+  add_threads_option(cmd, o->threads);
   cmd->add_option("-m,--model", o->model, "Model directory (config.json, safetensors, tokenizer.json)")->required();
   cmd->add_option("--type", o->type, "Type of the matrices: " + gguf_out_type_names())->required();
   cmd->add_option("--out", o->out, "Output file (.gguf)")->required();
@@ -33,7 +35,7 @@ void add_quantize(CLI::App& app, Action& action) {
         if (!progress) progress = std::make_unique<Progress>("matrix", total);
         progress->update(done, name);
         matrices = total;
-      });
+      }, o->threads);
       std::error_code ec;
       const auto bytes = std::filesystem::file_size(o->out, ec);
       const std::string summary =

@@ -67,6 +67,7 @@ class SafetensorsFile {
   const TensorView* find(std::string_view name) const;                  // nullptr if absent
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::string& path() const { return file_.path(); }
+  void drop_pages() const { file_.drop_pages(); }  // MappedFile::drop_pages
 
  private:
   MappedFile file_;

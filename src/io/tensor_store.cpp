@@ -209,6 +209,11 @@ TensorStore::TensorStore(const std::string& gguf_path,
   }
 }
 
+void TensorStore::drop_pages() const {
+  for (const auto& f : files_) f->drop_pages();
+  if (gguf_) gguf_->drop_pages();
+}
+
 const TensorView* TensorStore::find(std::string_view name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;

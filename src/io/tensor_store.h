@@ -43,6 +43,9 @@ class TensorStore {
   // messages. A named tensor of a type with no DType (dtype_of_ggml) fails.
   TensorStore(const std::string& gguf_path, const std::function<std::optional<std::string>(std::string_view)>& name_of);
   const GgufFile* gguf() const { return gguf_.get(); }  // null for a model directory
+  // The mapped files' resident pages back to the kernel (MappedFile::drop_pages):
+  // views stay valid and read from the file again when touched.
+  void drop_pages() const;
 
   const TensorView* find(std::string_view name) const;  // nullptr if absent
   // Fails "<dir>: tensor '<name>' not found ..." if absent.

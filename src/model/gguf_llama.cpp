@@ -11,6 +11,7 @@
 #include "util/error.h"
 #include "util/file.h"
 #include "util/json.h"
+#include "util/threads.h"
 
 namespace flora {
 
@@ -321,14 +322,19 @@ uint32_t file_type_of(GgufOutType t) {
 
 // A matrix in `dtype`, rows reordered by `row_of` (GGUF row -> HF row), as bytes:
 // each row widened to f32 and written in `dtype` by the one codec of every format (ops/quant.h).
-std::vector<uint8_t> convert_matrix(const MatrixRef& m, DType dtype, const std::function<int64_t(int64_t)>& row_of) {
+// Rows are converted independently, so the pool's threads split them and the
+// bytes do not depend on the thread count.
+std::vector<uint8_t> convert_matrix(const MatrixRef& m, DType dtype, const std::function<int64_t(int64_t)>& row_of,
+                                    ThreadPool& pool) {
   const size_t row_bytes = quantized_bytes(dtype, m.cols);
   std::vector<uint8_t> out(static_cast<size_t>(m.rows) * row_bytes);
-  std::vector<float> row(static_cast<size_t>(m.cols));
-  for (int64_t g = 0; g < m.rows; ++g) {
-    embedding_row(m, row_of ? row_of(g) : g, row.data());  // any matrix's row, widened
-    quantize_row(dtype, row.data(), m.cols, out.data() + static_cast<size_t>(g) * row_bytes);
-  }
+  pool.parallel_for(m.rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(static_cast<size_t>(m.cols));
+    for (int64_t g = begin; g < end; ++g) {
+      embedding_row(m, row_of ? row_of(g) : g, row.data());  // any matrix's row, widened
+      quantize_row(dtype, row.data(), m.cols, out.data() + static_cast<size_t>(g) * row_bytes);
+    }
+  });
   return out;
 }
 
@@ -398,8 +404,9 @@ std::vector<std::pair<std::string, GgufValue>> gguf_tokenizer_metadata(const std
 }
 
 void write_llama_gguf(const std::string& model_dir, const std::string& out_path, GgufOutType type,
-                      const std::function<void(int64_t, int64_t, const std::string&)>& progress) {
+                      const std::function<void(int64_t, int64_t, const std::string&)>& progress, int threads) {
   const auto model = LlamaModel::load(model_dir, ModelLoadOptions{true, false});
+  ThreadPool pool(threads);
   const LlamaConfig& c = model->config();
   const std::string tok_path = model_dir + "/tokenizer.json";
   if (!fs::exists(tok_path)) fail("{}: no tokenizer.json: a GGUF carries its tokenizer", model_dir);
@@ -437,7 +444,7 @@ void write_llama_gguf(const std::string& model_dir, const std::string& out_path,
     std::function<int64_t(int64_t)> row_of;
     if (head_dim) row_of = [head_dim](int64_t g) { return hf_row_of_gguf_row(g, head_dim); };
     const DType dt = gguf_matrix_type(type, hf, m.cols, layer, c.num_hidden_layers, c.tie_word_embeddings);
-    buffers.push_back(convert_matrix(m, dt, row_of));
+    buffers.push_back(convert_matrix(m, dt, row_of, pool));
     tensors.push_back({gguf_tensor_name(hf), *ggml_type_of(dt), {m.cols, m.rows}, buffers.back().data()});
   };
   auto add_vector = [&](const std::string& hf, const float* v, int64_t n) {

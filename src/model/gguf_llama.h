@@ -94,8 +94,10 @@ std::vector<std::pair<std::string, GgufValue>> gguf_tokenizer_metadata(const std
 // Writes a model directory (config.json, safetensors, tokenizer.json and, if
 // present, tokenizer_config.json's chat_template) as a GGUF file that
 // llama.cpp loads, through a temporary name. progress (optional) is told of
-// each matrix as it is converted: (done, total, Hugging Face name).
+// each matrix as it is converted: (done, total, Hugging Face name). threads
+// convert the rows of each matrix (the file's bytes do not depend on them).
 void write_llama_gguf(const std::string& model_dir, const std::string& out_path, GgufOutType type,
-                      const std::function<void(int64_t, int64_t, const std::string&)>& progress = {});
+                      const std::function<void(int64_t, int64_t, const std::string&)>& progress = {},
+                      int threads = 1);
 
 }  // namespace flora

@@ -169,6 +169,9 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, const Model
     w.up = m->matrix(p + "mlp.up_proj.weight", f, d);
     w.down = m->matrix(p + "mlp.down_proj.weight", d, f);
   }
+  // Every matrix is in the arena now and the norms are widened copies: the
+  // mapping's pages (as many bytes again as the model) need not stay resident.
+  if (!use_mmap) m->store_->drop_pages();
   if (m->nonfinite_tensors_ > 0)
     m->nonfinite_report_ = fmt::format("{}; {} of the model's tensors hold NaN or Inf (loaded: --allow-nonfinite)",
                                        m->first_nonfinite_, m->nonfinite_tensors_);

@@ -24,6 +24,10 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Gives the mapping's resident pages back to the kernel (madvise
+  // MADV_DONTNEED): the mapping stays valid, and a later read faults the pages
+  // in from the file again. For files whose contents were copied elsewhere.
+  void drop_pages() const;
 
  private:
   std::string path_;
