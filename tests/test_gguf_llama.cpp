@@ -268,7 +268,7 @@ TEST_F(GgufLlama, QuantizedTypeMixIsLlamaQuantizesAtTheRealShape) {
   EXPECT_EQ(gguf_matrix_type(GgufOutType::kQ8_0, "model.layers.3.mlp.up_proj.weight", 200, 3, 16, true), DType::F16);
 }
 
-TEST_F(GgufLlama, QuantizedFilesLoadToTheirBlocksAndComputeNearTheSourceLogits) {
+TEST_F(GgufLlama, QuantizedFilesLoadToTheirBlocksAndComputeNearTheSourceLogitsBatchInvariant) {
   // flora's own pretrained small model: rows of 256 and 768, so every block format fits.
   const std::string src = std::string(FLORA_SOURCE_DIR) + "/assets/flora-small";
   const auto dense = LlamaModel::load(src);
@@ -326,6 +326,24 @@ TEST_F(GgufLlama, QuantizedFilesLoadToTheirBlocksAndComputeNearTheSourceLogits) 
       EXPECT_LT(worst, c.tolerance * ref_scale) << "largest logit difference (largest logit " << ref_scale << ")";
       std::printf("%s (mmap %d): largest logit difference %.4f of largest logit %.2f\n", c.name, mmap, worst,
                   ref_scale);
+    }
+    // The integer products round each token's activations alone and run the
+    // same operations for every (row, token): a prompt prefilled in pieces
+    // or decoded token by token gets the logits of the whole, bit for bit,
+    // on any number of threads (what batching in `flora serve` rests on).
+    const auto m = LlamaModel::load(file);
+    ThreadPool two(2);
+    Forward whole(*m, two, T);
+    const float* all = whole.forward(tokens.data(), T, true);
+    const std::vector<float> want(all, all + T * V);
+    for (int64_t piece : {1, 5}) {
+      Forward f(*m, piece == 1 ? pool : two, T);
+      for (int64_t t0 = 0; t0 < T; t0 += piece) {
+        const int64_t n = std::min(piece, T - t0);
+        const float* got = f.forward(tokens.data() + t0, n, true);
+        ASSERT_EQ(0, std::memcmp(got, want.data() + t0 * V, static_cast<size_t>(n * V) * sizeof(float)))
+            << "pieces of " << piece << ", tokens " << t0 << ".." << t0 + n;
+      }
     }
   }
 }

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -90,7 +91,23 @@ struct Product {
   }
   void simd(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t o0, int64_t o1,
             bool accumulate) const {
-    (kernel == Kernel::Rows ? ops::matmul_rows : ops::matmul_cols)(y, ldy, x, ldx, T, w, o0, o1, accumulate);
+    if (kernel == Kernel::Rows)
+      ops::matmul_rows(y, ldy, x, ldx, T, w, o0, o1, accumulate);
+    else
+      ops::matmul_cols(y, ldy, x, ldx, T, w, o0, o1, accumulate);
+  }
+  // The input as the product reads it: matmul_rows of a block format rounds
+  // each token's row to 8-bit groups (ops.h), so its reference takes the
+  // rounded values d q; every other product reads x as it is.
+  std::vector<double> as_read(const std::vector<double>& x, const MatrixRef& w, int64_t T) const {
+    if (kernel != Kernel::Rows || !is_quantized(w.dtype)) return x;
+    const std::vector<float> xf(x.begin(), x.end());
+    ops::ActivationBlocks a;
+    ops::round_activations(xf.data(), w.cols, T, w.cols, ops::activation_group(w.dtype), a);
+    std::vector<double> rounded(x.size());
+    for (size_t i = 0; i < x.size(); ++i)
+      rounded[i] = double(a.d[i / a.group]) * a.q[i];  // rows are K = a.K wide, whole groups
+    return rounded;
   }
   void reference(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t o0,
                  int64_t o1, bool accumulate) const {
@@ -190,8 +207,9 @@ class MatmulCase : public OpCase {
   }
   std::vector<Vec> reference(const std::vector<Vec>& x) const override {
     std::vector<float> xb(T_ * ldx_), yb(T_ * ldy_);
+    const Vec read = p_.as_read(x[0], m_->ref, T_);
     for (int64_t t = 0; t < T_; ++t) {
-      for (int64_t k = 0; k < K_; ++k) xb[t * ldx_ + k] = float(x[0][t * K_ + k]);
+      for (int64_t k = 0; k < K_; ++k) xb[t * ldx_ + k] = float(read[t * K_ + k]);
       for (int64_t o = o0_; o < out_; ++o) yb[t * ldy_ + o] = float(prefill[0][t * (out_ - o0_) + o - o0_]);
     }
     p_.reference(yb.data(), ldy_, xb.data(), ldx_, T_, m_->widened_ref, o0_, out_, accumulate_);
@@ -204,13 +222,15 @@ class MatmulCase : public OpCase {
   // accumulating) in any order: |computed - exact| <= (K + 2) eps sum|terms|
   // (Higham, recursive summation), so a correct kernel can never exceed it,
   // while a wrong index or a dropped tail misses by O(|x w|), far above it.
-  // The same bound for every format, the block formats included: the kernels
-  // read a block as dequantize_row's f32 values, exactly (the reference's
-  // weights are those values too, so quantization error is not in the
-  // comparison), and BlockProducts.AreTheirDequantizedF32 checks that
-  // their results are the F32 kernel's on those values bit for bit.
+  // The same bound for every format, the block formats included, whose
+  // reference weights are dequantize_row's values (so the weights'
+  // quantization error is not in the comparison): matmul_cols reads exactly
+  // those (BlockProducts checks it is the F32 kernel on them bit for bit);
+  // matmul_rows sums the integer levels exactly and scales them in f32, and
+  // its reference reads the rounded activations (as_read), so neither the
+  // activations' rounding is in the comparison (RoundActivations bounds it).
   Vec tolerance(size_t, const Vec&) const override {
-    const Vec x = in[0].values();
+    const Vec x = p_.as_read(in[0].values(), m_->ref, T_);
     Vec tol;
     for (int64_t t = 0; t < T_; ++t)
       for (int64_t o = o0_; o < out_; ++o) {
@@ -1035,7 +1055,11 @@ TEST_P(Products, SplitsGiveTheSameBits) {
 // in place, and batches through widened tiles, alike.
 class BlockProducts : public Products {};
 
-TEST_P(BlockProducts, AreTheirDequantizedF32) {
+// matmul_cols of a block format is the F32 kernel over the dequantized matrix,
+// bit for bit; matmul_rows (integer products) gives every token's row the
+// bits it gets alone, and every row range the bits of the whole: the
+// batching invariance the forward's rows rest on (ops.h), on every target.
+TEST_P(BlockProducts, AreTheirDequantizedF32OrBatchInvariant) {
   std::mt19937 rng(12);
   const Shapes shapes = shapes_of(dtype);
   for (int64_t rows : shapes.rows)
@@ -1046,15 +1070,82 @@ TEST_P(BlockProducts, AreTheirDequantizedF32) {
         const auto x = random_floats(T * ldx, rng, 1.0);
         for (bool accumulate : {false, true}) {
           const auto y0 = random_floats(T * ldy, rng, 1.0);
-          std::vector<float> blocks = y0, dense = y0;
+          std::vector<float> blocks = y0, other = y0;
           p.simd(blocks.data(), ldy, x.data(), ldx, T, m.ref, 0, out, accumulate);
-          p.simd(dense.data(), ldy, x.data(), ldx, T, m.widened_ref, 0, out, accumulate);
-          ASSERT_EQ(std::memcmp(blocks.data(), dense.data(), blocks.size() * sizeof(float)), 0)
+          if (p.kernel == Kernel::Cols) {
+            p.simd(other.data(), ldy, x.data(), ldx, T, m.widened_ref, 0, out, accumulate);
+          } else {
+            for (int64_t t = 0; t < T; ++t) {  // each token alone, its rows in two ranges
+              const int64_t split = out / 3;
+              p.simd(other.data() + t * ldy, ldy, x.data() + t * ldx, ldx, 1, m.ref, 0, split, accumulate);
+              p.simd(other.data() + t * ldy, ldy, x.data() + t * ldx, ldx, 1, m.ref, split, out, accumulate);
+            }
+          }
+          ASSERT_EQ(std::memcmp(blocks.data(), other.data(), blocks.size() * sizeof(float)), 0)
               << dtype_name(dtype) << " rows=" << rows << " cols=" << cols << " T=" << T
               << " accumulate=" << accumulate;
         }
       }
     }
+}
+
+// round_activations: per group d = max|x| / 127, q the nearest integer to
+// x 127 / max|x|, so |x - d q| <= d / 2 (plus the two roundings of d and of
+// 127 / max|x|) and |q| <= 127, the extreme value at +-127; the sums are the
+// groups' sums of q; a non-finite value makes its group's d NaN; and the bits
+// are the same on every target.
+TEST(RoundActivations, BoundTheRoundingAndAgreeOnEveryTarget) {
+  std::mt19937 rng(21);
+  for (int64_t group : {32, 256}) {
+    const int64_t T = 3, K = 2 * group, ldx = K + 5;
+    std::vector<float> x = random_floats(T * ldx, rng, 3.0);
+    for (int64_t k = 0; k < group; ++k) x[ldx + k] = 0.0f;  // token 1, group 0: all zeros
+    x[2 * ldx + group + 7] = std::numeric_limits<float>::infinity();  // token 2, group 1
+    ops::ActivationBlocks first;
+    bool have_first = false;
+    for (int64_t target : ops::simd_targets_available()) {
+      test::ForceTarget force(target);
+      ops::ActivationBlocks a;
+      ops::round_activations(x.data(), ldx, T, K, group, a);
+      ASSERT_EQ(a.q.size(), size_t(T * K));
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t g = 0; g < K / group; ++g) {
+          const float d = a.d[t * (K / group) + g];
+          if (t == 2 && g == 1) {
+            EXPECT_TRUE(std::isnan(d)) << "a group holding an infinity";
+            continue;
+          }
+          float amax = 0;
+          for (int64_t k = 0; k < group; ++k) amax = std::max(amax, std::fabs(x[t * ldx + g * group + k]));
+          EXPECT_EQ(d, amax / 127.0f);
+          int peak = 0;
+          for (int64_t k = 0; k < group; ++k) {
+            const int q = a.q[t * K + g * group + k];
+            EXPECT_LE(std::abs(q), 127);
+            peak = std::max(peak, std::abs(q));
+            EXPECT_LE(std::fabs(double(x[t * ldx + g * group + k]) - double(d) * q), (0.5 + 1e-5) * d + 1e-30)
+                << "group " << group << " t=" << t << " k=" << g * group + k;
+          }
+          EXPECT_EQ(peak, amax > 0 ? 127 : 0);
+        }
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t s = 0; s < K / 32; ++s) {
+          int sum = 0;
+          for (int64_t k = 0; k < 32; ++k) sum += a.q[t * K + 32 * s + k];
+          EXPECT_EQ(a.sums[t * (K / 32) + s], sum);
+        }
+      if (!have_first) {
+        first = a, have_first = true;
+      } else {
+        EXPECT_EQ(a.q, first.q) << ops::simd_target_name(target);
+        EXPECT_EQ(std::memcmp(a.d.data(), first.d.data(), a.d.size() * sizeof(float)), 0)
+            << ops::simd_target_name(target);
+      }
+    }
+  }
+  ops::ActivationBlocks a;
+  EXPECT_THROW(ops::round_activations(nullptr, 40, 1, 40, 32, a), Error);
+  EXPECT_THROW(ops::round_activations(nullptr, 64, 1, 64, 16, a), Error);
 }
 
 std::string product_name(const ::testing::TestParamInfo<Products::ParamType>& info) {

@@ -52,15 +52,48 @@ void matmul_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T,
 void matmul_cols(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T,
                  const MatrixRef& w, int64_t col0, int64_t col1, bool accumulate);
 
-// Block formats (ops/quant.h) run through the same two entry points, their
-// values those of dequantize_row (ggml's) bit for bit on every target:
-//   matmul_rows: decode (T = 1) reads the blocks in place, widening each to f32
-//     in registers, one f32 multiply-add per weight; T > 1 widens tiles of rows
-//     to f32 once and runs the F32 kernel over all T tokens. Either way the
-//     result is an f32 sum of the products x[t, k] * w[r, k] in some order,
-//     with w[r, k] the dequantized value: the F32 kernel's error bound.
+// Block formats (ops/quant.h) run through the same two entry points:
+//   matmul_rows: integer dot products, as llama.cpp computes them. Each token's
+//     row of x is first rounded to 8-bit groups (ActivationBlocks below), then
+//     every weight block meets the token's group as a sum of int8 x int8
+//     products (exact, in integers), scaled by the weight block's and the
+//     group's f32 scales. Every (row, token) pair runs the same operations
+//     whatever T, the row range or the other tokens, so rows are independent
+//     and a row's result does not depend on batching (decode, prefill in
+//     pieces, other requests) bit for bit; across targets the f32 combine of
+//     the block sums differs in grouping. Against the exact product of x, the
+//     error is the activations' rounding (at most half a step, d / 2, per
+//     element) plus the f32 error bound of a sum of K products.
 //   matmul_cols: the chain guarantee above holds as stated, w[r, c] being the
-//     dequantized value (tiles of rows widened to f32, then the F32 kernel).
+//     dequantized value (tiles of rows widened to f32, then the F32 kernel),
+//     and x not rounded: the input gradients of training.
+
+// The input of the integer products: T rows of K activations (K whole
+// groups) rounded to 8-bit groups of `group` elements with one f32 scale:
+// 32 for weights in blocks of 32 (Q8_0, Q4_0: llama.cpp's Q8_0 of the
+// input), 256 for the K-quants (Q4_K, Q6_K: its Q8_K). Per group
+// d = max|x| / 127 and q = x / d rounded to nearest (ties to even), so
+// |x - d q| <= d / 2 and |q| <= 127; a group holding a NaN or an infinity
+// gets d = NaN (q = 0), so every product it meets is NaN. The rounding is the
+// same bits on every target (an exact maximum, one division, one multiply,
+// one rounding per value).
+struct ActivationBlocks {
+  int64_t T = 0, K = 0, group = 0;
+  std::vector<int8_t> q;      // (T, K)
+  std::vector<float> d;       // (T, K / group)
+  std::vector<int16_t> sums;  // (T, K / 32): the sum of q over each 32 elements (Q4_K's mins)
+};
+// The group size of the activations a block format's products take (32 or
+// 256); an error for a format with one-element blocks.
+int64_t activation_group(DType weights);
+// x (T, K) with row stride ldx -> out (resized as needed, so a kept one is reused).
+void round_activations(const float* x, int64_t ldx, int64_t T, int64_t K, int64_t group, ActivationBlocks& out);
+// matmul_rows of a block-format w over activations already rounded for it
+// (x.group == activation_group(w.dtype), x.K == w.cols): the same result, bit
+// for bit, as matmul_rows on the f32 rows x was rounded from. Products that
+// share an input round it once (ops::product_region, ops::product).
+void matmul_rows(float* y, int64_t ldy, const ActivationBlocks& x, const MatrixRef& w, int64_t row0, int64_t row1,
+                 bool accumulate);
 
 // out (row1 - row0, col1 - col0) with row stride ldo = rows [row0, row1) of w,
 // columns [col0, col1) (whole blocks of w's format), widened to f32 exactly as

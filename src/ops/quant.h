@@ -64,13 +64,21 @@ inline float load_f16(const uint8_t* p) {
 // hold the scales of sub-blocks 0-3 and bytes 4-7 their mins (low 6 bits);
 // sub-blocks 4-7 keep their low 4 bits in the nibbles of bytes 8-11 (scale
 // low, min high) and their top 2 bits in the top bits of bytes 0-3 (scales)
-// and 4-7 (mins). Four bytes at a time (little-endian words).
-inline void q4_k_scales_mins(const uint8_t* packed, uint8_t* out) {
+// and 4-7 (mins). Four bytes at a time: as little-endian words, out[4 i ..]
+// being words[i].
+inline void q4_k_scales_mins(const uint8_t* packed, uint32_t* words) {
   uint32_t w[3];
   std::memcpy(w, packed, 12);
   constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kTop2 = 0x03030303;
-  const uint32_t words[4] = {w[0] & kLow6, (w[2] & kLow4) | (((w[0] >> 6) & kTop2) << 4), w[1] & kLow6,
-                             ((w[2] >> 4) & kLow4) | (((w[1] >> 6) & kTop2) << 4)};
+  words[0] = w[0] & kLow6;
+  words[1] = (w[2] & kLow4) | (((w[0] >> 6) & kTop2) << 4);
+  words[2] = w[1] & kLow6;
+  words[3] = ((w[2] >> 4) & kLow4) | (((w[1] >> 6) & kTop2) << 4);
+}
+// The same as 16 bytes at out.
+inline void q4_k_scales_mins(const uint8_t* packed, uint8_t* out) {
+  uint32_t words[4];
+  q4_k_scales_mins(packed, words);
   std::memcpy(out, words, 16);
 }
 

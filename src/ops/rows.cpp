@@ -19,6 +19,36 @@ constexpr int64_t kColChunk = 64;
 // Rows per chunk of the row-wise operations (norms, RoPE, SwiGLU).
 constexpr int64_t kRows = 8;
 
+// A block-format product rounds its input to 8-bit groups (ops.h); products
+// sharing an input round it once per thread, here, not once per chunk. At
+// most two group sizes (32, 256) meet one input; a thread's buffers are kept.
+class RoundedInput {
+ public:
+  RoundedInput(const float* x, int64_t ldx, int64_t T) : x_(x), ldx_(ldx), T_(T) {}
+  const ActivationBlocks& operator()(const MatrixRef& w) {
+    thread_local ActivationBlocks rounded[2];
+    const int64_t group = activation_group(w.dtype);
+    const int i = group == 32 ? 0 : 1;
+    if (!done_[i]) round_activations(x_, ldx_, T_, w.cols, group, rounded[i]);
+    done_[i] = true;
+    return rounded[i];
+  }
+
+ private:
+  const float* x_;
+  int64_t ldx_, T_;
+  bool done_[2] = {false, false};
+};
+
+// matmul_rows over x, through `rounded` when w is a block format.
+void rows_of(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, RoundedInput& rounded, const MatrixRef& w,
+             int64_t r0, int64_t r1, bool accumulate) {
+  if (is_quantized(w.dtype))
+    matmul_rows(y, ldy, rounded(w), w, r0, r1, accumulate);
+  else
+    matmul_rows(y, ldy, x, ldx, T, w, r0, r1, accumulate);
+}
+
 }  // namespace
 
 void product_region(ThreadPool& pool, const ProductRegion& g) {
@@ -31,6 +61,7 @@ void product_region(ThreadPool& pool, const ProductRegion& g) {
   pool.run([&](int t, int) {
     const float* x = g.input(t);
     if (g.before) g.before(t, x);
+    RoundedInput rounded(x, g.ldx, g.T);
     int64_t c0, c1;
     while (chunks.next(c0, c1)) {
       for (int j = 0; j < n; ++j) {
@@ -39,7 +70,7 @@ void product_region(ThreadPool& pool, const ProductRegion& g) {
         const int64_t r0 = g.stacked ? std::max(c0, offset[j]) - offset[j] : c0;
         const int64_t r1 = g.stacked ? std::min(c1, offset[j + 1]) - offset[j] : c1;
         if (r0 >= r1) continue;
-        matmul_rows(o.y, o.ldy, x, g.ldx, g.T, *o.w, r0, r1, o.accumulate);
+        rows_of(o.y, o.ldy, x, g.ldx, g.T, rounded, *o.w, r0, r1, o.accumulate);
         if (g.epilogue) g.epilogue(t, j, r0, r1);
       }
       if (g.chunk_done) g.chunk_done(t, c0, c1);
@@ -134,8 +165,9 @@ void product(ThreadPool& pool, float* y, int64_t ldy, const float* x, int64_t ld
              bool accumulate) {
   WorkChunks rows(W.rows, kRowChunk);
   pool.run([&](int, int) {
+    RoundedInput rounded(x, ldx, n);
     int64_t r0, r1;
-    while (rows.next(r0, r1)) matmul_rows(y, ldy, x, ldx, n, W, r0, r1, accumulate);
+    while (rows.next(r0, r1)) rows_of(y, ldy, x, ldx, n, rounded, W, r0, r1, accumulate);
   });
 }
 
