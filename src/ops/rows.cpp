@@ -21,7 +21,8 @@ constexpr int64_t kRows = 8;
 
 // A block-format product rounds its input to 8-bit groups (ops.h); products
 // sharing an input round it once per thread, here, not once per chunk. At
-// most two group sizes (32, 256) meet one input; a thread's buffers are kept.
+// most two group sizes (32, 256) meet one input; a thread's buffers are kept
+// (one RoundedInput at a time per thread: a region's hooks start no product).
 class RoundedInput {
  public:
   RoundedInput(const float* x, int64_t ldx, int64_t T) : x_(x), ldx_(ldx), T_(T) {}
