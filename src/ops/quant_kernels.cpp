@@ -287,8 +287,9 @@ HWY_INLINE void PairOfBlocks(const IntTile& tile, int64_t b, int64_t nb, int64_t
 #pragma GCC unroll 4
   for (int j = 0; j < kT; ++j) {
     const int64_t t = tile.t0 + j;
-    const __m128 pair = nb == 2 ? _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(a.d.data() + t * groups + b)))
-                                : _mm_load_ss(a.d.data() + t * groups + b);
+    const float* d = a.d.data() + t * groups + b;  // the pair's scales (lane 1 zero for a last block alone)
+    const __m128 pair = nb == 2 ? _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(d)))
+                                : _mm_load_ss(d);
     dx[j] = _mm512_permutexvar_ps(HalfIndex(), _mm512_castps128_ps512(pair));
   }
 #pragma GCC unroll 4
