@@ -1090,7 +1090,7 @@ TEST_P(BlockProducts, AreTheirDequantizedF32OrBatchInvariant) {
 }
 
 // round_activations: per group d = max|x| / 127, q the nearest integer to
-// x 127 / max|x|, so |x - d q| <= d / 2 (plus the two roundings of d and of
+// x 127 / max|x| (ties to even), so |x - d q| <= d / 2 (plus the two roundings of d and of
 // 127 / max|x|) and |q| <= 127, the extreme value at +-127; the sums are the
 // groups' sums of q; a non-finite value makes its group's d NaN; and the bits
 // are the same on every target.
@@ -1101,6 +1101,10 @@ TEST(RoundActivations, BoundTheRoundingAndAgreeOnEveryTarget) {
     std::vector<float> x = random_floats(T * ldx, rng, 3.0);
     for (int64_t k = 0; k < group; ++k) x[ldx + k] = 0.0f;  // token 1, group 0: all zeros
     x[2 * ldx + group + 7] = std::numeric_limits<float>::infinity();  // token 2, group 1
+    // Token 0, group 0: max 127, so q = x: ties to even, and a value just under a half.
+    const float ties[] = {127.0f, 2.5f, 3.5f, -2.5f, 0.49999997f};
+    const int want_q[] = {127, 2, 4, -2, 0};
+    std::copy(std::begin(ties), std::end(ties), x.begin());
     ops::ActivationBlocks first;
     bool have_first = false;
     for (int64_t target : ops::simd_targets_available()) {
@@ -1108,6 +1112,7 @@ TEST(RoundActivations, BoundTheRoundingAndAgreeOnEveryTarget) {
       ops::ActivationBlocks a;
       ops::round_activations(x.data(), ldx, T, K, group, a);
       ASSERT_EQ(a.q.size(), size_t(T * K));
+      for (int k = 0; k < 5; ++k) EXPECT_EQ(a.q[k], want_q[k]) << "x = " << ties[k] << ", " << ops::simd_target_name(target);
       for (int64_t t = 0; t < T; ++t)
         for (int64_t g = 0; g < K / group; ++g) {
           const float d = a.d[t * (K / group) + g];

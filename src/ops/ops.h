@@ -72,11 +72,12 @@ void matmul_cols(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T,
 // groups) rounded to 8-bit groups of `group` elements with one f32 scale:
 // 32 for weights in blocks of 32 (Q8_0, Q4_0: llama.cpp's Q8_0 of the
 // input), 256 for the K-quants (Q4_K, Q6_K: its Q8_K). Per group
-// d = max|x| / 127 and q = x / d rounded to nearest (ties to even), so
-// |x - d q| <= d / 2 and |q| <= 127; a group holding a NaN or an infinity
-// gets d = NaN (q = 0), so every product it meets is NaN. The rounding is the
-// same bits on every target (an exact maximum, one division, one multiply,
-// one rounding per value).
+// d = max|x| / 127 and q = x (127 / max|x|) rounded to nearest (ties to
+// even), so |x - d q| <= d / 2 (up to the divisions' rounding) and
+// |q| <= 127; a group holding a NaN or an infinity gets d = NaN (q = 0), so
+// every product it meets is NaN. The rounding is the same bits on every
+// target (an exact maximum, two divisions per group, one multiply and one
+// rounding addition per value).
 struct ActivationBlocks {
   int64_t T = 0, K = 0, group = 0;
   std::vector<int8_t> q;      // (T, K)

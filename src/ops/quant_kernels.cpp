@@ -838,8 +838,13 @@ void RoundActivations(const float* x, int64_t ldx, int64_t T, int64_t K, int64_t
       d[t * (K / group) + g] = finite ? m / 127.0f : std::numeric_limits<float>::quiet_NaN();
       const float id = finite && m > 0.0f ? 127.0f / m : 0.0f;
       int8_t* qg = q + t * K + g * group;
+      // Round to nearest even by the IEEE addition of 1.5 * 2^23 (exact for
+      // |v| <= 2^22; here |v| <= 127.5), the integer left in the low bits:
+      // the same on every target, unlike NearestInt's scalar emulation.
+      const VF magic = hn::Set(df, 12582912.0f);
       for (int64_t i = 0; i < group; i += N) {
-        const auto v = hn::NearestInt(hn::Mul(hn::LoadU(df, xg + i), hn::Set(df, id)));
+        const VF scaled = hn::Add(hn::Mul(hn::LoadU(df, xg + i), hn::Set(df, id)), magic);
+        const auto v = hn::Sub(hn::BitCast(di, scaled), hn::BitCast(di, magic));
         hn::StoreU(hn::DemoteTo(hn::Rebind<int8_t, DF>(), v), hn::Rebind<int8_t, DF>(), qg + i);
       }
     }
