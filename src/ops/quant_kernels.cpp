@@ -577,7 +577,8 @@ struct IntQ6_K {
 #pragma GCC unroll 4
     for (int i = 0; i < kR; ++i) {
       const uint8_t* blk = tile.w + i * tile.row_bytes + b * kBytes;
-      const auto* sc = reinterpret_cast<const int8_t*>(blk + q6_k::kScales);
+      // The 16 int8 scales as int16 (lanes 0-15).
+      const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + q6_k::kScales)));
       const float d = F16(blk + q6_k::kD);
       __m256i isum[kT];
 #pragma GCC unroll 4
@@ -585,6 +586,9 @@ struct IntQ6_K {
 #pragma GCC unroll 2
       for (int h = 0; h < 2; ++h) {
         const __m256i top_bits = Load32(blk + q6_k::kQh + 32 * h);
+        // The half's 8 scales in both 128-bit lanes, for the byte shuffles below.
+        const __m256i half_scales = _mm256_broadcastsi128_si256(h == 0 ? _mm256_castsi256_si128(sc16)
+                                                                       : _mm256_extracti128_si256(sc16, 1));
 #pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {
           // Elements 128 h + 32 k + l, l < 32 (the layout of ops/quant.h).
@@ -593,7 +597,9 @@ struct IntQ6_K {
           const __m256i top = _mm256_and_si256(_mm256_srli_epi16(top_bits, 2 * k), pair);
           const __m256i level = _mm256_sub_epi8(_mm256_or_si256(nibble, _mm256_slli_epi16(top, 4)), bias);
           // Lanes 0-3 hold elements l < 16 (scale 8 h + 2 k), lanes 4-7 the rest.
-          const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * k + 1]), _mm_set1_epi16(sc[8 * h + 2 * k]));
+          const __m256i scales = _mm256_shuffle_epi8(
+              half_scales, _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * (2 * k + 1))),
+                                            _mm_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * 2 * k))));
 #pragma GCC unroll 4
           for (int j = 0; j < kT; ++j) {
             const int8_t* q = a.q.data() + (tile.t0 + j) * a.K + b * kElems + 128 * h + 32 * k;
