@@ -10,11 +10,12 @@ cd "$(dirname "$0")/.."
 
 # clang and libclang-rt-14-dev (libFuzzer, clang's sanitizer runtimes): the fuzz targets
 # of `make fuzz` (scripts/fuzz.sh). g++'s own ASan/UBSan runtimes come with g++.
+# python3-matplotlib: the figures of `make demo` (tools/demo_report.py, run by /usr/bin/python3).
 # chromium: the headless browser that tests/cli/playground.sh drives the playground page in.
 # libopenmpi-dev, openmpi-bin: data-parallel training and evaluation under mpirun (src/dist/);
 # flora builds without them, as a single-process program.
 debs=(g++ make cmake pkg-config libhwy-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
-      libgtest-dev libbenchmark-dev libfmt-dev libcpp-httplib-dev nodejs npm python3 clang libclang-rt-14-dev
+      libgtest-dev libbenchmark-dev libfmt-dev libcpp-httplib-dev nodejs npm python3 python3-matplotlib clang libclang-rt-14-dev
       chromium libopenmpi-dev openmpi-bin)
 [[ "${1:-}" == "--torch" ]] && debs+=(python3-torch python3-numpy libopenblas0-pthread)
 

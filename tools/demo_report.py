@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The last step of `make demo`: one table of what the demo measured, and two figures.
+"""The last step of `make demo`: one table of what the demo measured, its figures and results.json.
 
-Usage: python3 tools/demo_report.py DEMO_DIR
+Usage: /usr/bin/python3 tools/demo_report.py DEMO_DIR [--study docs/study.json]
 
 Reads (every file optional; a missing one is named on stderr and its cells show "—"):
   DEMO_DIR/base/config.json                      the small base model (for its parameter count)
@@ -9,20 +9,26 @@ Reads (every file optional; a missing one is named on stderr and its cells show 
   DEMO_DIR/train/<variant>/train_log.jsonl       step lines (loss, ...) and validation lines (eval_loss)
   DEMO_DIR/eval/<variant|base>/<mcq|math|rouge>/results.json   flora eval's results
   DEMO_DIR/bench.json                            flora bench --variants ... --json-out (1B shape)
+  DEMO_DIR/run.json                              scripts/demo.sh's plan: stage times, and the variants
+                                                 it timed but left to the study ("from_study")
+  --study FILE                                   experiments/summarize_study.py --json: the means shown,
+                                                 marked †, for the from_study variants, and categories.svg
 Writes:
   stdout                  the table, the paper's claims beside ours, what the numbers say
-  DEMO_DIR/report.md      the same, plus details per variant and the two figures
+  DEMO_DIR/report.md      the same, plus details per variant and the figures
+  DEMO_DIR/results.json   every number of the table, one object per variant, and the host
   DEMO_DIR/loss.svg       training loss per variant against the step (dots: validation loss)
   DEMO_DIR/latency.svg    TPOT overhead over the base per variant, with the paper's ranges
+  DEMO_DIR/categories.svg (with --study) the study's scores per task category with error bars
 Exit status: 0, or 1 when nothing at all was found (or DEMO_DIR is not a directory).
-Python 3 standard library only.
+Needs matplotlib (Debian's python3-matplotlib, which scripts/setup.sh installs) for the figures.
 """
 import json
 import math
 import os
+import statistics
 import sys
 import textwrap
-from xml.sax.saxutils import escape
 
 PROG = "demo_report"
 TASKS = ("mcq", "math", "rouge")
@@ -38,11 +44,12 @@ COLORS = {"base": "#555555", "lora": "#D55E00", "pf-lora": "#E69F00", "lora-merg
           "ffba-relu": "#882255"}
 SPARE_COLORS = ["#117733", "#AA4499", "#44AA99", "#999933", "#661100", "#6699CC"]
 Z95 = 1.959964
+STUDY_MARK = "\u2020"  # a cell read from the committed study, not measured in this run
 
 # Typography that falls back to ASCII when stdout cannot encode it (a C locale, a pipe to a
 # Latin-1 terminal); the files are always UTF-8.
-UNICODE = {"dash": "—", "arrow": "→", "times": "×", "pm": "±", "minus": "−", "ndash": "–"}
-ASCII = {"dash": "-", "arrow": "->", "times": "x", "pm": "+/-", "minus": "-", "ndash": "-"}
+UNICODE = {"dash": "—", "arrow": "→", "times": "×", "pm": "±", "minus": "−", "ndash": "–", "dagger": "†"}
+ASCII = {"dash": "-", "arrow": "->", "times": "x", "pm": "+/-", "minus": "-", "ndash": "-", "dagger": "#"}
 
 
 def stdout_symbols():
@@ -165,6 +172,13 @@ class Variant:
         self.last_step = None  # the last step line (dict)
         self.results = {}      # task -> results.json
         self.bench = None      # bench.json entry
+        self.study = None      # docs/study.json's configs[name]: this run did not fine-tune it
+
+    def study_mean(self, key):
+        """The mean over the study's seeds of KEY (mcq, math, rougeL, val_loss_start, val_loss), or None."""
+        values = [num(x) for x in (self.study or {}).get(key, [])]
+        values = [x for x in values if x is not None]
+        return sum(values) / len(values) if values else None
 
     @property
     def val_start(self):
@@ -394,6 +408,15 @@ def build_table(base, variants, base_params):
             loss = f"{start}\u2192{v.val_end:.3f}"
         rougel = v.metric("rouge", "rougeL")
         acc = [v.metric(t, "accuracy") for t in ("mcq", "math")]
+        mark = ""
+        if v.study:  # not fine-tuned in this run: the study's means, marked
+            mark = STUDY_MARK
+            acc = [v.study_mean("mcq"), v.study_mean("math")]
+            rougel = v.study_mean("rougeL")
+            a, b = v.study_mean("val_loss_start"), v.study_mean("val_loss")
+            loss = f"{f_num(a, 3)}\u2192{f_num(b, 3)}{mark}" if b is not None else D
+            if num(v.study.get("trainable")) is not None and params == D:
+                params = f_int(int(v.study["trainable"])) + mark
         if is_base:
             over, cut = ("ref." if tpot(v) is not None else D), D
         else:
@@ -401,8 +424,8 @@ def build_table(base, variants, base_params):
             cut = "ref." if v is lora and overhead(v) is not None else f_pct(cut_of_lora(v, lora), 0)
         rows.append([
             "base (no adapter)" if is_base else v.name, params,
-            *(f_pct(None if a is None else 100.0 * a, 1) for a in acc),
-            f_num(None if rougel is None else 100.0 * rougel, 1),
+            *(f_pct(None if a is None else 100.0 * a, 1) + (mark if a is not None else "") for a in acc),
+            f_num(None if rougel is None else 100.0 * rougel, 1) + (mark if rougel is not None else ""),
             loss, f_ms(tpot(v)), over, cut, f_int(sync_points(v)),
         ])
     return header, rows, align
@@ -679,7 +702,74 @@ COLUMN_NOTES = [
 ]
 
 
-# ---------------------------------------------------------------------------- SVG
+# ---------------------------------------------------------------------------- the study and results.json
+
+def read_study(inp, path, run, variants):
+    """docs/study.json (experiments/summarize_study.py --json): attaches its numbers to the variants
+    run.json lists under from_study (timed in this run, not fine-tuned). Returns the study or None."""
+    if not path:
+        return None
+    study = inp.json(path, "the committed study")
+    if not isinstance(study, dict) or not isinstance(study.get("configs"), dict):
+        if study is not None:
+            inp.problem(f"{path}: expected experiments/summarize_study.py's JSON (an object with \"configs\")")
+        return None
+    by_name = {v.name: v for v in variants}
+    for name in (run or {}).get("from_study", []):
+        entry = study["configs"].get(name)
+        if not isinstance(entry, dict):
+            inp.problem(f"{path}: no configuration {name!r}, which this run left to the study")
+            continue
+        v = by_name.get(name)
+        if v is None:
+            v = Variant(name)
+            variants.append(v)
+            variants.sort(key=lambda x: variant_key(x.name))
+            by_name[name] = v
+        v.study = entry
+    return study
+
+
+def study_seeds(study):
+    counts = sorted({len(c.get("seeds", [])) for c in (study or {}).get("configs", {}).values()})
+    return counts[0] if len(counts) == 1 else None
+
+
+def results_json(base, variants, base_params, meta, run, study_path):
+    """out/demo/results.json: every number of the table, one object per variant, and the host."""
+    def entry(v):
+        n, _ = trainable(v, {x.name: x for x in variants})
+        if v.study:
+            src = "study"
+            score = {"mcq_accuracy": v.study_mean("mcq"), "math_accuracy": v.study_mean("math"),
+                     "rougeL": v.study_mean("rougeL"), "val_loss_start": v.study_mean("val_loss_start"),
+                     "val_loss_end": v.study_mean("val_loss"), "study_seeds": len(v.study.get("seeds", []))}
+            n = num(v.study.get("trainable")) if n is None else n
+        else:
+            src = "measured" if (v.results or v.evals) else "timed only"
+            score = {"mcq_accuracy": v.metric("mcq", "accuracy"), "math_accuracy": v.metric("math", "accuracy"),
+                     "rouge1": v.metric("rouge", "rouge1"), "rouge2": v.metric("rouge", "rouge2"),
+                     "rougeL": v.metric("rouge", "rougeL"), "val_loss_start": v.val_start, "val_loss_end": v.val_end}
+        b = v.bench or {}
+        return {"variant": v.name, "scores_from": src, "trainable_parameters": 0 if v is base else n, **score,
+                "tpot_ms": tpot(v), "tpot_overhead_pct": 0.0 if v is base and b else overhead(v),
+                "tpot_over_bandwidth_limit": num(b.get("roofline_ratio")),
+                "sync_points_per_token": sync_points(v)}
+    bench = base.bench or {}
+    run = run or {}
+    return {
+        "made_by": "tools/demo_report.py",
+        "study": study_path if any(v.study for v in variants) else None,
+        "host": {"cpu_target": bench.get("cpu_target", run.get("cpu_target")),
+                 "threads": meta.get("threads", run.get("threads")),
+                 "bandwidth_gbs": num(bench.get("bandwidth_gbs")),
+                 "bench_model": meta.get("model"), "base_model_parameters": base_params},
+        "stages": run.get("stages", []),
+        "variants": [entry(v) for v in [base] + variants],
+    }
+
+
+# ---------------------------------------------------------------------------- figures (matplotlib)
 
 _UNLISTED = []  # variants without a colour of their own, in the order met
 
@@ -692,252 +782,165 @@ def color_of(name):
     return SPARE_COLORS[_UNLISTED.index(name) % len(SPARE_COLORS)]
 
 
-def nice_ticks(lo, hi, count=5):
-    """Round tick values covering [lo, hi]: (ticks, step)."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        lo, hi = 0.0, 1.0
-    if hi - lo <= 0:
-        pad = abs(hi) * 0.1 or 1.0
-        lo, hi = lo - pad, hi + pad
-    raw = (hi - lo) / max(count, 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.floor(lo / step + 1e-9) * step
-    last = math.ceil(hi / step - 1e-9) * step
-    n = int(round((last - first) / step))
-    return [first + i * step for i in range(n + 1)], step
+def pyplot():
+    """matplotlib's pyplot on the file-only backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        matplotlib.rcParams["svg.hashsalt"] = "flora"  # the same ids in every run of the same data
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
 
 
-def tick_label(x, step):
-    if step >= 1:
-        s = f"{x:.0f}"
-    else:
-        digits = max(0, -int(math.floor(math.log10(step) + 1e-9)))
-        if abs(round(step * 10 ** digits) - step * 10 ** digits) > 1e-6:
-            digits += 1
-        s = f"{x:.{digits}f}"
-    return "0" if s in ("-0", "-0.0", "-0.00") else s.replace("-", "\u2212")
-
-
-FONT = 'font-family="DejaVu Sans, Helvetica, Arial, sans-serif"'
-
-
-def svg_open(width, height, title):
-    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" {FONT} font-size="12">',
-            f"<title>{escape(title)}</title>",
-            f'<rect width="{width}" height="{height}" fill="#ffffff"/>']
-
-
-def text(x, y, s, anchor="start", size=12, fill="#222", weight=None, extra=""):
-    w = f' font-weight="{weight}"' if weight else ""
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" '
-            f'fill="{fill}"{w}{extra}>{escape(s)}</text>')
-
-
-def moving_average(points, window):
-    """Centred running mean of (x, y) points, shrinking at the ends."""
-    ys = [y for _, y in points]
+def moving_average(ys, window):
+    """Centred running mean, shrinking at the ends."""
     half = window // 2
-    out = []
-    for i, (x, _) in enumerate(points):
-        lo, hi = max(0, i - half), min(len(ys), i + half + 1)
-        out.append((x, sum(ys[lo:hi]) / (hi - lo)))
-    return out
+    return [sum(ys[max(0, i - half):i + half + 1]) / len(ys[max(0, i - half):i + half + 1]) for i in range(len(ys))]
 
 
-def loss_svg(variants):
-    W, H = 760, 460
-    left, right, top, bottom = 70, 190, 62, 56
-    pw, ph = W - left - right, H - top - bottom
+def save_svg(fig, path):
+    """Writes the figure to PATH through a temporary name (a failed write leaves the old file)."""
+    tmp = path + ".tmp"
+    try:
+        fig.savefig(tmp, format="svg", bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def empty(ax, message):
+    ax.text(0.5, 0.5, message, ha="center", va="center", color="#777", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def loss_figure(plt, variants):
+    """Training loss per step (faint), its running mean and the validation losses (dots)."""
     runs = [v for v in variants if v.trained and (v.steps or v.evals)]
-    out = svg_open(W, H, "Training loss per adapter variant")
-    out.append(text(left, 24, "Training loss per adapter variant", size=16, weight="bold"))
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
     longest = max((len(v.steps) for v in runs), default=0)
     window = max(1, longest // 25) if longest > 50 else 1
-    line = (f"faint: training loss per step; solid: its mean over {window} steps" if window > 1
-            else "line: training loss per step")
-    out.append(text(left, 44, f"small base model flora pretrained; {line}; dots: validation loss",
-                    size=12, fill="#555"))
+    line = f"faint: training loss per step; solid: its mean over {window} steps" if window > 1 \
+        else "line: training loss per step"
+    ax.set_title(f"Training loss per adapter variant\n{line}; dots: validation loss", fontsize=11)
     if not runs:
-        out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
-        out.append(text(left + pw / 2, top + ph / 2, "no training logs found", "middle", 14, "#777"))
-        out.append("</svg>")
-        return "\n".join(out) + "\n"
-    xs = [s for v in runs for s, _ in v.steps + v.evals]
-    ys = [y for v in runs for _, y in v.steps + v.evals]
-    xticks, xstep = nice_ticks(0, max(max(xs), 1), 6)
-    xstep = max(xstep, 1)
-    xticks, xstep = [t for t in xticks if t >= 0], xstep
-    ylo, yhi = min(ys), max(ys)
-    pad = (yhi - ylo) * 0.05 or max(abs(yhi) * 0.02, 0.01)
-    yticks, ystep = nice_ticks(ylo - pad, yhi + pad, 6)
-    x0, x1, y0, y1 = xticks[0], xticks[-1], yticks[0], yticks[-1]
-
-    def px(x):
-        return left + (x - x0) / (x1 - x0) * pw
-
-    def py(y):
-        return top + ph - (y - y0) / (y1 - y0) * ph
-
-    for t in yticks:
-        out.append(f'<line x1="{left}" y1="{py(t):.1f}" x2="{left + pw}" y2="{py(t):.1f}" stroke="#e6e6e6"/>')
-        out.append(text(left - 8, py(t) + 4, tick_label(t, ystep), "end", 11, "#444"))
-    for t in xticks:
-        out.append(f'<line x1="{px(t):.1f}" y1="{top}" x2="{px(t):.1f}" y2="{top + ph}" stroke="#f0f0f0"/>')
-        out.append(f'<line x1="{px(t):.1f}" y1="{top + ph}" x2="{px(t):.1f}" y2="{top + ph + 5}" stroke="#444"/>')
-        out.append(text(px(t), top + ph + 19, tick_label(t, xstep), "middle", 11, "#444"))
-    out.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#444"/>')
-    out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#444"/>')
-    out.append(text(left + pw / 2, H - 14, "optimiser step", "middle", 12, "#222"))
-    out.append(text(18, top + ph / 2, "loss (cross-entropy, nats per token)", "middle", 12, "#222",
-                    extra=f' transform="rotate(-90 18 {top + ph / 2:.1f})"'))
-
+        empty(ax, "no training logs found")
+        return fig
     for v in runs:
         c = color_of(v.name)
-        if len(v.steps) > 1:
-            pts = " ".join(f"{px(s):.1f},{py(y):.1f}" for s, y in v.steps)
-            faint = ' stroke-opacity="0.28" stroke-width="1"' if window > 1 else ' stroke-width="1.8"'
-            out.append(f'<polyline points="{pts}" fill="none" stroke="{c}"{faint} '
-                       f'stroke-linejoin="round" stroke-linecap="round"><title>{escape(v.name)} '
-                       f'training loss per step</title></polyline>')
-            if window > 1:
-                pts = " ".join(f"{px(s):.1f},{py(y):.1f}" for s, y in moving_average(v.steps, window))
-                out.append(f'<polyline points="{pts}" fill="none" stroke="{c}" stroke-width="2" '
-                           f'stroke-linejoin="round" stroke-linecap="round"><title>{escape(v.name)} '
-                           f'training loss, mean of {window} steps</title></polyline>')
-        elif v.steps:
-            s, y = v.steps[0]
-            out.append(f'<rect x="{px(s) - 3:.1f}" y="{py(y) - 3:.1f}" width="6" height="6" fill="{c}"/>')
-        for s, y in v.evals:
-            out.append(f'<circle cx="{px(s):.1f}" cy="{py(y):.1f}" r="4" fill="{c}" stroke="#fff" '
-                       f'stroke-width="1.2"><title>{escape(v.name)} validation loss at step '
-                       f'{s:.0f}: {y:.4f}</title></circle>')
-
-    lx, ly = left + pw + 22, top + 6
-    out.append(text(lx, ly, "variant (last validation loss)", size=11, fill="#555"))
-    for i, v in enumerate(runs):
-        y = ly + 22 + i * 22
-        c = color_of(v.name)
-        out.append(f'<line x1="{lx}" y1="{y - 4}" x2="{lx + 22}" y2="{y - 4}" stroke="{c}" stroke-width="2.5"/>')
-        out.append(f'<circle cx="{lx + 11}" cy="{y - 4}" r="3.5" fill="{c}" stroke="#fff" stroke-width="1"/>')
         label = v.name + (f"  ({v.val_end:.3f})" if v.val_end is not None else "")
-        out.append(text(lx + 30, y, label, size=12))
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+        if v.steps:
+            xs, ys = [s for s, _ in v.steps], [y for _, y in v.steps]
+            if window > 1:
+                ax.plot(xs, ys, color=c, alpha=0.28, lw=1)
+                ys = moving_average(ys, window)
+            ax.plot(xs, ys, color=c, lw=2, label=label, marker="s" if len(xs) == 1 else None,
+                    gid=f"loss-{v.name}")
+            label = None
+        if v.evals:
+            ax.plot([s for s, _ in v.evals], [y for _, y in v.evals], "o", color=c, mec="white", ms=7,
+                    label=label, gid=f"validation-{v.name}")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss (cross-entropy, nats per token)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="variant (last validation loss)", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return fig
 
 
-def latency_svg(base, variants, meta):
+def latency_figure(plt, base, variants, meta):
+    """TPOT overhead over the base per variant: bars, the range over repetitions, the paper's ranges."""
     by_name = {v.name: v for v in variants}
     lora = by_name.get("lora")
     rows = [v for v in [base] + variants if overhead(v) is not None or (v is base and tpot(v) is not None)]
-    row_h, top, left, right = 34, 92, 150, 210
-    W = 860
-    legend_h = 62
-    H = top + max(len(rows), 1) * row_h + 44 + legend_h
-    pw = W - left - right
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * max(len(rows), 2)))
     is1b, est = bench_is_1b(meta)
-    title = "Decode time per token: overhead over the base model"
-    out = svg_open(W, H, title)
-    out.append(text(left, 24, title, size=16, weight="bold"))
-    if not rows:
-        out.append(text(left + pw / 2, top + 30, "no bench.json results found", "middle", 14, "#777"))
-        out.append("</svg>")
-        return "\n".join(out) + "\n"
-    shape = "Llama-3.2-1B shape, random weights" if is1b else \
-        (f"bench model of about {model_size_words(est)} parameters (not the 1B shape)" if est else "bench model")
-    sub = [shape]
+    sub = ["Llama-3.2-1B shape, random weights" if is1b else
+           (f"bench model of about {model_size_words(est)} parameters (not the 1B shape)" if est else "bench model")]
     if lora and lora.bench and lora.bench.get("rank"):
         sub.append(f"rank {lora.bench['rank']}")
     if meta.get("threads"):
         sub.append(f"{meta['threads']} CPU threads")
-    if meta.get("repetitions"):
-        reps = meta["repetitions"]
-        sub.append(f"median of {reps} repetitions" if reps != 1 else "1 repetition")
-    out.append(text(left, 44, "; ".join(sub), size=12, fill="#555"))
-    whiskers = "whiskers: range over repetitions; " if (meta.get("repetitions") or 1) > 1 else ""
-    out.append(text(left, 62, f"bars: TPOT overhead (%); {whiskers}shaded: the paper's ranges",
-                    size=12, fill="#555"))
+    reps = meta.get("repetitions") or 1
+    sub.append(f"median of {reps} repetitions" if reps != 1 else "1 repetition")
+    ax.set_title("Decode time per token: overhead over the base model\n" + "; ".join(sub)
+                 + ("; whiskers: range over repetitions" if reps > 1 else ""), fontsize=11)
+    if not rows:
+        empty(ax, "no bench.json results found")
+        return fig
+    names = ["base (no adapter)" if v is base else v.name for v in rows]
+    y = list(range(len(rows)))[::-1]  # the first row on top
+    band_label = {"lora": "the paper: unmerged LoRA +20\u201350% (GPUs)",
+                  "ffba": "the paper's 1B claim: LoRA's overhead cut by 21\u201330%"}
+    for yi, v in zip(y, rows):
+        lo_hi = None
+        if v.name == "lora":
+            lo_hi = PAPER_LORA_OVERHEAD
+        elif v.name in FFBA and overhead(lora) is not None and overhead(lora) > 0:
+            lo_hi = (overhead(lora) * (1 - PAPER_CUT_1B[1] / 100), overhead(lora) * (1 - PAPER_CUT_1B[0] / 100))
+        if lo_hi:
+            key = "lora" if v.name == "lora" else "ffba"
+            ax.barh(yi, lo_hi[1] - lo_hi[0], left=lo_hi[0], height=0.9, color="#8a8a8a", alpha=0.25,
+                    edgecolor="#777", ls="--", label=band_label.pop(key, None), gid=f"paper-{v.name}")
+        o = 0.0 if v is base else overhead(v)
+        samples = repetition_overheads(v, base) if v is not base else []
+        err = [[o - min(samples)], [max(samples) - o]] if len(samples) > 1 else None
+        ax.barh(yi, o, height=0.5, color=color_of(v.name), xerr=err, capsize=4, gid=f"overhead-{v.name}")
+        desc = "reference" if v is base else f_pct(o, 1, True)
+        desc += f" \u00b7 {f_ms(tpot(v))} ms/token"
+        if sync_points(v) is not None:
+            desc += f" \u00b7 {sync_points(v):.0f} syncs"
+        ax.annotate(desc, (max(o, 0.0, *(samples or [0.0])), yi), xytext=(6, 0), textcoords="offset points",
+                    va="center", fontsize=9)
+    ax.axvline(0, color="#222", lw=1)
+    ax.set_yticks(y, names)
+    for label in ax.get_yticklabels():
+        label.set_fontweight("bold" if label.get_text() in FFBA else "normal")
+    right = max([0.0, PAPER_LORA_OVERHEAD[1]] + [overhead(v) or 0.0 for v in rows]
+                + [x for v in rows for x in repetition_overheads(v, base)])
+    ax.set_xlim(right=right * 1.45)
+    ax.xaxis.set_major_formatter(lambda x, _: f"{x:g}%")
+    ax.set_xlabel("extra time per output token over the base model (%)")
+    ax.grid(axis="x", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return fig
 
-    # What goes on the axis: bars, whiskers, the paper's bands.
-    vals = [0.0, PAPER_LORA_OVERHEAD[1]]
-    bands = {}  # name -> (lo, hi, label)
-    if lora is not None and overhead(lora) is not None:
-        bands["lora"] = (*PAPER_LORA_OVERHEAD, "paper: +20\u201350% (GPUs)")
-        if overhead(lora) > 0:
-            lo = overhead(lora) * (1 - PAPER_CUT_1B[1] / 100)
-            hi = overhead(lora) * (1 - PAPER_CUT_1B[0] / 100)
-            for v in variants:
-                if v.name in FFBA and overhead(v) is not None:
-                    bands[v.name] = (lo, hi, "paper: LoRA's \u221221\u201330%")
-    for v in rows:
-        vals.append(overhead(v) or 0.0)
-        vals.extend(repetition_overheads(v, base))
-    for lo, hi, _ in bands.values():
-        vals.extend([lo, hi])
-    ticks, step = nice_ticks(min(vals), max(vals) * 1.04, 6)
-    a1 = ticks[-1]
-    a0 = 0.0 if min(vals) >= 0 else min(vals) - 0.03 * (a1 - min(vals))
-    ticks = [t for t in ticks if t >= a0 - 1e-9]
 
-    def px(x):
-        return left + (x - a0) / (a1 - a0) * pw
+STUDY_PANELS = (("mcq", "mcq accuracy (%)", 100.0), ("math", "math accuracy (%)", 100.0),
+                ("rougeL", "summary ROUGE-L (F1\u00d7100)", 100.0), ("val_loss", "validation loss (nats)", 1.0))
 
-    plot_bottom = top + len(rows) * row_h
-    for t in ticks:
-        out.append(f'<line x1="{px(t):.1f}" y1="{top - 4}" x2="{px(t):.1f}" y2="{plot_bottom}" stroke="#ececec"/>')
-        out.append(text(px(t), plot_bottom + 18, tick_label(t, step) + "%", "middle", 11, "#444"))
-    out.append(f'<line x1="{left}" y1="{plot_bottom}" x2="{left + pw}" y2="{plot_bottom}" stroke="#444"/>')
-    out.append(text(left + pw / 2, plot_bottom + 36, "extra time per output token over the base model (%)",
-                    "middle", 12))
 
-    for i, v in enumerate(rows):
-        yc = top + i * row_h + row_h / 2
-        c = color_of(v.name)
-        label = "base (no adapter)" if v is base else v.name
-        out.append(text(left - 10, yc + 4, label, "end", 12, weight="bold" if v.name in FFBA else None))
-        if v.name in bands:
-            lo, hi, blabel = bands[v.name]
-            out.append(f'<rect x="{px(lo):.1f}" y="{yc - row_h / 2 + 2:.1f}" width="{max(px(hi) - px(lo), 2):.1f}" '
-                       f'height="{row_h - 4}" fill="#8a8a8a" fill-opacity="0.25" stroke="#777" '
-                       f'stroke-dasharray="3 2"><title>{escape(blabel)}</title></rect>')
-        o = overhead(v) if v is not base else 0.0
-        o = 0.0 if o is None else o
-        x_a, x_b = sorted((px(0), px(o)))
-        bar_h = row_h * 0.5
-        out.append(f'<rect x="{x_a:.1f}" y="{yc - bar_h / 2:.1f}" width="{max(x_b - x_a, 1.5):.1f}" '
-                   f'height="{bar_h:.1f}" fill="{c}"><title>{escape(label)}: '
-                   f'{escape(f_pct(o, 1, True))}, TPOT {escape(f_ms(tpot(v)))} ms</title></rect>')
-        reps = repetition_overheads(v, base) if v is not base else []
-        if len(reps) > 1:
-            r0, r1 = px(min(reps)), px(max(reps))
-            out.append(f'<line x1="{r0:.1f}" y1="{yc:.1f}" x2="{r1:.1f}" y2="{yc:.1f}" stroke="#222" stroke-width="1.2"/>')
-            for r in (r0, r1):
-                out.append(f'<line x1="{r:.1f}" y1="{yc - 5:.1f}" x2="{r:.1f}" y2="{yc + 5:.1f}" stroke="#222" stroke-width="1.2"/>')
-        ends = [px(max(o, 0.0))] + ([px(max(reps))] if len(reps) > 1 else [])
-        val = "reference" if v is base else f_pct(o, 1, True)
-        desc = f"{val} \u00b7 {f_ms(tpot(v))} ms/token"
-        s = sync_points(v)
-        if s is not None:
-            desc += f" \u00b7 {s:.0f} syncs"
-        tx = max(ends) + 8
-        if tx > W - 8 - 7 * len(desc):
-            out.append(text(min(ends) - 8 if min(ends) > left + 150 else px(0) + 6, yc + 4, desc, "end"
-                            if min(ends) > left + 150 else "start", 11, "#fff" if min(ends) <= left + 150 else "#222"))
-        else:
-            out.append(text(tx, yc + 4, desc, "start", 11, "#222"))
-    out.append(f'<line x1="{px(0):.1f}" y1="{top - 6}" x2="{px(0):.1f}" y2="{plot_bottom}" stroke="#222" stroke-width="1.2"/>')
-
-    ly = plot_bottom + 58
-    out.append(f'<rect x="{left}" y="{ly - 10}" width="22" height="12" fill="#8a8a8a" fill-opacity="0.25" '
-               f'stroke="#777" stroke-dasharray="3 2"/>')
-    out.append(text(left + 30, ly, "on lora: the paper's unmerged-LoRA overhead on GPUs, +20\u201350%", size=11))
-    out.append(f'<rect x="{left}" y="{ly + 8}" width="22" height="12" fill="#8a8a8a" fill-opacity="0.25" '
-               f'stroke="#777" stroke-dasharray="3 2"/>')
-    out.append(text(left + 30, ly + 18, "on FFBA rows: where the paper's 1B claim puts them "
-                    "(our LoRA overhead cut by 21\u201330%)", size=11))
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+def categories_figure(plt, study):
+    """The study's score per task category and variant: mean over seeds, whiskers one standard deviation."""
+    configs = study.get("configs", {}) if isinstance(study, dict) else {}
+    names = [n for n in ORDER if n in configs] + sorted(n for n in configs if n not in ORDER)
+    fig, axes = plt.subplots(1, len(STUDY_PANELS), figsize=(13, 3.9))
+    seeds = sorted({len(c.get("mcq", [])) for c in configs.values()})
+    fig.suptitle("The study, per task category: mean over "
+                 + (f"{seeds[0]} seeds" if len(seeds) == 1 else "seeds") + "; whiskers: one standard deviation; "
+                 "dashed: the base model without an adapter; dotted: chance", fontsize=11)
+    base = study.get("base", {}) if isinstance(study, dict) else {}
+    for ax, (key, title, scale) in zip(axes, STUDY_PANELS):
+        ax.set_title(title, fontsize=10)
+        values = [[x * scale for x in configs[n].get(key, []) if x is not None] for n in names]
+        if not any(values):
+            empty(ax, "not in the study")
+            continue
+        means = [sum(v) / len(v) if v else 0.0 for v in values]
+        sds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        ax.bar(range(len(names)), means, yerr=sds, capsize=3, color=[color_of(n) for n in names],
+               gid=f"study-{key}")
+        if num(base.get(key)) is not None:
+            ax.axhline(base[key] * scale, color="#555", ls="--", lw=1)
+        if key == "mcq":
+            ax.axhline(100.0 / 3, color="#999", ls=":", lw=1)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------------------- report.md
@@ -999,7 +1002,8 @@ def details_md(base, variants, meta):
     return out
 
 
-def report_md(root, inp, base, variants, base_params, meta, header, rows, align, words, paper):
+def report_md(root, inp, base, variants, base_params, meta, header, rows, align, words, paper, figures,
+              from_study, study_path):
     out = ["# flora demo: adapters fine-tuned, evaluated and timed", "",
            f"Made by `python3 tools/demo_report.py {root}` from the files in that directory.", "",
            md_table(header, rows, align), ""]
@@ -1014,10 +1018,17 @@ def report_md(root, inp, base, variants, base_params, meta, header, rows, align,
     out += [f"| {a} | {b} |" for a, b in paper]
     out += ["", "## What the table shows", ""]
     out += [f"- {s}" for s in words] or ["- (no numbers to describe)"]
-    out += ["", "## Figures", "",
-            "![training loss per variant](loss.svg)", "",
-            "![TPOT overhead over the base per variant](latency.svg)", "",
-            "## Details", ""]
+    if from_study:
+        out += ["", f"{STUDY_MARK} Not measured in this run: {and_list(from_study)} did not fit the demo's time "
+                f"budget; the marked cells are the means of the committed study `{study_path}` (same recipe).", ""]
+    captions = {"loss.svg": "training loss per variant", "latency.svg": "TPOT overhead over the base per variant",
+                "categories.svg": "the study per task category, mean and standard deviation over seeds"}
+    out += ["", "## Figures", ""]
+    for f in figures:
+        out += [f"![{captions[f]}]({f})", ""]
+    if not figures:
+        out += ["(none written: see the missing inputs below)", ""]
+    out += ["## Details", ""]
     out += details_md(base, variants, meta)
     if inp.problems:
         out += ["## Missing or unreadable inputs", ""]
@@ -1040,10 +1051,19 @@ def write_atomic(path, content):
 
 
 def main(argv):
-    if len(argv) != 2 or argv[1] in ("-h", "--help"):
-        print(__doc__.strip(), file=sys.stderr if len(argv) != 2 else sys.stdout)
-        return 0 if len(argv) == 2 else 2
-    root = argv[1].rstrip("/") or "/"
+    args = argv[1:]
+    study_path = None
+    if "--study" in args:
+        i = args.index("--study")
+        if i + 1 >= len(args):
+            print(f"{PROG}: --study: expected a file (docs/study.json)", file=sys.stderr)
+            return 2
+        study_path = args[i + 1]
+        del args[i:i + 2]
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print(__doc__.strip(), file=sys.stderr if len(args) != 1 else sys.stdout)
+        return 0 if args in (["-h"], ["--help"]) else 2
+    root = args[0].rstrip("/") or "/"
     if not os.path.isdir(root):
         print(f"{PROG}: {root}: not a directory (expected the output of `make demo`)", file=sys.stderr)
         return 1
@@ -1052,6 +1072,10 @@ def main(argv):
         print(f"{PROG}: nothing to report: none of base/config.json, train/*/train_log.jsonl, "
               f"eval/*/*/results.json or bench.json under {root}", file=sys.stderr)
         return 1
+    run_path = os.path.join(root, "run.json")
+    run = inp.json(run_path, "the demo's plan and stage times") if os.path.exists(run_path) else None
+    run = run if isinstance(run, dict) else None
+    study = read_study(inp, study_path, run, variants)
 
     header, rows, align = build_table(base, variants, base_params)
     words = sentences(base, variants, base_params, meta)
@@ -1075,6 +1099,14 @@ def main(argv):
               "overhead removed, 1 \u2212 overhead/LoRA's overhead; syncs = thread barriers per "
               "token (CPU counterpart of extra GPU kernel launches); \u2014 = not measured.")
     out += [say(x) for x in textwrap.wrap(legend, 100)]
+    from_study = [v.name for v in variants if v.study]
+    if from_study:
+        seeds = study_seeds(study)
+        note = (f"{STUDY_MARK} NOT MEASURED IN THIS RUN: {and_list(from_study)} did not fit the time budget "
+                f"({(run or {}).get('why', 'see run.json')}), so their accuracy, ROUGE and loss cells are the "
+                f"means over {f'{seeds} seeds' if seeds else 'the seeds'} of the committed study {study_path} "
+                f"(same recipe); their TPOT was measured now.")
+        out += [""] + [say(x) for x in textwrap.wrap(note, 100)]
     width = max(len(a) for a, _ in paper) + 3
     out += ["", "The paper claims".ljust(width + 2) + "Measured here"]
     for a, b in paper:
@@ -1082,11 +1114,30 @@ def main(argv):
     out += ["", "What the table shows:"]
     for s in words:
         out += [say(x) for x in textwrap.wrap(s, 100, initial_indent="- ", subsequent_indent="  ")]
+
     files = []
-    for name, content in (("report.md", lambda: report_md(root, inp, base, variants, base_params, meta,
-                                                          header, rows, align, words, paper)),
-                          ("loss.svg", lambda: loss_svg(variants)),
-                          ("latency.svg", lambda: latency_svg(base, variants, meta))):
+    plt = pyplot()
+    if plt is None:
+        inp.problem("matplotlib is not installed (scripts/setup.sh installs python3-matplotlib): no figures")
+    figures = [] if plt is None else [("loss.svg", lambda: loss_figure(plt, variants)),
+                                      ("latency.svg", lambda: latency_figure(plt, base, variants, meta))]
+    if plt is not None and study is not None:
+        figures.append(("categories.svg", lambda: categories_figure(plt, study)))
+    for name, make in figures:
+        path = os.path.join(root, name)
+        try:
+            fig = make()
+            save_svg(fig, path)
+            plt.close(fig)
+            files.append(path)
+        except OSError as e:
+            inp.problem(f"cannot write {path}: {e}")
+    written = [os.path.basename(f) for f in files]
+    for name, content in (("report.md", lambda: report_md(root, inp, base, variants, base_params, meta, header,
+                                                          rows, align, words, paper, written, from_study,
+                                                          study_path)),
+                          ("results.json", lambda: json.dumps(results_json(base, variants, base_params, meta, run,
+                                                                           study_path), indent=1) + "\n")):
         path = os.path.join(root, name)
         try:
             write_atomic(path, content())

@@ -184,7 +184,10 @@ Json VariantResult::to_json() const {
               {"overhead_pct", overhead_pct},
               {"ttft_overhead_pct", ttft_overhead_pct},
               {"sync_points_per_token", sync_points_per_token},
-              {"tpot_samples_ms", tpot_samples_ms}};
+              {"tpot_samples_ms", tpot_samples_ms},
+              {"bandwidth_gbs", bandwidth_gbs},
+              {"bandwidth_limit_ms", bandwidth_limit_ms},
+              {"roofline_ratio", roofline_ratio}};
 }
 
 std::vector<VariantResult> run_variant_bench(const LlamaModel& model, ThreadPool& pool,
@@ -200,6 +203,8 @@ std::vector<VariantResult> run_variant_bench(const LlamaModel& model, ThreadPool
   for (auto& t : prompt) t = token(rng);
   std::vector<std::vector<double>> ttft(n), tpot(n);
   std::vector<double> syncs(n);
+  BandwidthProbe probe(pool, o.bandwidth_bytes);
+  std::vector<double> bandwidth = {probe.measure_warm()};
   for (int rep = 0; rep < o.repetitions; ++rep) {
     for (size_t k = 0; k < n; ++k) {
       const size_t v = (k + static_cast<size_t>(rep)) % n;
@@ -227,7 +232,9 @@ std::vector<VariantResult> run_variant_bench(const LlamaModel& model, ThreadPool
       tpot[v].push_back(median(steps));
       syncs[v] = static_cast<double>(sync) / static_cast<double>(o.n_gen);
     }
+    bandwidth.push_back(probe.measure_warm());
   }
+  const double gbs = median(bandwidth);
   std::vector<VariantResult> results;
   for (size_t v = 0; v < n; ++v) {
     VariantResult r;
@@ -246,6 +253,10 @@ std::vector<VariantResult> run_variant_bench(const LlamaModel& model, ThreadPool
     r.overhead_pct = (median(ratio) - 1.0) * 100.0;
     r.ttft_overhead_pct = (median(ttft_ratio) - 1.0) * 100.0;
     r.sync_points_per_token = syncs[v];
+    r.bandwidth_gbs = gbs;
+    const double bytes = static_cast<double>(model.decode_weight_bytes() + variants[v].adapter_bytes);
+    r.bandwidth_limit_ms = bytes / (gbs * 1e9) * 1e3;
+    r.roofline_ratio = r.tpot_ms / r.bandwidth_limit_ms;
     results.push_back(r);
   }
   return results;

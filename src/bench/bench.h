@@ -96,6 +96,9 @@ struct VariantResult {
   double ttft_overhead_pct = 0;
   double sync_points_per_token = 0;
   std::vector<double> tpot_samples_ms;
+  // Memory bandwidth of the run (median of a read loop before the first and after every
+  // repetition), and TPOT against the time to read the variant's weights once at it.
+  double bandwidth_gbs = 0, bandwidth_limit_ms = 0, roofline_ratio = 0;
   Json to_json() const;
 };
 

@@ -98,7 +98,8 @@ void run_variants(const Options& o, const LlamaModel& model, ThreadPool& pool, b
                  {"n_prompt", o.bench.n_prompt},
                  {"n_gen", o.bench.n_gen},
                  {"repetitions", o.bench.repetitions},
-                 {"weight_bytes", model.decode_weight_bytes()}}))
+                 {"weight_bytes", model.decode_weight_bytes()},
+                 {"cpu_target", ops::simd_target_name()}}))
     return;
   const double base_bytes = static_cast<double>(model.decode_weight_bytes());
   std::printf(
@@ -115,6 +116,9 @@ void run_variants(const Options& o, const LlamaModel& model, ThreadPool& pool, b
       "\n%d threads; medians of %d repetitions, variants interleaved within each; overhead: median of the "
       "per-repetition ratio to the base; extra bytes: adapter bytes (%s) / base weight bytes read per token.\n",
       o.threads, o.bench.repetitions, o.adapter_dtype.c_str());
+  std::printf("Memory bandwidth %.1f GB/s (median of read loops between the repetitions, %s kernels): the base's "
+              "TPOT is %.2fx the time to read its %.1f MB of weights once.\n",
+              results[0].bandwidth_gbs, ops::simd_target_name().c_str(), results[0].roofline_ratio, base_bytes / 1e6);
 }
 
 // flora bench --serve: the base, then per variant every stream on one random

@@ -73,6 +73,7 @@ for lv in lora pf-lora lora-merged; do
 done
 check bench-variants "$flora" bench -m "$work/tiny" --variants base,lora,ffba --rank 2 -p 4 -n 2 -r 1 -t 1
 expect_last_out bench-variants-table '^\| tiny \| ffba \| 2 \|'
+expect_last_out bench-variants-bandwidth '^Memory bandwidth [0-9]+\.[0-9] GB/s .*TPOT is [0-9]+\.[0-9]+x the time'
 # --adapter in bench runs a LoRA file unfused unless told otherwise.
 check bench-adapter "$flora" bench -m "$work/tiny" --variants base --adapter "$work/qv" --rank 2 -p 4 -n 2 -r 1 -t 1
 expect_last_out bench-adapter-table '^\| tiny \| lora \| 2 \|'
