@@ -159,7 +159,9 @@ std::unique_ptr<AttachedAdapter> make_random_adapter(const LlamaModel& model, co
 
 BenchVariant bench_variant(const AttachedAdapter& a, DType dtype) {
   const Adapter& ad = a.adapter();
-  const size_t bytes = static_cast<size_t>(ad.parameter_count()) * (dtype == DType::BF16 ? 2 : 4);
+  // A merged LoRA (no exec, replacement layers) reads the base's bytes and none of its own.
+  const size_t bytes =
+      a.exec() ? static_cast<size_t>(ad.parameter_count()) * (dtype == DType::BF16 ? 2 : 4) : size_t{0};
   return {a.variant(), a.exec(), a.layers(), ad.config.rank, ad.parameter_count(), bytes};
 }
 

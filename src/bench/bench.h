@@ -78,7 +78,8 @@ struct BenchVariant {
 std::unique_ptr<AttachedAdapter> make_random_adapter(const LlamaModel& model, const std::string& variant, int64_t rank,
                                                      double alpha, DType dtype, uint64_t seed);
 // The bench's view of an attached adapter; adapter_bytes counts its
-// parameters in `dtype`, the bytes a forward call reads of them.
+// parameters in `dtype`, the bytes a forward call reads of them (0 for a
+// merged LoRA, whose forward reads the merged copy of the base instead).
 BenchVariant bench_variant(const AttachedAdapter& attached, DType dtype);
 
 // Runs untimed steps until two in a row take about the same time (at most

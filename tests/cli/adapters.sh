@@ -71,8 +71,10 @@ for lv in lora pf-lora lora-merged; do
   check "generate-$lv" "$flora" generate -m "$work/tiny" --adapter "$work/qv" --lora-variant $lv -p "Once" -n 4 --temp 0
   grep -q "adapter: .*($lv, rank 2" "$work/err" && pass || fail_check "generate-$lv: no adapter line on stderr"
 done
-check bench-variants "$flora" bench -m "$work/tiny" --variants base,lora,ffba --rank 2 -p 4 -n 2 -r 1 -t 1
+check bench-variants "$flora" bench -m "$work/tiny" --variants base,lora,lora-merged,ffba --rank 2 -p 4 -n 2 -r 1 -t 1
 expect_last_out bench-variants-table '^\| tiny \| ffba \| 2 \|'
+# A merged LoRA's decode reads the merged base and no adapter bytes (its bandwidth limit is the base's).
+expect_last_out bench-variants-merged-bytes '^\| tiny \| lora-merged \| 2 \| [0-9]+ \| 0\.0 \| 0\.00 \|'
 expect_last_out bench-variants-bandwidth '^Memory bandwidth [0-9]+\.[0-9] GB/s .*TPOT is [0-9]+\.[0-9]+x the time'
 # --adapter in bench runs a LoRA file unfused unless told otherwise.
 check bench-adapter "$flora" bench -m "$work/tiny" --variants base --adapter "$work/qv" --rank 2 -p 4 -n 2 -r 1 -t 1
