@@ -483,7 +483,21 @@ def task_n(base, variants, task):
     return ns
 
 
-def sentences(base, variants, base_params, meta):
+def rouge_noise(study, a, b, diff):
+    """ROUGE-L has no binomial noise: the study's seed-to-seed spread of each variant gives the 95%
+    noise of a difference between two single runs, Z95 * sqrt(sd_a^2 + sd_b^2)."""
+    configs = (study or {}).get("configs", {})
+    runs = [configs.get(n, {}).get("rougeL") for n in (a, b)]
+    if not all(isinstance(r, list) and len(r) >= 2 for r in runs):
+        return " (no noise estimate: the study has no seeds of both)"
+    noise = 100.0 * Z95 * math.sqrt(sum(statistics.stdev(r) ** 2 for r in runs))
+    seeds = min(len(r) for r in runs)
+    verdict = "inside" if abs(100.0 * diff) <= noise else "beyond"
+    return (f" ({100 * diff:+.1f} points, {verdict} the \u00b1{noise:.1f} that two single runs differ by "
+            f"from the seed alone, by the study's {seeds} seeds)")
+
+
+def sentences(base, variants, base_params, meta, study=None):
     """What the table shows, in plain words: a list of short paragraphs."""
     by_name = {v.name: v for v in variants}
     lora = by_name.get("lora")
@@ -593,7 +607,7 @@ def sentences(base, variants, base_params, meta):
                       f"right, which says nothing about the adapters)")
             ra, rb = flora.metric("rouge", "rougeL"), lora.metric("rouge", "rougeL")
             if ra is not None and rb is not None:
-                s += f"; ROUGE-L {100 * ra:.1f} vs {100 * rb:.1f} (no noise estimate)"
+                s += f"; ROUGE-L {100 * ra:.1f} vs {100 * rb:.1f}" + rouge_noise(study, flora.name, "lora", ra - rb)
             out.append(s + ".")
 
     # 4. The noise of N test items.
@@ -1078,7 +1092,7 @@ def main(argv):
     study = read_study(inp, study_path, run, variants)
 
     header, rows, align = build_table(base, variants, base_params)
-    words = sentences(base, variants, base_params, meta)
+    words = sentences(base, variants, base_params, meta, study)
     paper = paper_lines(base, variants)
 
     sym = stdout_symbols()

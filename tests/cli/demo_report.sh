@@ -128,6 +128,8 @@ cat >"$work/study.json" <<'EOF'
                      "rougeL": [0.3, 0.4], "val_loss_start": [2.0, 2.0], "val_loss": [0.5, 0.7]},
              "ffba-aorb": {"trainable": 99, "seeds": [0, 1], "mcq": [0.2, 0.4], "math": [0.0, 0.0],
                            "rougeL": [0.1, 0.3], "val_loss_start": [2.0, 2.0], "val_loss": [0.8, 1.0]},
+             "ffba": {"trainable": 5, "seeds": [0, 1], "mcq": [0.3, 0.3], "math": [0.0, 0.0],
+                      "rougeL": [0.2, 0.3], "val_loss_start": [2.0, 2.0], "val_loss": [0.6, 0.6]},
              "lora": {"trainable": 7, "seeds": [0, 1], "mcq": [0.9, 0.9], "math": [0.9, 0.9],
                       "rougeL": [0.9, 0.9], "val_loss_start": [2.0, 2.0], "val_loss": [0.1, 0.1]}}}
 EOF
@@ -141,6 +143,8 @@ assert rows["ffa"][1] == "1,234" + dag and "60.0%" + dag in rows["ffa"] and "15.
 assert "35.0" + dag in rows["ffa"] and "2.000\u21920.600" + dag in rows["ffa"], rows["ffa"]
 assert not any(dag in c for c in rows["lora"]), rows["lora"]  # measured in this run: the study is not used
 assert "NOT MEASURED IN THIS RUN: ffa and ffba-aorb" in out.replace("\n", " ") and "a test" in out, out
+# ROUGE-L's noise from the study's seeds: 1.96 x sqrt(stdev(0.2, 0.3)^2 + 0) = 13.9 points.
+assert "the \u00b113.9 that two single runs differ by from the seed alone, by the study's 2 seeds" in " ".join(out.split()), out
 r = {v["variant"]: v for v in json.load(open(f"{demo}/results.json"))["variants"]}
 assert r["ffa"]["scores_from"] == "study" and abs(r["ffa"]["mcq_accuracy"] - 0.6) < 1e-12, r["ffa"]
 assert r["ffa"]["study_seeds"] == 2 and r["lora"]["scores_from"] == "measured", r
