@@ -99,11 +99,23 @@ for v in "${variants[@]}"; do
   trained+=("$v")
   last=$(($(date +%s) - started))
 done
+from_study=()
 if ((${#skipped[@]})); then
   why="the last fine-tune and its evaluation took ${last} s, and ${budget} s minus the $(elapsed) s used leaves less"
   echo
-  echo "NOT fine-tuned in this run: ${skipped[*]} ($why). The table shows the committed study's"
-  echo "means for them ($study, same recipe), marked †; their TPOT above was measured now."
+  # The study's means stand for these variants only if it ran this recipe.
+  recipe=$("$py" -c "
+import json; s = json.load(open('$study')); r = s['recipe']
+print('same' if (r['max_steps'], r['rank'], s['items_per_task']) == ($steps, $rank, $limit) else
+      '%d steps, rank %d, %d test items per task' % (r['max_steps'], r['rank'], s['items_per_task']))")
+  if [[ $recipe == same ]]; then
+    from_study=("${skipped[@]}")
+    echo "NOT fine-tuned in this run: ${skipped[*]} ($why). The table shows the committed study's"
+    echo "means for them ($study, same recipe), marked †; their TPOT above was measured now."
+  else
+    echo "NOT fine-tuned in this run: ${skipped[*]} ($why). The committed study ran another recipe"
+    echo "($recipe; this run: $steps steps, rank $rank, $limit items), so they show no scores, only their TPOT."
+  fi
 fi
 
 say "5/5 report"
@@ -113,7 +125,8 @@ print(json.dumps([{'stage': l.split('\t')[0], 'seconds': int(l.split('\t')[1])} 
 "$py" - "$out/run.json" <<EOF
 import json, os, sys
 run = {"budget_s": $budget, "cpu_target": "$("$flora" cpu)", "threads": $threads, "steps": $steps, "rank": $rank,
-       "trained": "${trained[*]}".split(), "from_study": "${skipped[*]}".split(), "why": "$why",
+       "trained": "${trained[*]}".split(), "from_study": "${from_study[*]}".split(),
+       "not_trained": "${skipped[*]}".split(), "why": "$why",
        "stages": $stages_json}
 with open(sys.argv[1] + ".tmp", "w") as f:
     json.dump(run, f, indent=1)
