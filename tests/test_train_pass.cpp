@@ -222,6 +222,50 @@ TEST_P(TwinGradients, AdapterMatchesTwin) {
 INSTANTIATE_TEST_SUITE_P(Variants, TwinGradients, ::testing::ValuesIn(kVariants),
                          [](const auto& info) { return test_name(info.param); });
 
+// `flora train` prints train_pass_bytes before the first step and refuses a run it says
+// will not fit: the estimate must stay the bytes the pass's buffers really hold after a
+// training step, for full fine-tuning, LoRA and FLoRA, at two shapes. The estimate counts an
+// adapter on all seven projections and the widest product's transposes, so it may be a little
+// above; 10% either way is the band.
+TEST(TrainPass, MemoryEstimateIsWhatTheBuffersHold) {
+  auto model = LlamaModel::load(kFixtures + "/f32");
+  const LlamaConfig& cfg = model->config();
+  for (const std::string& variant : {std::string("full"), std::string("lora"), std::string("ffba")}) {
+    for (const auto& [B, T] : {std::pair<int64_t, int64_t>{2, 18}, {3, 61}}) {
+      const int64_t before = train_pass_bytes_held();
+      ThreadPool pool(2);
+      std::unique_ptr<DenseWeights> dense, dense_grads;
+      std::optional<TrainGrads> g;
+      std::unique_ptr<Adapter> adapter, grads;
+      std::optional<AdapterTrainView> view;
+      int64_t rank = 0;
+      if (variant == "full") {
+        dense = std::make_unique<DenseWeights>(DenseWeights::from_model(*model));
+        dense_grads = std::make_unique<DenseWeights>(DenseWeights::zeros(cfg));
+        g = dense_grads->train_grads();
+      } else {
+        adapter = std::make_unique<Adapter>(Adapter::load(kFixtures + "/adapters/" + variant, cfg));
+        grads = std::make_unique<Adapter>(adapter->zeros_like());
+        view = make_adapter_train_view(*adapter, *grads);
+        rank = adapter->config.rank;
+      }
+      std::vector<int32_t> tokens(B * T), targets(B * T);
+      for (int64_t i = 0; i < B * T; ++i) tokens[i] = targets[i] = static_cast<int32_t>((i * 37 + 11) % cfg.vocab_size);
+      {
+        TrainPass pass(cfg, pool, dense ? dense->train_weights() : weights_view_of(*model), g ? &*g : nullptr,
+                       view ? &*view : nullptr, B * T);
+        pass.run(TrainBatch{B, T, tokens.data(), targets.data()}, true, 1.0f);
+        const double held = static_cast<double>(train_pass_bytes_held() - before);
+        const double estimate = static_cast<double>(train_pass_bytes(cfg, B, T, rank, variant == "full", 2).total());
+        EXPECT_GT(held, 0) << variant;
+        EXPECT_NEAR(estimate / held, 1.0, 0.10) << variant << " B " << B << " T " << T << ": estimate " << estimate
+                                                << " bytes, held " << held;
+      }
+      EXPECT_EQ(train_pass_bytes_held(), before) << variant << ": a destroyed pass still counts its buffers";
+    }
+  }
+}
+
 TEST(TwinGradients, FullFineTuningMatchesTwin) {
   TwinCase c("full");
   DenseWeights weights = DenseWeights::from_model(*c.model);

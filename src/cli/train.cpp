@@ -87,6 +87,8 @@ void add_train(CLI::App& app, Action& action) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--save-every", t.save_every, "Checkpoint every N steps (0: at the end only)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--ignore-memory-estimate", t.ignore_memory_estimate,
+                "Start even if the memory estimate printed before the first step exceeds the memory available");
   cmd->add_flag("--resume", t.resume, "Continue from the newest checkpoint in --out");
   cmd->add_flag("--save-bf16", t.save_bf16, "--full: write the final model in BF16 (checkpoints stay F32)");
   cmd->add_flag("-q,--quiet", t.quiet, "No progress line");

@@ -1,6 +1,7 @@
 #include "model/train_pass.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "model/forward.h"
@@ -22,12 +23,23 @@ constexpr int64_t kHeadRows = 64;
 // copy its old contents on growth and zero-fill on resize (fresh pages from
 // the kernel each time: 15% of a small model's step in perf). The few
 // buffers that must start at zero say so with assign(n, 0).
+// The bytes every Scratch of the process holds (train_pass_bytes_held()).
+std::atomic<int64_t> g_scratch_bytes{0};
+
 class Scratch {
  public:
+  Scratch() = default;
+  Scratch(Scratch&& o) noexcept : data_(std::move(o.data_)), size_(o.size_), cap_(o.cap_) { o.size_ = o.cap_ = 0; }
+  Scratch& operator=(Scratch&&) = delete;
+  ~Scratch() { g_scratch_bytes -= static_cast<int64_t>(cap_ * sizeof(float)); }
   void resize(size_t n) {
     if (n > cap_) {
-      cap_ = std::max(n, cap_ + cap_ / 4);
-      data_ = std::make_unique_for_overwrite<float[]>(cap_);
+      const size_t grown = std::max(n, cap_ + cap_ / 4);
+      data_.reset();
+      g_scratch_bytes -= static_cast<int64_t>(cap_ * sizeof(float));
+      data_ = std::make_unique_for_overwrite<float[]>(grown);
+      cap_ = grown;
+      g_scratch_bytes += static_cast<int64_t>(cap_ * sizeof(float));
     }
     size_ = n;
   }
@@ -417,6 +429,30 @@ struct TrainPass::State {
     return loss;
   }
 };
+
+int64_t train_pass_bytes_held() { return g_scratch_bytes.load(); }
+
+TrainPassBytes train_pass_bytes(const LlamaConfig& c, int64_t B, int64_t T, int64_t r, bool full, int threads) {
+  const int64_t N = B * T, d = c.hidden_size, f = c.intermediate_size, qd = c.q_dim(), V = c.vocab_size;
+  const int64_t ld_qkv = qd + 2 * c.kv_dim(), widest = std::max({d, f, qd});
+  // LayerSaved: x, xn1, x_mid, xn2 (d each), two rstd, qkv, att, gate, up, h, P;
+  // z of every target, zsum and p of both sub-blocks (r each).
+  const int64_t per_layer = N * (4 * d + 2 + ld_qkv + qd + 3 * f + (r > 0 ? (kTargets + 4) * r : 0)) +
+                            B * c.num_attention_heads * T * T;
+  // dx, dx_mid, dxn, dqkv, datt, dh, dgate, dup; dp, dcarry, dz, tmp_r, dzsum;
+  // tmp_in, drop_buf; the weight-gradient transposes (the widest dy and x of
+  // one product); the LM head's chunks; attention scratch per thread; the final
+  // norm, tokens and targets, row losses.
+  const int64_t transposes =
+      full ? std::max(N * (f + d), std::min(N, kHeadRows) * (V + d)) : (r > 0 ? N * (widest + r) : 0);
+  const int64_t scratch_floats = N * (3 * d + ld_qkv + qd + 3 * f) + N * 6 * std::max<int64_t>(r, 1) +
+                                 2 * N * widest + transposes + kHeadRows * (2 * d + V) +
+                                 threads * ops::attention_scratch_floats(T, c.head_dim) + N * (d + 1);
+  TrainPassBytes b;
+  b.saved = static_cast<int64_t>(sizeof(float)) * per_layer * c.num_hidden_layers;
+  b.scratch = static_cast<int64_t>(sizeof(float)) * scratch_floats + N * (2 * 4 + 2 * 8);
+  return b;
+}
 
 TrainPass::TrainPass(const LlamaConfig& config, ThreadPool& pool, const WeightsView& weights, const TrainGrads* grads,
                      const AdapterTrainView* adapter, int64_t max_rows)

@@ -47,6 +47,24 @@ struct TrainBatch {
   const int32_t* targets = nullptr;  // (B, T): the token position t should predict, or -1 (not in the loss)
 };
 
+// The bytes a TrainPass holds at its largest, for batches of B sequences of up
+// to T tokens: every layer's saved activations (the attention probabilities,
+// B x heads x T x T, among them) and the buffers of the backward and of the LM
+// head. adapter_rank 0: no adapter; an adapter is counted as if it adapted all
+// seven projections. full: every weight gets a gradient. An estimate from the
+// buffers' shapes (State in train_pass.cpp: change both together), not a
+// measurement; the allocator's rounding and the thread stacks are not in it.
+struct TrainPassBytes {
+  int64_t saved = 0;    // what the forward keeps for the backward
+  int64_t scratch = 0;  // the backward's and the LM head's working buffers
+  int64_t total() const { return saved + scratch; }
+};
+TrainPassBytes train_pass_bytes(const LlamaConfig& config, int64_t B, int64_t T, int64_t adapter_rank, bool full,
+                                int threads);
+// The bytes the float buffers of every TrainPass in the process hold now (what
+// train_pass_bytes estimates; its test compares the two).
+int64_t train_pass_bytes_held();
+
 class TrainPass {
  public:
   // config: the model's. grads: full fine-tuning's gradients (null: base

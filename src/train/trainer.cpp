@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -75,12 +76,62 @@ int64_t checkpoint_step(const std::string& name) {
   }
 }
 
-int64_t peak_rss_bytes() {
-  std::ifstream in("/proc/self/status");
+// A "Key:   N kB" line of a /proc file, in bytes (0 where unreadable):
+// /proc/self/status's VmHWM (peak) and VmRSS, /proc/meminfo's MemAvailable
+// (what can be allocated without swapping).
+int64_t proc_kb(const char* file, const char* key) {
+  std::ifstream in(file);
   std::string line;
+  const size_t n = std::strlen(key);
   while (std::getline(in, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+    if (line.compare(0, n, key) == 0) return std::stoll(line.substr(n)) * 1024;
   return 0;
+}
+
+int64_t peak_rss_bytes() { return proc_kb("/proc/self/status", "VmHWM:"); }
+
+// What the run will hold at its largest, from the shapes of its buffers.
+struct MemoryEstimate {
+  int64_t weights = 0;    // the base as loaded, plus full fine-tuning's f32 copy
+  int64_t trainable = 0;  // gradients and optimiser moments (and an adapter's values)
+  TrainPassBytes pass;    // activations and scratch of one micro-batch of the longest sequences
+  int64_t total() const { return weights + trainable + pass.total(); }
+};
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+// Prints the estimate before the first step; refuses (unless told to ignore it) a run whose
+// estimate exceeds the memory available now plus what this process already holds.
+void check_memory(const TrainOptions& o, const LlamaConfig& cfg, const MemoryEstimate& e, int64_t longest,
+                  int threads, bool lead) {
+  // FLORA_TEST_MEMORY_AVAILABLE_MIB stands in for the machine's memory (tests).
+  const int64_t test_mib = test_hook("FLORA_TEST_MEMORY_AVAILABLE_MIB");
+  const int64_t available = test_mib >= 0 ? test_mib * 1024 * 1024
+                                          : proc_kb("/proc/meminfo", "MemAvailable:") +
+                                                proc_kb("/proc/self/status", "VmRSS:");
+  const std::string parts =
+      fmt::format("weights {:.0f}, gradients and optimiser state {:.0f}, activations {:.0f} MiB for a micro-batch "
+                  "of {} x {} tokens",
+                  e.weights / kMiB, e.trainable / kMiB, e.pass.total() / kMiB, o.micro_batch, longest);
+  if (lead)
+    std::fprintf(stderr, "train: memory estimate %.0f MiB (%s); %.0f MiB available\n", e.total() / kMiB,
+                 parts.c_str(), available / kMiB);
+  if (available <= 0 || e.total() <= available || o.ignore_memory_estimate) return;
+  const int64_t per_sequence = train_pass_bytes(cfg, 1, longest, o.full ? 0 : o.rank, o.full, threads).total();
+  const int64_t fixed = e.total() - e.pass.total();
+  const int64_t fit = fixed < available ? (available - fixed) / std::max<int64_t>(per_sequence, 1) : 0;
+  std::string how;
+  if (fit >= 1 && fit < o.micro_batch)
+    how = fmt::format("--micro-batch {} (each sequence of {} tokens holds {:.1f} MiB; gradients accumulate, the "
+                      "result is the same)",
+                      fit, longest, per_sequence / kMiB);
+  else
+    how = fmt::format("a shorter --seq-len (the attention probabilities grow as its square; now {})", longest);
+  if (o.full) how += ", or an adapter instead of --full (it keeps no gradients or moments of the base)";
+  fail(
+      "train: this run needs about {:.0f} MiB ({}), more than the {:.0f} MiB this machine has available; use {}; "
+      "--ignore-memory-estimate starts it anyway",
+      e.total() / kMiB, parts, available / kMiB, how);
 }
 
 // Options that decide the trajectory: a resumed run must have the same ones.
@@ -631,6 +682,13 @@ TrainSummary run_training(const TrainOptions& opts) {
   }();
   const WeightsView weights = o.full ? tr.dense->train_weights() : weights_view_of(*model);
   const auto adapter_view = make_adapter_train_view(tr.adapter.get(), tr.adapter_grads.get());
+  MemoryEstimate estimate;
+  estimate.weights = static_cast<int64_t>(model->weight_bytes()) +
+                     (o.full ? static_cast<int64_t>(sizeof(float)) * cfg.parameter_count() : 0);
+  const int64_t moments = o.optim.kind == OptimizerKind::AdamW ? 2 : 0;
+  estimate.trainable = static_cast<int64_t>(sizeof(float)) * tr.parameter_count() * (1 + moments + (o.full ? 0 : 1));
+  estimate.pass = train_pass_bytes(cfg, o.micro_batch, longest, o.full ? 0 : tr.adapter->config.rank, o.full, threads);
+  check_memory(o, cfg, estimate, longest, threads, lead);
   TrainPass pass(cfg, pool, weights, o.full ? &tr.grads_view : nullptr, adapter_view ? &*adapter_view : nullptr,
                  o.micro_batch * longest);
 

@@ -94,6 +94,8 @@ struct TrainOptions {
   int64_t max_steps = 0;    // > 0: this many optimiser steps (the data repeats as needed)
   int64_t batch = 8;        // sequences per optimiser step
   int64_t micro_batch = 0;  // sequences per pass (0: = batch); gradients accumulate
+  // Start even when the memory estimate exceeds what the machine has available.
+  bool ignore_memory_estimate = false;
   int64_t seq_len = 512;
   uint64_t seed = 0;
   int threads = 0;  // 0: all cores

@@ -164,4 +164,20 @@ expect_error resume-changed 'lr = 0.005.*0.001' "$flora" "${run[@]}" --lr 1e-3 -
 expect_error bad-variant 'ffbx' "$flora" train "${common[@]}" --variant ffbx --steps 1 --out "$work/x"
 expect_error no-tokenizer 'tokenizer.json' "$flora" train -m "$FLORA_SOURCE_DIR/tests/fixtures/tiny_llama/f32" \
   --data "$data" --steps 1 --out "$work/x"
+
+# The memory estimate comes before the first step; a run it says will not fit is refused
+# before anything is written, naming a --micro-batch that fits; --ignore-memory-estimate
+# starts it anyway. FLORA_TEST_MEMORY_AVAILABLE_MIB stands in for the machine's memory.
+mem=(train "${common[@]}" --full --steps 1 --batch 16 --out "$work/mem")
+check memory-estimate "$flora" "${mem[@]}"
+grep -qE 'memory estimate [0-9]+ MiB \(weights [0-9]+, gradients and optimiser state [0-9]+, activations [0-9]+ MiB for a micro-batch of 16 x [0-9]+ tokens\); [0-9]+ MiB available' \
+  "$work/err" && pass || fail_check "memory-estimate: no estimate line: $(cat "$work/err")"
+rm -rf "$work/mem"
+FLORA_TEST_MEMORY_AVAILABLE_MIB=20 expect_error memory-refused \
+  'needs about [0-9]+ MiB .*more than the 20 MiB .*use --micro-batch [1-9][0-9]* \(each sequence .*or an adapter instead of --full.*--ignore-memory-estimate' \
+  "$flora" "${mem[@]}"
+[[ -e "$work/mem" ]] && fail_check "memory-refused: --out was created" || pass
+FLORA_TEST_MEMORY_AVAILABLE_MIB=20 check memory-ignored "$flora" "${mem[@]}" --ignore-memory-estimate
+FLORA_TEST_MEMORY_AVAILABLE_MIB=1 expect_error memory-no-sequence-fits 'use a shorter --seq-len' \
+  "$flora" train "${common[@]}" --variant lora --rank 4 --steps 1 --batch 16 --out "$work/mem2"
 finish train
