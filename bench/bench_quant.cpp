@@ -68,7 +68,13 @@ const Ring& ring(DType dtype) {
   return *r;
 }
 
-void Product(benchmark::State& state, DType dtype, int64_t T) {
+// bf16_dot: BF16 weights through the BF16 dot products (ops::set_bf16_products).
+void Product(benchmark::State& state, DType dtype, int64_t T, bool bf16_dot) {
+  flora::ops::set_bf16_products(bf16_dot);
+  if (bf16_dot && !flora::ops::bf16_products_active(dtype)) {
+    state.SkipWithError("no BF16 dot products here (AVX512_BF16 and the AVX-512 target)");
+    return;
+  }
   const Ring& r = ring(dtype);
   std::vector<float> x(T * kCols, 0.5f), y(T * kRows);
   const int64_t n = state.threads(), i = state.thread_index();
@@ -81,7 +87,8 @@ void Product(benchmark::State& state, DType dtype, int64_t T) {
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(r.matrix_bytes) / n);
-  state.SetLabel(flora::ops::simd_target_name());
+  state.SetLabel(bf16_dot ? "AVX512_BF16" : flora::ops::simd_target_name());
+  flora::ops::set_bf16_products(false);
 }
 
 // llama.cpp's own decode kernel on the same ring, for the comparison: ggml's
@@ -160,11 +167,15 @@ void Register() {
   for (DType dtype : {DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
     const std::string name(flora::dtype_name(dtype));
     for (int threads : {1, 2}) {
-      benchmark::RegisterBenchmark(("Decode/" + name).c_str(), Product, dtype, 1)
-          ->Threads(threads)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond)
-          ->Iterations(kDecodeIterations);
+      for (bool bf16_dot : {false, true}) {
+        if (bf16_dot && dtype != DType::BF16) continue;
+        const std::string suffix = bf16_dot ? "-dot" : "";
+        benchmark::RegisterBenchmark(("Decode/" + name + suffix).c_str(), Product, dtype, 1, bf16_dot)
+            ->Threads(threads)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond)
+            ->Iterations(kDecodeIterations);
+      }
       if (dtype != DType::BF16)
         for (const char* variant : {"zen4", "haswell"})  // AVX-512 VNNI, AVX2
           benchmark::RegisterBenchmark(("LlamaCppDecode/" + name + "/" + variant).c_str(), LlamaCppDecode, dtype,
@@ -173,11 +184,15 @@ void Register() {
               ->UseRealTime()
               ->Unit(benchmark::kMillisecond)
               ->Iterations(kDecodeIterations);
-      benchmark::RegisterBenchmark(("Prefill64/" + name).c_str(), Product, dtype, 64)
-          ->Threads(threads)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond)
-          ->Iterations(kPrefillIterations);
+      for (bool bf16_dot : {false, true}) {
+        if (bf16_dot && dtype != DType::BF16) continue;
+        const std::string suffix = bf16_dot ? "-dot" : "";
+        benchmark::RegisterBenchmark(("Prefill64/" + name + suffix).c_str(), Product, dtype, 64, bf16_dot)
+            ->Threads(threads)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond)
+            ->Iterations(kPrefillIterations);
+      }
     }
   }
   benchmark::RegisterBenchmark("Bandwidth/F32", Bandwidth)->Threads(1)->Threads(2)->UseRealTime()->Iterations(100);

@@ -81,8 +81,20 @@ enum class Kernel { Rows, Cols };
 // A product of the harness: matmul_rows reduces over w's columns and writes a
 // slice of its rows, matmul_cols reduces over w's rows and writes a slice of
 // its columns. `out` is the output width, `K` the reduction length.
+// BF16 products on while alive (ops::set_bf16_products), off after.
+struct Bf16ProductsOn {
+  Bf16ProductsOn() { ops::set_bf16_products(true); }
+  ~Bf16ProductsOn() { ops::set_bf16_products(false); }
+};
+
 struct Product {
   Kernel kernel;
+  // matmul_rows with BF16 products asked for: BF16 weights then take the dot
+  // products where the CPU and the target have them (ops.h), else the f32 kernel.
+  bool bf16_dot = false;
+  bool rounds_to_bf16(const MatrixRef& w) const {
+    return kernel == Kernel::Rows && bf16_dot && w.dtype == DType::BF16 && ops::bf16_dot_available();
+  }
   int64_t out(const MatrixRef& w) const { return kernel == Kernel::Rows ? w.rows : w.cols; }
   int64_t K(const MatrixRef& w) const { return kernel == Kernel::Rows ? w.cols : w.rows; }
   // w's element of output o and reduction index k, from `widened` (rows, cols).
@@ -91,15 +103,24 @@ struct Product {
   }
   void simd(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t o0, int64_t o1,
             bool accumulate) const {
-    if (kernel == Kernel::Rows)
+    if (kernel == Kernel::Rows && bf16_dot) {
+      Bf16ProductsOn on;
+      ops::matmul_rows(y, ldy, x, ldx, T, w, o0, o1, accumulate);
+    } else if (kernel == Kernel::Rows)
       ops::matmul_rows(y, ldy, x, ldx, T, w, o0, o1, accumulate);
     else
       ops::matmul_cols(y, ldy, x, ldx, T, w, o0, o1, accumulate);
   }
   // The input as the product reads it: matmul_rows of a block format rounds
   // each token's row to 8-bit groups (ops.h), so its reference takes the
-  // rounded values d q; every other product reads x as it is.
+  // rounded values d q; BF16 products round it to bf16; every other product
+  // reads x as it is.
   std::vector<double> as_read(const std::vector<double>& x, const MatrixRef& w, int64_t T) const {
+    if (rounds_to_bf16(w)) {
+      std::vector<double> rounded(x.size());
+      for (size_t i = 0; i < x.size(); ++i) rounded[i] = bf16_to_f32(f32_to_bf16(float(x[i])));
+      return rounded;
+    }
     if (kernel != Kernel::Rows || !is_quantized(w.dtype)) return x;
     const std::vector<float> xf(x.begin(), x.end());
     ops::ActivationBlocks a;
@@ -229,6 +250,8 @@ class MatmulCase : public OpCase {
   // matmul_rows sums the integer levels exactly and scales them in f32, and
   // its reference reads the rounded activations (as_read), so neither the
   // activations' rounding is in the comparison (RoundActivations bounds it).
+  // BF16 products alike: the reference reads the bf16 values, whose products
+  // with bf16 weights are exact in f32, so only the f32 sums remain.
   Vec tolerance(size_t, const Vec&) const override {
     const Vec x = p_.as_read(in[0].values(), m_->ref, T_);
     Vec tol;
@@ -248,7 +271,7 @@ class MatmulCase : public OpCase {
   bool accumulate_;
 };
 
-Cases matmul_cases(Kernel kernel, DType dtype, std::mt19937& rng) {
+Cases matmul_cases(Product product, DType dtype, std::mt19937& rng) {
   Cases cases;
   const Shapes shapes = shapes_of(dtype);
   for (int64_t rows : shapes.rows)
@@ -256,7 +279,7 @@ Cases matmul_cases(Kernel kernel, DType dtype, std::mt19937& rng) {
       auto m = std::make_shared<TestMatrix>(dtype, rows, cols, cols + 3, rng);
       for (int64_t T : shapes.tokens)
         for (bool accumulate : {false, true})
-          cases.push_back(std::make_unique<MatmulCase>(Product{kernel}, m, T, accumulate, rng));
+          cases.push_back(std::make_unique<MatmulCase>(product, m, T, accumulate, rng));
     }
   return cases;
 }
@@ -673,6 +696,44 @@ class AttentionCase : public OpCase {
     const AttentionMagnitudes mag = attention_magnitudes(x[0], x[1], x[2], dout[0], T_, hd_);
     return scaled_tolerances(k == 0 ? mag.dq : k == 1 ? mag.dk : mag.dv, want, tol);
   }
+  // Where the softmax saturates (scale 10) the true dq and dk are ~1e-10,
+  // below the differences' cancellation (1e-16 |L| / h with L ~ 10 and h =
+  // 1e-5): the op is judged by the closed form in double, and the form by the
+  // differences within that cancellation.
+  std::optional<Vec> analytic_gradient(size_t k) const override {
+    const std::vector<Vec> x = input_values();
+    const Vec& q = x[0];
+    const Vec& kk = x[1];
+    const Vec& v = x[2];
+    const Vec& dO = dout[0];
+    const Vec P = attention_ref(q, kk, v, T_, hd_).P;
+    const double scale = 1.0 / std::sqrt(double(hd_));
+    Vec g(T_ * hd_, 0.0);
+    for (int64_t i = 0; i < T_; ++i) {
+      Vec dP(i + 1, 0.0);
+      double D = 0;
+      for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t c = 0; c < hd_; ++c) dP[j] += dO[i * hd_ + c] * v[j * hd_ + c];
+        D += P[i * T_ + j] * dP[j];
+      }
+      for (int64_t j = 0; j <= i; ++j) {
+        const double p = P[i * T_ + j], dS = scale * p * (dP[j] - D);
+        for (int64_t c = 0; c < hd_; ++c) {
+          if (k == 0) g[i * hd_ + c] += dS * kk[j * hd_ + c];
+          if (k == 1) g[j * hd_ + c] += dS * q[i * hd_ + c];
+          if (k == 2) g[j * hd_ + c] += p * dO[i * hd_ + c];
+        }
+      }
+    }
+    return g;
+  }
+  double analytic_tolerance() const override {
+    const std::vector<Vec> x = input_values();
+    const Vec out = attention_ref(x[0], x[1], x[2], T_, hd_).out;
+    double L = 0;  // sum |terms| of the loss dout . out
+    for (size_t i = 0; i < out.size(); ++i) L += std::fabs(dout[0][i] * out[i]);
+    return 100 * 1e-16 * (1 + L) / 1e-6;  // 100 x the cancellation at the smallest step
+  }
 
  private:
   int64_t T_, hd_;
@@ -940,8 +1001,10 @@ const std::vector<test::Op>& op_table() {
     };
   };
   static const std::vector<test::Op> table = {
-      {"matmul_rows", true, kFormats, [](DType f, std::mt19937& rng) { return matmul_cases(Kernel::Rows, f, rng); }},
-      {"matmul_cols", true, kFormats, [](DType f, std::mt19937& rng) { return matmul_cases(Kernel::Cols, f, rng); }},
+      {"matmul_rows", true, kFormats, [](DType f, std::mt19937& rng) { return matmul_cases({Kernel::Rows}, f, rng); }},
+      {"matmul_rows_bf16dot", true, {DType::BF16},
+       [](DType f, std::mt19937& rng) { return matmul_cases({Kernel::Rows, true}, f, rng); }},
+      {"matmul_cols", true, kFormats, [](DType f, std::mt19937& rng) { return matmul_cases({Kernel::Cols}, f, rng); }},
       {"dot", true, {DType::F32}, sizes([](int64_t n, std::mt19937& rng) {
          return std::make_unique<ReductionCase>(true, n, rng);
        })},
@@ -1017,7 +1080,7 @@ class Products : public ::testing::TestWithParam<std::tuple<int64_t, Kernel, DTy
 // tokens grouped into calls (batching, padding): ops.h promises this of
 // matmul_cols (one chain per element), and rows are independent in
 // matmul_rows (docs/architecture.md).
-TEST_P(Products, SplitsGiveTheSameBits) {
+void check_splits(const Product& p, DType dtype) {
   std::mt19937 rng(11);
   const Shapes shapes = shapes_of(dtype);
   for (int64_t rows : shapes.rows)
@@ -1048,6 +1111,61 @@ TEST_P(Products, SplitsGiveTheSameBits) {
         }
       }
     }
+}
+
+TEST_P(Products, SplitsGiveTheSameBits) { check_splits(p, dtype); }
+
+// BF16 products keep the rows' independence (ops.h): the same bits however
+// rows and tokens are split, and the same bits from activations rounded
+// beforehand (the forward's product_region) as from the f32 rows.
+TEST(Bf16Products, SplitsAndPreRoundedInputsGiveTheSameBits) {
+  if (!ops::bf16_dot_available()) GTEST_SKIP() << "this CPU has no AVX512_BF16 (or the target is below AVX-512)";
+  check_splits(Product{Kernel::Rows, true}, DType::BF16);
+  std::mt19937 rng(13);
+  Bf16ProductsOn on;
+  for (int64_t cols : kCols)
+    for (int64_t T : kTokens) {
+      TestMatrix m(DType::BF16, 19, cols, cols + 2, rng);
+      const int64_t ldx = cols + 4, ldy = 21;
+      const auto x = random_floats(T * ldx, rng, 1.0);
+      std::vector<float> direct(T * ldy, 0.0f), rounded(T * ldy, 0.0f);
+      ops::matmul_rows(direct.data(), ldy, x.data(), ldx, T, m.ref, 0, 19, false);
+      ops::Bf16Activations a;
+      ops::round_activations_bf16(x.data(), ldx, T, cols, a);
+      ops::matmul_rows(rounded.data(), ldy, a, m.ref, 0, 19, false);
+      ASSERT_EQ(std::memcmp(direct.data(), rounded.data(), direct.size() * sizeof(float)), 0)
+          << "cols=" << cols << " T=" << T;
+    }
+}
+
+// round_activations_bf16 is f32_to_bf16 on every value (nearest, ties to even,
+// NaN quiet, infinities and subnormals kept), zeros past K in each row of ld =
+// K rounded up to 32; the pre-rounded product refuses weights it cannot take.
+TEST(Bf16Products, RoundingIsF32ToBf16) {
+  std::mt19937 rng(14);
+  const int64_t T = 3, K = 45, ldx = 50;
+  std::vector<float> x = random_floats(T * ldx, rng, 3.0);
+  const float special[] = {1.0f + 0x1p-8f,  // a tie: to even (1.0)
+                           1.0f + 0x3p-8f,  // a tie: to even (up)
+                           std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(), kNaN,
+                           0x1.8p-130f,  // subnormal
+                           -0.0f, std::numeric_limits<float>::max()};
+  std::copy(std::begin(special), std::end(special), x.begin() + ldx + 3);
+  ops::Bf16Activations a;
+  ops::round_activations_bf16(x.data(), ldx, T, K, a);
+  ASSERT_EQ(a.ld, 64);
+  ASSERT_EQ(a.v.size(), size_t(T * 64));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t k = 0; k < a.ld; ++k) {
+      const uint16_t want = k < K ? f32_to_bf16(x[t * ldx + k]) : 0;
+      ASSERT_EQ(a.v[t * a.ld + k], want) << "t=" << t << " k=" << k << " x=" << (k < K ? x[t * ldx + k] : 0.0f);
+    }
+  EXPECT_EQ(a.v[a.ld + 3], 0x3f80);  // 1 + 2^-8 -> 1
+  EXPECT_EQ(a.v[a.ld + 4], 0x3f82);              // 1 + 3 2^-8 -> 1 + 2^-6
+  EXPECT_TRUE(std::isnan(bf16_to_f32(a.v[a.ld + 7])));
+  std::vector<float> f32w(4 * K, 0.5f), y(4);
+  const MatrixRef f32m{f32w.data(), DType::F32, 4, K, 0};
+  EXPECT_THROW(ops::matmul_rows(y.data(), 4, a, f32m, 0, 4, false), Error);  // not BF16, and not asked for
 }
 
 // A block-format matrix gives, bit for bit, what the F32 matrix of its

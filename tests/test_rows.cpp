@@ -49,16 +49,24 @@ bool each_once(const std::vector<std::atomic<int>>& hits) {
 // Up to three products on one input with work at each hook: the outputs equal
 // the plain products followed by the epilogue over every row, and every hook
 // runs exactly as often as its contract says.
-void check_product_region(bool stacked) {
+// bf16_dot: BF16 weights with BF16 products asked for (the region rounds its
+// input once per thread, ops.h), else F32 weights.
+void check_product_region(bool stacked, bool bf16_dot = false) {
   std::mt19937 rng(1);
   const int64_t T = 5, K = 37, ldx = K + 3, chunk = 16;
   const int64_t rows[3] = {70, stacked ? 33 : 70, stacked ? 5 : 70};  // stacked: chunks span two matrices
   std::vector<std::vector<float>> w(3);
+  std::vector<std::vector<uint16_t>> w16(3);
   std::vector<MatrixRef> W(3);
   for (int j = 0; j < 3; ++j) {
     w[j] = random_floats(rows[j] * K, rng, 0.5);
     W[j] = MatrixRef{w[j].data(), DType::F32, rows[j], K, 0};
+    if (bf16_dot) {
+      for (float v : w[j]) w16[j].push_back(f32_to_bf16(v));
+      W[j] = MatrixRef{w16[j].data(), DType::BF16, rows[j], K, 0};
+    }
   }
+  ops::set_bf16_products(bf16_dot);
   const auto x = random_floats(T * ldx, rng, 1.0);
   std::vector<std::vector<float>> y0(3);
   for (int j = 0; j < 3; ++j) y0[j] = random_floats(T * (rows[j] + 1), rng, 1.0);
@@ -120,9 +128,15 @@ void check_product_region(bool stacked) {
     EXPECT_TRUE(each_once(inputs) && each_once(befores) && each_once(afters)) << threads;
     EXPECT_EQ(misaligned.load(), 0) << threads;
   }
+  ops::set_bf16_products(false);
 }
 
 TEST(Rows, ProductRegionStackedIsTheProductsAndTheirEpilogues) { check_product_region(true); }
+TEST(Rows, ProductRegionWithBf16ProductsIsTheProducts) {
+  if (!ops::bf16_dot_available()) GTEST_SKIP() << "this CPU has no AVX512_BF16 (or the target is below AVX-512)";
+  check_product_region(true, true);
+  check_product_region(false, true);
+}
 TEST(Rows, ProductRegionSideBySideIsTheProductsAndTheirEpilogues) { check_product_region(false); }
 
 TEST(Rows, ForChunksCoversTheRangeOnceInWholeChunks) {

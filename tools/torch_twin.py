@@ -18,6 +18,7 @@ written here.
   /usr/bin/python3 tools/torch_twin.py adapter-golden [--out tests/fixtures/tiny_llama/adapters]
   /usr/bin/python3 tools/torch_twin.py train-golden [--out tests/fixtures/tiny_llama/train]
   /usr/bin/python3 tools/torch_twin.py blocks-golden [--out tests/fixtures/tiny_llama/blocks]
+  /usr/bin/python3 tools/torch_twin.py bf16-products-golden [--model tests/fixtures/tiny_llama/blocks/bf16]
 
 `logits` and `selfcheck` take --adapter DIR: a PEFT-style adapter directory (LoRA, or the
 FLoRA family of docs/ADAPTERS.md in the shared docs), applied in float64 too.
@@ -428,12 +429,27 @@ def tile(z, n):
     return z[..., torch.arange(n) % z.shape[-1]]
 
 
+# flora's BF16 products (--products bf16, src/ops/ops.h) round the input of every product
+# with a base weight matrix to bfloat16 (from its f32 value, nearest even) and multiply
+# exactly; bf16-products-golden sets this to model that rounding. Adapter and attention
+# products are untouched, as in flora.
+ROUND_BASE_PRODUCT_INPUTS = False
+
+
+def base_product(u, Wm):
+    """u [..., in] @ Wm.T, the input rounded to bf16 first under ROUND_BASE_PRODUCT_INPUTS."""
+    if ROUND_BASE_PRODUCT_INPUTS:
+        u32 = u.numpy().astype(np.float32)
+        u = torch.from_numpy(bf16_bits_to_f32(f32_to_bf16_bits(u32)).astype(np.float64)).reshape(u.shape)
+    return u @ Wm.T
+
+
 def adapted_entry(ad, i, m, u, Wm):
     """An entry projection (q, k, v, gate, up; also used for LoRA everywhere) on u [T, in]:
     returns (y [T, out], z [T, r] or None). Separate operations (the unfused form):
       LoRA:   y = W u + s * B (A u)
       FLoRA:  y = W u ; z = A u ; with repeat_add: y += s * tile(z)."""
-    y = u @ Wm.T
+    y = base_product(u, Wm)
     if ad is None or m not in ad.forward:
         return y, None
     z = u @ ad.M(i, m, "A").T                                           # A u   [T, r]
@@ -451,7 +467,7 @@ def adapted_exit(ad, i, m, c, Wm, zsum):
               carry: A c + C phi(z)."""
     if ad is None or ad.kind == "lora":
         return adapted_entry(ad, i, m, c, Wm)[0], None
-    y = c @ Wm.T
+    y = base_product(c, Wm)
     pz = ad.phi(zsum)                                                    # phi(z)
     if m in ad.backward:
         y = y + ad.s * (pz @ ad.M(i, m, "B").T)                         # + s B phi(z)
@@ -508,7 +524,7 @@ def forward(cfg, W, tokens, adapter=None):
         x = x + y                                                       # residual (SwiGLU)
         # carry (A_down h + C_down phi(z_ffn)) goes on to the next layer; dropped after the last
     x = rms_norm(x, W["model.norm.weight"], cfg.eps)
-    return x @ W["lm_head.weight"].T, cache                             # [T, V]
+    return base_product(x, W["lm_head.weight"]), cache                  # [T, V]
 
 
 def decode_step(cfg, W, cache, token, pos, adapter=None):
@@ -1524,6 +1540,30 @@ def grad_ratio(got, want, atol=5e-5, rtol=1e-4):
     return float(torch.where(err == 0, torch.zeros_like(err), err / den).max())
 
 
+def cmd_bf16_products_golden(a):
+    """tiny_llama/blocks/bf16/golden_bf16_products.safetensors: the logits of the blocks
+    model's BF16 weights with every base product's input rounded to bf16, as flora's
+    --products bf16 computes them (the rest in float64)."""
+    global ROUND_BASE_PRODUCT_INPUTS
+    folder = a.model or os.path.join(ROOT, "tests", "fixtures", "tiny_llama", "blocks", "bf16")
+    cfg, W = load_model(folder)
+    tokens = blocks_tokens(cfg)
+    plain = torch.stack([forward(cfg, W, t)[0] for t in tokens])
+    ROUND_BASE_PRODUCT_INPUTS = True
+    rounded = torch.stack([forward(cfg, W, t)[0] for t in tokens])           # [B, T, V]
+    ROUND_BASE_PRODUCT_INPUTS = False
+    path = os.path.join(folder, "golden_bf16_products.safetensors")
+    meta = {"command": "/usr/bin/python3 tools/torch_twin.py bf16-products-golden"
+            + (f" --model {a.model}" if a.model else ""),
+            "products": "bf16 inputs of the base products, float64 otherwise"}
+    tensors = [("tokens", "I64", np.array(tokens, dtype=np.int64)),
+               ("logits", "F32", rounded.numpy().astype(np.float32))]
+    write_safetensors(path, tensors, meta)
+    print(f"bf16-products-golden: {tuple(rounded.shape)} logits; the rounding moves them by up to "
+          f"{float((rounded - plain).abs().max()):.2e} from the plain float64 forward; wrote "
+          f"{os.path.relpath(path, ROOT)}")
+
+
 def cmd_blocks_golden(a):
     out = a.out or os.path.join(ROOT, "tests", "fixtures", "tiny_llama", "blocks")
     shown = os.path.relpath(out, ROOT)
@@ -1721,6 +1761,12 @@ def main():
     p.add_argument("--out", default=None,
                    help="output folder (default: <repo>/tests/fixtures/tiny_llama/train)")
     p.set_defaults(fn=cmd_train_golden)
+    p = sub.add_parser("bf16-products-golden",
+                       help="tests/fixtures/tiny_llama/blocks/bf16/golden_bf16_products.safetensors: "
+                       "logits with the base products' inputs rounded to bf16 (--products bf16)")
+    p.add_argument("--model", default=None,
+                   help="model folder (default: <repo>/tests/fixtures/tiny_llama/blocks/bf16)")
+    p.set_defaults(fn=cmd_bf16_products_golden)
     p = sub.add_parser("blocks-golden",
                        help="regenerate tests/fixtures/tiny_llama/blocks: a model whose shapes "
                        "cross every block/chunk/tile boundary; logits, losses and grads")

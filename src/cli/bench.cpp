@@ -99,7 +99,8 @@ void run_variants(const Options& o, const LlamaModel& model, ThreadPool& pool, b
                  {"n_gen", o.bench.n_gen},
                  {"repetitions", o.bench.repetitions},
                  {"weight_bytes", model.decode_weight_bytes()},
-                 {"cpu_target", ops::simd_target_name()}}))
+                 {"cpu_target", ops::simd_target_name()},
+                 {"products", ops::products_name()}}))
     return;
   const double base_bytes = static_cast<double>(model.decode_weight_bytes());
   std::printf(
@@ -148,6 +149,7 @@ void run_serve(const Options& o, const LlamaModel& model, ThreadPool& pool, bool
                 {{"model", o.model},
                  {"threads", o.threads},
                  {"simd", ops::simd_target_name()},
+                 {"products", ops::products_name()},
                  {"rank", o.rank},
                  {"adapter_dtype", o.adapter_dtype},
                  {"n_prompt", o.bench.n_prompt},
@@ -248,6 +250,7 @@ void add_bench(CLI::App& app, Action& action) {
         j["decode_weight_bytes"] = model->decode_weight_bytes();
         j["threads"] = o->threads;
         j["simd"] = ops::simd_target_name();
+        j["products"] = ops::products_name();
         j["repetitions"] = o->bench.repetitions;
         j["weights"] = o->load.mmap ? "mmap" : "huge-page copy";
         all.push_back(j);
@@ -262,9 +265,9 @@ void add_bench(CLI::App& app, Action& action) {
           "limit |\n");
       std::printf("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n");
       for (const auto& r : results)
-        std::printf("| %s %s | %.2f GiB | %.2f B | CPU %s | %d | %s | %.2f | %.2f | %.1f | %.2f | %.2f |\n",
+        std::printf("| %s %s | %.2f GiB | %.2f B | CPU %s%s | %d | %s | %.2f | %.2f | %.1f | %.2f | %.2f |\n",
                     name.c_str(), cfg.torch_dtype.c_str(), gib, cfg.parameter_count() / 1e9,
-                    ops::simd_target_name().c_str(), o->threads, r.test.c_str(), r.tokens_per_s, r.ms_per_token,
+                    ops::simd_target_name().c_str(), ops::products_name() == "bf16" ? " bf16-dot" : "", o->threads, r.test.c_str(), r.tokens_per_s, r.ms_per_token,
                     r.bandwidth_gbs, r.bandwidth_limit_ms, r.roofline_ratio);
       std::printf(
           "\nweights: %s; medians of %d interleaved repetitions; bandwidth: a %zu MiB read loop beside each test; "
@@ -286,6 +289,9 @@ void add_cpu(CLI::App& app, Action& action) {
       std::printf("%s\n", ops::simd_target_name().c_str());
       if (*all)
         for (int64_t t : ops::simd_targets_available()) std::printf("  %s\n", ops::simd_target_name(t).c_str());
+      if (*all)
+        std::printf("BF16 dot products (AVX512_BF16, --products bf16): %s\n",
+                    ops::bf16_dot_available() ? "yes" : "no");
     };
   });
 }

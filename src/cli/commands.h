@@ -37,6 +37,9 @@ void add_quantize(CLI::App& app, Action& action);
 // The options of every command that loads a model, added in this one place:
 // --mmap and --allow-nonfinite (model/weights.h, ModelLoadOptions).
 void add_model_load_options(CLI::App* cmd, ModelLoadOptions& options);
+// --products f32|bf16: the precision of the BF16 weights' products
+// (ops::set_bf16_products), process-wide; part of add_model_load_options.
+void add_products_option(CLI::App* cmd);
 // LlamaModel::load, then the report of non-finite weights (if allowed and any)
 // printed once on stderr.
 std::unique_ptr<LlamaModel> load_model(const std::string& dir, const ModelLoadOptions& options);

@@ -16,6 +16,7 @@
 #include "dist/dist.h"
 #include "eval/evaluate.h"
 #include "model/gguf_llama.h"
+#include "ops/ops.h"
 #include "util/error.h"
 #include "util/progress.h"
 
@@ -126,6 +127,7 @@ void run_eval(const EvalOptions& o) {
   run["adapter"] = o.adapter.empty() ? Json(nullptr) : Json(o.adapter);
   run["adapter_variant"] = adapter ? Json(adapter->variant()) : Json(nullptr);
   run["threads"] = o.threads;
+  run["products"] = ops::products_name();  // of the base's BF16 matrices (ops.h: the activations' rounding)
   run["limit"] = o.limit;
   const std::string dir = o.out.empty() ? fmt::format("out/eval-{}-{}", o.task, timestamp()) : o.out;
   write_eval_outputs(dir, r, data, run);

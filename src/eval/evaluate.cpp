@@ -508,6 +508,7 @@ std::string results_markdown(const EvalResult& r, const RecordSet& data, const J
                   r.seconds, r.prompt_tokens, r.generated_tokens, r.seconds > 0 ? total / r.seconds : 0.0,
                   r.seconds > 0 ? r.generated_tokens / r.seconds : 0.0);
   if (run.contains("threads")) out += fmt::format("- threads: {}\n", text("threads"));
+  if (run.contains("products")) out += fmt::format("- products of BF16 weights: {}\n", text("products"));
   return out;
 }
 

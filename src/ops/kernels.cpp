@@ -8,6 +8,7 @@
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "ops/bf16_kernels.h"
 #include "ops/formats.h"
 #include "ops/ops.h"
 #include "ops/quant_kernels.h"
@@ -319,6 +321,11 @@ float Sum(const float* HWY_RESTRICT x, int64_t n) {
   return s;
 }
 
+// Whether the target dispatched to is AVX-512: the BF16 products' condition,
+// read through the dispatch table (hwy::SupportedTargets() runs CPUID on every
+// call, a trap to the hypervisor on a virtual machine: 5x slower decode).
+bool TargetIsAvx512() { return HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3; }
+
 float RmsNorm(float* out, const float* x, const float* HWY_RESTRICT w, int64_t n, float eps) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
@@ -348,10 +355,45 @@ HWY_EXPORT(Dot);
 HWY_EXPORT(Axpy);
 HWY_EXPORT(RmsNorm);
 HWY_EXPORT(Sum);
+HWY_EXPORT(TargetIsAvx512);
+
+namespace {
+std::atomic<bool> g_bf16_products{false};
+}  // namespace
+
+void set_bf16_products(bool on) { g_bf16_products.store(on, std::memory_order_relaxed); }
+bool bf16_products() { return g_bf16_products.load(std::memory_order_relaxed); }
+bool bf16_dot_available() {
+  return detail::cpu_has_bf16_dot() && HWY_DYNAMIC_DISPATCH(TargetIsAvx512)();
+}
+bool bf16_products_active(DType weights) {
+  return weights == DType::BF16 && bf16_products() && bf16_dot_available();
+}
+
+std::string products_name() { return bf16_products_active(DType::BF16) ? "bf16" : "f32"; }
+
+void round_activations_bf16(const float* x, int64_t ldx, int64_t T, int64_t K, Bf16Activations& out) {
+  detail::round_to_bf16(x, ldx, T, K, out);
+}
+
+void matmul_rows(float* y, int64_t ldy, const Bf16Activations& x, const MatrixRef& w, int64_t row0, int64_t row1,
+                 bool accumulate) {
+  if (!bf16_products_active(w.dtype))
+    fail("matrix product: BF16 activations need BF16 products on a CPU with AVX512_BF16 (weights {}, asked for: {})",
+         dtype_name(w.dtype), bf16_products() ? "yes" : "no");
+  if (x.K != w.cols) fail("matrix product: activations of {} columns for weights of {}", x.K, w.cols);
+  const int64_t ldw = w.row_bytes() / 2;
+  detail::bf16_matmul_rows(y, ldy, x, static_cast<const uint16_t*>(w.data), ldw, row0, row1, accumulate);
+}
 
 void matmul_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t row0,
                  int64_t row1, bool accumulate) {
   if (is_quantized(w.dtype)) return detail::quant_matmul_rows(y, ldy, x, ldx, T, w, row0, row1, accumulate);
+  if (bf16_products_active(w.dtype)) {
+    thread_local Bf16Activations rounded;
+    round_activations_bf16(x, ldx, T, w.cols, rounded);
+    return matmul_rows(y, ldy, rounded, w, row0, row1, accumulate);
+  }
   HWY_DYNAMIC_DISPATCH(MatmulRows)(y, ldy, x, ldx, T, w, row0, row1, accumulate);
 }
 void matmul_cols(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t col0,

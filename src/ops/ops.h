@@ -96,6 +96,44 @@ void round_activations(const float* x, int64_t ldx, int64_t T, int64_t K, int64_
 void matmul_rows(float* y, int64_t ldy, const ActivationBlocks& x, const MatrixRef& w, int64_t row0, int64_t row1,
                  bool accumulate);
 
+// BF16 products: matmul_rows of BF16 weights through AVX512_BF16's dot
+// product (vdpbf16ps), when the process asks for them and the CPU has the
+// instruction. Each token's row of x is first rounded to bf16 (nearest, ties
+// to even: f32_to_bf16), then multiplied by the weights as stored; the
+// products of two bf16 values are exact in f32 and are summed in f32. Against
+// the f32 kernel the error is the activations' rounding (at most 2^-9
+// relative per element) plus the f32 error bound of a sum of K products. As
+// with the integer products, every (row, token) pair runs the same operations
+// whatever T, the row range or the other tokens, so rows stay independent of
+// batching bit for bit (tests/test_ops.cpp); inputs below 2^-126 in magnitude
+// (subnormal bf16) count as zero in the instruction. Off by default; f32 and
+// F16 weights, the block formats and matmul_cols never take this path.
+void set_bf16_products(bool on);
+bool bf16_products();  // asked for (set_bf16_products), whether or not the CPU can
+// This CPU has AVX512_BF16 and the dispatcher's target is AVX-512 (so
+// FLORA_CPU=avx2 and the tests' forced lesser targets run the f32 kernels).
+bool bf16_dot_available();
+// The path matmul_rows takes for weights of this dtype now: asked for, w is
+// BF16 and bf16_dot_available().
+bool bf16_products_active(DType weights);
+// "bf16" while BF16 weights take the BF16 products (bf16_products_active), else
+// "f32": what a benchmark's figures were measured with.
+std::string products_name();
+// The input of the BF16 products: T rows of K activations rounded to bf16,
+// row stride ld = K rounded up to 32, zeros past K.
+struct Bf16Activations {
+  int64_t T = 0, K = 0, ld = 0;
+  std::vector<uint16_t> v;  // (T, ld)
+};
+// x (T, K) with row stride ldx -> out (resized as needed, so a kept one is reused).
+void round_activations_bf16(const float* x, int64_t ldx, int64_t T, int64_t K, Bf16Activations& out);
+// matmul_rows of BF16 w (w.cols == x.K) over activations already rounded,
+// while bf16_products_active(BF16): the same result, bit for bit, as
+// matmul_rows on the f32 rows x was rounded from (products sharing an input
+// round it once: ops::product_region).
+void matmul_rows(float* y, int64_t ldy, const Bf16Activations& x, const MatrixRef& w, int64_t row0, int64_t row1,
+                 bool accumulate);
+
 // out (row1 - row0, col1 - col0) with row stride ldo = rows [row0, row1) of w,
 // columns [col0, col1) (whole blocks of w's format), widened to f32 exactly as
 // dequantize_row widens them, bit for bit on every target.

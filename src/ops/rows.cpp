@@ -19,10 +19,11 @@ constexpr int64_t kColChunk = 64;
 // Rows per chunk of the row-wise operations (norms, RoPE, SwiGLU).
 constexpr int64_t kRows = 8;
 
-// A block-format product rounds its input to 8-bit groups (ops.h); products
-// sharing an input round it once per thread, here, not once per chunk. At
-// most two group sizes (32, 256) meet one input; a thread's buffers are kept
-// (one RoundedInput at a time per thread: a region's hooks start no product).
+// A block-format product rounds its input to 8-bit groups, a BF16 product
+// (when asked for) to bf16 (ops.h); products sharing an input round it once
+// per thread, here, not once per chunk. At most two group sizes (32, 256)
+// meet one input; a thread's buffers are kept (one RoundedInput at a time per
+// thread: a region's hooks start no product).
 class RoundedInput {
  public:
   RoundedInput(const float* x, int64_t ldx, int64_t T) : x_(x), ldx_(ldx), T_(T) {}
@@ -34,18 +35,28 @@ class RoundedInput {
     done_[i] = true;
     return rounded[i];
   }
+  const Bf16Activations& bf16(const MatrixRef& w) {
+    thread_local Bf16Activations rounded;
+    if (!bf16_done_) round_activations_bf16(x_, ldx_, T_, w.cols, rounded);
+    bf16_done_ = true;
+    return rounded;
+  }
 
  private:
   const float* x_;
   int64_t ldx_, T_;
   bool done_[2] = {false, false};
+  bool bf16_done_ = false;
 };
 
-// matmul_rows over x, through `rounded` when w is a block format.
+// matmul_rows over x, through `rounded` when w is a block format or a BF16
+// product takes bf16 activations.
 void rows_of(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, RoundedInput& rounded, const MatrixRef& w,
              int64_t r0, int64_t r1, bool accumulate) {
   if (is_quantized(w.dtype))
     matmul_rows(y, ldy, rounded(w), w, r0, r1, accumulate);
+  else if (bf16_products_active(w.dtype))
+    matmul_rows(y, ldy, rounded.bf16(w), w, r0, r1, accumulate);
   else
     matmul_rows(y, ldy, x, ldx, T, w, r0, r1, accumulate);
 }

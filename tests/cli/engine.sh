@@ -26,6 +26,21 @@ cmp -s "$work/l1.safetensors" "$work/l2.safetensors" && passes=$((passes + 1)) |
 size=$(stat -c %s "$work/l1.safetensors")
 (( size > 4 * 384 * 4 )) && passes=$((passes + 1)) || { echo "FAIL: logits file too small ($size)"; failures=$((failures + 1)); }
 
+# --products bf16: on a CPU with AVX512_BF16 the activations' rounding shows in the
+# logits; elsewhere a warning says the products stay f32 (and the logits are the f32 ones).
+check logits-bf16-products "$flora" logits -m "$work/tiny" --tokens 379,10,20,30 -o "$work/l3.safetensors" --products bf16
+if "$flora" cpu --all | grep -q "BF16 dot products.*: yes"; then
+  ! cmp -s "$work/l1.safetensors" "$work/l3.safetensors" && passes=$((passes + 1)) \
+    || fail_check "--products bf16 gave the f32 logits on a CPU with AVX512_BF16"
+else
+  grep -q "the products stay f32" "$work/err" && cmp -s "$work/l1.safetensors" "$work/l3.safetensors" \
+    && passes=$((passes + 1)) || fail_check "--products bf16 without AVX512_BF16: no warning, or other logits"
+fi
+# (a flag CLI11 refuses exits with CLI11's code, 105 here, not 1)
+"$flora" logits -m "$work/tiny" --tokens 1,2 -o "$work/x.safetensors" --products f16 >/dev/null 2>"$work/err"
+[[ $? -ne 0 ]] && grep -q -- "--products: f16 not in {f32,bf16}" "$work/err" && passes=$((passes + 1)) \
+  || fail_check "bad-products: no clear refusal of --products f16"
+
 check tokenize "$flora" tokenize -m "$work/tiny" --text "Hello world"
 ids=$(cat "$work/out")
 check detokenize "$flora" tokenize -m "$work/tiny" --decode --text "$ids"
