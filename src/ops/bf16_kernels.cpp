@@ -40,6 +40,20 @@ bool cpu_has_bf16_dot() {
 
 namespace {
 
+// One step of 32 columns: acc[r][c] += the pairs of weight vector wv[r] and
+// token c's inputs at column k.
+template <int kRows, int kCols>
+FLORA_BF16_TARGET inline void dot_step(__m512 (&acc)[kRows][kCols], const __m512i (&wv)[kRows], const uint16_t* x,
+                                       int64_t ldx, int64_t k) {
+#pragma GCC unroll 8
+  for (int c = 0; c < kCols; ++c) {
+    const __m512i xv = _mm512_loadu_si512(x + c * ldx + k);
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r)
+      acc[r][c] = _mm512_dpbf16_ps(acc[r][c], reinterpret_cast<__m512bh>(wv[r]), reinterpret_cast<__m512bh>(xv));
+  }
+}
+
 // Register block: kRows weight rows x kCols tokens, 16 accumulators on
 // AVX-512's 32 registers (plus 4 weight vectors and 1 input vector). Each
 // accumulator lane i sums, per 32 columns k..k+31, the pairs 2i and 2i+1; the
@@ -55,35 +69,22 @@ FLORA_BF16_TARGET inline void dot_block(const uint16_t* x, int64_t ldx, const ui
   for (int r = 0; r < kRows; ++r)
 #pragma GCC unroll 8
     for (int c = 0; c < kCols; ++c) acc[r][c] = _mm512_setzero_ps();
+  __m512i wv[kRows];
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
     if (prefetch) {
 #pragma GCC unroll 8
       for (int r = 0; r < kRows; ++r) __builtin_prefetch(prefetch + r * ldw + k, 0, 0);
     }
-    __m512i wv[kRows];
 #pragma GCC unroll 8
     for (int r = 0; r < kRows; ++r) wv[r] = _mm512_loadu_si512(w + r * ldw + k);
-#pragma GCC unroll 8
-    for (int c = 0; c < kCols; ++c) {
-      const __m512i xv = _mm512_loadu_si512(x + c * ldx + k);
-#pragma GCC unroll 8
-      for (int r = 0; r < kRows; ++r)
-        acc[r][c] = _mm512_dpbf16_ps(acc[r][c], reinterpret_cast<__m512bh>(wv[r]), reinterpret_cast<__m512bh>(xv));
-    }
+    dot_step<kRows, kCols>(acc, wv, x, ldx, k);
   }
   if (k < K) {
     const __mmask32 tail = static_cast<__mmask32>((uint64_t{1} << (K - k)) - 1);
-    __m512i wv[kRows];
 #pragma GCC unroll 8
     for (int r = 0; r < kRows; ++r) wv[r] = _mm512_maskz_loadu_epi16(tail, w + r * ldw + k);
-#pragma GCC unroll 8
-    for (int c = 0; c < kCols; ++c) {
-      const __m512i xv = _mm512_loadu_si512(x + c * ldx + k);
-#pragma GCC unroll 8
-      for (int r = 0; r < kRows; ++r)
-        acc[r][c] = _mm512_dpbf16_ps(acc[r][c], reinterpret_cast<__m512bh>(wv[r]), reinterpret_cast<__m512bh>(xv));
-    }
+    dot_step<kRows, kCols>(acc, wv, x, ldx, k);
   }
 #pragma GCC unroll 8
   for (int r = 0; r < kRows; ++r)
