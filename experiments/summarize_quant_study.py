@@ -12,7 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from summarize_study import eval_losses, fmt, load, metric, paired_interval  # noqa: E402
+from summarize_study import eval_losses, fmt, load, metric, paired_interval, take_option  # noqa: E402
 
 FORMATS = ("bf16", "q8_0", "q4_0", "q4_k_m")
 METRICS = (("mcq", "accuracy", 100, 1), ("math", "accuracy", 100, 1), ("rouge", "rougeL", 100, 1))
@@ -48,13 +48,7 @@ def column(per_seed, key, seeds):
 
 def main():
     args = sys.argv[1:]
-    json_out = None
-    if "--json" in args:
-        i = args.index("--json")
-        if i + 1 >= len(args):
-            sys.exit("summarize_quant_study: --json: expected a file name")
-        json_out = args[i + 1]
-        del args[i:i + 2]
+    json_out = take_option(args, "--json", "summarize_quant_study")
     if len(args) != 1 or not os.path.isdir(args[0]):
         sys.exit(__doc__)
     out = args[0]

@@ -66,9 +66,20 @@ def eval_losses(log_path):
     return first, last
 
 
+def take_option(args, name, prog):
+    """The value after `name` in args (both removed from args), or None when absent."""
+    if name not in args:
+        return None
+    i = args.index(name)
+    if i + 1 >= len(args):
+        sys.exit(f"{prog}: {name}: expected a file name")
+    value = args[i + 1]
+    del args[i:i + 2]
+    return value
+
+
 def main():
     args = sys.argv[1:]
-    json_out = None
     diffs = []
     while "--diff" in args:
         i = args.index("--diff")
@@ -76,12 +87,7 @@ def main():
             sys.exit("summarize_study: --diff: expected A,B (two configuration names)")
         diffs.append(args[i + 1].split(","))
         del args[i:i + 2]
-    if "--json" in args:
-        i = args.index("--json")
-        if i + 1 >= len(args):
-            sys.exit("summarize_study: --json: expected a file name")
-        json_out = args[i + 1]
-        del args[i:i + 2]
+    json_out = take_option(args, "--json", "summarize_study")
     if len(args) != 1 or not os.path.isdir(args[0]):
         sys.exit(__doc__)
     out = args[0]
