@@ -83,6 +83,7 @@ void add_train(CLI::App& app, Action& action) {
       ->capture_default_str();
   cmd->add_option("--seed", t.seed, "Seed of the data order, the adapter init and dropout")->capture_default_str();
   cmd->add_option("-t,--threads", t.threads, "Threads (default: all cores)")->check(CLI::PositiveNumber);
+  add_products_option(cmd);
   cmd->add_option("--eval-every", t.eval_every, "Validation every N steps (0: start and end only)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--save-every", t.save_every, "Checkpoint every N steps (0: at the end only)")

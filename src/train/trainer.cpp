@@ -21,6 +21,7 @@
 #include "model/dense_weights.h"
 #include "model/gguf_llama.h"
 #include "model/train_pass.h"
+#include "ops/ops.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -168,6 +169,9 @@ Json trajectory_json(const TrainOptions& o) {
   j["micro_batch"] = o.micro_batch;
   j["seq_len"] = o.seq_len;
   j["seed"] = o.seed;
+  // --products bf16 rounds the forward's inputs of the BF16 base products (ops.h), so it
+  // changes the losses; the one in effect, which also depends on the CPU.
+  j["products"] = ops::products_name();
   return j;
 }
 
@@ -369,10 +373,14 @@ StartPoint resume(const TrainOptions& o, const Json& trajectory, int64_t total_s
   if (!state.is_object() || !state.contains("trajectory") || !state.at("trajectory").is_object())
     fail("{}: expected an object with 'trajectory' (a trainer state)", state_path);
   const Json& saved = state.at("trajectory");
-  for (auto it = trajectory.begin(); it != trajectory.end(); ++it)
-    if (!saved.contains(it.key()) || saved.at(it.key()) != it.value())
+  for (auto it = trajectory.begin(); it != trajectory.end(); ++it) {
+    // States written before "products" existed were all f32 products.
+    const bool known = saved.contains(it.key()) || it.key() == "products";
+    const Json was = saved.contains(it.key()) ? saved.at(it.key()) : Json("f32");
+    if (!known || was != it.value())
       fail("--resume: {} was written with {} = {}, this run has {}", state_path, it.key(),
-           saved.contains(it.key()) ? saved.at(it.key()).dump() : "(none)", it.value().dump());
+           known ? was.dump() : "(none)", it.value().dump());
+  }
   start.step = json_get<int64_t>(state, "step", state_path);
   if (start.step < 0 || start.step > total_steps)
     fail("{}: 'step': expected 0 to {} (the run's steps), found {}", state_path, total_steps, start.step);

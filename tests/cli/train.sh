@@ -35,6 +35,18 @@ check adapter-init "$flora" train "${common[@]}" --adapter-init "$work/ffba/adap
 # LoRA as PEFT writes it, and full fine-tuning (a model directory that loads).
 check train-lora "$flora" train "${common[@]}" --variant lora --rank 4 --steps 3 --batch 8 --out "$work/lora"
 grep -q '"peft_type": "LORA"' "$work/lora/adapter/adapter_config.json" && pass || fail_check "lora: not a PEFT config"
+# --products bf16 (on a CPU with AVX512_BF16): the forward's base products round their
+# inputs, so the losses move a little from the f32 run's, and train_config.json says so.
+check train-lora-bf16 "$flora" train "${common[@]}" --variant lora --rank 4 --steps 3 --batch 8 --products bf16 \
+  --out "$work/lora-bf16"
+if "$flora" cpu --all | grep -q "BF16 dot products.*: yes"; then
+  grep -q '"products": "bf16"' "$work/lora-bf16/train_config.json" && pass || fail_check "bf16: train_config.json"
+  paste -d' ' <(losses "$work/lora" | cut -d: -f2) <(losses "$work/lora-bf16" | cut -d: -f2) \
+    | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d == 0) same++; if (d > 0.02 * $1) far++ } END { exit !(same < NR && far == 0) }' \
+    && pass || fail_check "bf16 products: losses not near, or equal to, the f32 run's: $(losses "$work/lora-bf16" | tr '\n' ' ')"
+else
+  grep -q '"products": "f32"' "$work/lora-bf16/train_config.json" && pass || fail_check "no BF16 dot: train_config.json"
+fi
 check train-full "$flora" train "${common[@]}" --full --lr 1e-3 --steps 3 --batch 8 --optim sgd --out "$work/full"
 check generate-full "$flora" generate -m "$work/full/model" -p "What is" -n 4 --temp 0
 
@@ -161,6 +173,10 @@ check skip-bad "$flora" train "${base[@]}" --data "$work/bad.jsonl" --skip-bad -
 expect_error micro-batch 'micro-batch' "$flora" train "${common[@]}" --batch 4 --micro-batch 8 --steps 1 --out "$work/x"
 expect_error no-checkpoint 'no checkpoint' "$flora" train "${common[@]}" --steps 1 --resume --out "$work/none"
 expect_error resume-changed 'lr = 0.005.*0.001' "$flora" "${run[@]}" --lr 1e-3 --out "$work/killed" --resume
+if "$flora" cpu --all | grep -q "BF16 dot products.*: yes"; then
+  expect_error resume-products 'products = "f32", this run has "bf16"' \
+    "$flora" "${run[@]}" --lr 5e-3 --products bf16 --out "$work/killed" --resume
+fi
 expect_error bad-variant 'ffbx' "$flora" train "${common[@]}" --variant ffbx --steps 1 --out "$work/x"
 expect_error no-tokenizer 'tokenizer.json' "$flora" train -m "$FLORA_SOURCE_DIR/tests/fixtures/tiny_llama/f32" \
   --data "$data" --steps 1 --out "$work/x"
