@@ -7,12 +7,12 @@ validation loss (measured by flora train on the base it trained on); then, paire
 by seed with 95% t intervals, what running on a quantized base costs each variant,
 what training on it gives back, and FFBA minus LoRA on every base.
 Usage: python3 experiments/summarize_quant_study.py OUT [--json FILE]"""
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from summarize_study import eval_losses, fmt, load, metric, paired_interval, take_option  # noqa: E402
+from summarize_study import (eval_losses, fmt, interval_cell, load, metric, paired_interval,  # noqa: E402
+                             take_option, write_json_atomic)
 
 FORMATS = ("bf16", "q8_0", "q4_0", "q4_k_m")
 METRICS = (("mcq", "accuracy", 100, 1), ("math", "accuracy", 100, 1), ("rouge", "rougeL", 100, 1))
@@ -75,12 +75,8 @@ def main():
         cells, n = [], 0
         for task, _, scale, digits in METRICS:
             r = paired_interval(column(runs[a], task, seeds), column(runs[b], task, seeds))
-            if r is None:
-                cells.append("—")
-                continue
-            mean, half, n = r
-            cells.append(f"{mean * scale:+.{digits}f} [{(mean - half) * scale:+.{digits}f}, "
-                         f"{(mean + half) * scale:+.{digits}f}]")
+            cells.append(interval_cell(r, scale, digits))
+            n = r[2] if r else n
         print(f"| {label} | {n} | " + " | ".join(cells) + " |")
 
     variants = sorted({k[0] for k in runs})
@@ -103,11 +99,7 @@ def main():
                 "runs": [{"variant": k[0], "trained_on": k[1], "runs_on": k[2],
                           "seeds": {str(s): v for s, v in sorted(runs[k].items())}} for k in keys],
                 "base": {f: scores(os.path.join(out, "base", f"on-{f}")) for f in FORMATS}}
-        tmp = json_out + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, json_out)
+        write_json_atomic(json_out, data)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,23 @@ def eval_losses(log_path):
     return first, last
 
 
+def interval_cell(r, scale, digits):
+    """A paired_interval result as 'mean [low, high]' in the table's units, or '—'."""
+    if r is None:
+        return "—"
+    mean, half, _ = r
+    return f"{mean * scale:+.{digits}f} [{(mean - half) * scale:+.{digits}f}, {(mean + half) * scale:+.{digits}f}]"
+
+
+def write_json_atomic(path, data):
+    """data as indented JSON at path, through a temporary name renamed when complete."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
 def take_option(args, name, prog):
     """The value after `name` in args (both removed from args), or None when absent."""
     if name not in args:
@@ -137,18 +154,11 @@ def main():
         cells, n = [], 0
         for key, scale, digits in (("mcq", 100, 1), ("math", 100, 1), ("rougeL", 100, 1), ("val_loss", 1, 3)):
             r = paired_interval(ca[key], cb[key])
-            if r is None:
-                cells.append("—")
-                continue
-            mean, half, n = r
-            cells.append(f"{mean * scale:+.{digits}f} [{(mean - half) * scale:+.{digits}f}, {(mean + half) * scale:+.{digits}f}]")
+            cells.append(interval_cell(r, scale, digits))
+            n = r[2] if r else n
         print(f"| {a} − {b} | {n} | " + " | ".join(cells) + " |")
     if json_out:
-        tmp = json_out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(study, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, json_out)
+        write_json_atomic(json_out, study)
 
 
 if __name__ == "__main__":
