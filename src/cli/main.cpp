@@ -1,5 +1,7 @@
 // flora <command>: the command-line front end. Errors from any layer arrive
-// here as flora::Error and are printed once, with exit code 1. Under mpirun
+// here as flora::Error and are printed once, with exit code 1; a command line
+// CLI11 refuses (an unknown flag, a value outside its set) exits 2, the usage
+// error of getopt and argparse, instead of CLI11's own codes (105, 109, ...). Under mpirun
 // (dist/dist.h) an error on any rank is printed with the rank and ends every
 // rank of the job (MPI_Abort), so that none waits forever for it.
 #include <CLI/CLI.hpp>
@@ -50,7 +52,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help
+    std::fprintf(stderr, "flora: error: %s\nRun with --help for more information.\n", e.what());
+    return 2;
   }
   try {
     if (action) action();
