@@ -100,14 +100,21 @@ constexpr int kBlockRows = 4, kBlockCols = 4;
 // Tokens per tile: the tile's inputs (64 x K bf16, 256 KiB at K = 2048) stay
 // in L2 while every weight row block of the slice passes over them once.
 constexpr int64_t kTileTokens = 64;
+// Tiles of at most this many tokens (batched decode) prefetch the next row
+// block, as ops/kernels.cpp's do; prefill's tiles are compute-bound.
+constexpr int64_t kPrefetchTokens = 16;
 
+// prefetch: the next block's rows, passed to the first block of tokens (the
+// pass that reads this block's rows from memory; the others find them in cache).
 template <int kRows>
 FLORA_BF16_TARGET inline void rows_all_tokens(const uint16_t* x, int64_t ldx, int64_t T, const uint16_t* w,
-                                              int64_t ldw, int64_t K, float* y, int64_t ldy, bool accumulate) {
+                                              int64_t ldw, int64_t K, float* y, int64_t ldy, bool accumulate,
+                                              const uint16_t* prefetch = nullptr) {
   int64_t t = 0;
-  for (; t + kBlockCols <= T; t += kBlockCols)
-    dot_block<kRows, kBlockCols>(x + t * ldx, ldx, w, ldw, K, y + t * ldy, ldy, accumulate, nullptr);
-  for (; t < T; ++t) dot_block<kRows, 1>(x + t * ldx, ldx, w, ldw, K, y + t * ldy, ldy, accumulate, nullptr);
+  for (; t + kBlockCols <= T; t += kBlockCols, prefetch = nullptr)
+    dot_block<kRows, kBlockCols>(x + t * ldx, ldx, w, ldw, K, y + t * ldy, ldy, accumulate, prefetch);
+  for (; t < T; ++t, prefetch = nullptr)
+    dot_block<kRows, 1>(x + t * ldx, ldx, w, ldw, K, y + t * ldy, ldy, accumulate, prefetch);
 }
 
 // f32 -> bf16, round to nearest even, NaN kept (quiet): f32_to_bf16's bits,
@@ -161,8 +168,11 @@ FLORA_BF16_TARGET void bf16_matmul_rows(float* y, int64_t ldy, const Bf16Activat
     const uint16_t* xt = x + t0 * ldx;
     float* yt = y + t0 * ldy;
     int64_t r = row0;
-    for (; r + kBlockRows <= row1; r += kBlockRows)
-      rows_all_tokens<kBlockRows>(xt, ldx, tn, w + r * ldw, ldw, K, yt + r, ldy, accumulate);
+    for (; r + kBlockRows <= row1; r += kBlockRows) {
+      const uint16_t* next =
+          tn <= kPrefetchTokens && r + 2 * kBlockRows <= row1 ? w + (r + kBlockRows) * ldw : nullptr;
+      rows_all_tokens<kBlockRows>(xt, ldx, tn, w + r * ldw, ldw, K, yt + r, ldy, accumulate, next);
+    }
     for (; r < row1; ++r) rows_all_tokens<1>(xt, ldx, tn, w + r * ldw, ldw, K, yt + r, ldy, accumulate);
   }
 }
