@@ -105,9 +105,10 @@ constexpr int kBlockRows = 4;
 // every weight row block of the slice passes over them once.
 constexpr int64_t kTileTokens = 64;
 // Tiles of at most this many tokens (batched decode) prefetch the next row
-// block as decode does: batch 4 stepped in 0.79x the time, batch 16 in 0.84x
-// (docs/benchmarks.md, "Batched decode: the next rows prefetched"). Larger
-// tiles (prefill) are compute-bound and keep no prefetch.
+// block as decode does: a step of batch 4 took 0.87x the time, batch 16 0.86x
+// (f32 products; docs/benchmarks.md, "Batched decode: the next rows
+// prefetched"). Larger tiles (prefill) are compute-bound and keep no prefetch:
+// prefetching there too looked a few percent slower at pp512.
 constexpr int64_t kPrefetchTokens = 16;
 
 // prefetch: the next block's rows, passed to the first block of tokens, the
