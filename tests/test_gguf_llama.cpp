@@ -394,6 +394,25 @@ int64_t mapped_rss_kb(const std::string& path) {
   return total;
 }
 
+// A copying load gives each matrix's pages back as soon as it is copied
+// (MappedFile::drop_pages of a range): exactly the pages the range touches go,
+// the others stay, and the bytes read the same afterwards.
+TEST_F(GgufLlama, DroppingARangeGivesBackThePagesItTouches) {
+  const int64_t page = ::sysconf(_SC_PAGESIZE), pages = 64;
+  std::string bytes(static_cast<size_t>(pages * page), '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 131 % 251);
+  const std::string path = dir_.string() + "/pages.bin";
+  write_file_atomic(path, bytes);
+  const MappedFile file(path);
+  ASSERT_EQ(std::memcmp(file.data(), bytes.data(), bytes.size()), 0);  // every page resident now
+  ASSERT_EQ(mapped_rss_kb(path), pages * page / 1024);
+  const int64_t begin = page + 100, n = 20 * page;  // touches pages 1..21
+  file.drop_pages(file.data() + begin, static_cast<size_t>(n));
+  EXPECT_EQ(mapped_rss_kb(path), (pages - 21) * page / 1024);
+  EXPECT_EQ(std::memcmp(file.data(), bytes.data(), bytes.size()), 0);
+  EXPECT_EQ(mapped_rss_kb(path), pages * page / 1024);
+}
+
 TEST_F(GgufLlama, ACopyingLoadGivesTheFilesPagesBack) {
   // The arena holds the matrices after a copying load: the file's pages need
   // not stay resident (MappedFile::drop_pages), and reading in place keeps them.

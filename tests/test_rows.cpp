@@ -157,24 +157,23 @@ TEST(Rows, ForChunksCoversTheRangeOnceInWholeChunks) {
 
 // ---------------------------------------------------------------- attention
 
-// Three segments of one pass: a training sequence with its P kept (p0 = 0,
-// its own rows as keys), a prefill chunk over a KV cache and a decode row;
-// grouped-query heads. Each (segment, head) equals one attention_block over
-// the whole segment.
+// Three segments of one pass: a training sequence (p0 = 0, its own rows as
+// keys), a prefill chunk over a KV cache and a decode row; grouped-query
+// heads. Each (segment, head) equals one attention_block over the whole
+// segment.
 TEST(Rows, AttentionRowsAreAttentionBlocksOfEachSegmentAndHead) {
   std::mt19937 rng(2);
   const int64_t heads = 4, kv_heads = 2, hd = 8, qd = heads * hd, kvd = kv_heads * hd, group = heads / kv_heads;
   const int64_t ld_q = qd + 3, ld_out = qd + 1, ld_kv = 2 * kvd + 1;
   struct Seg {
     int64_t row0, n, p0;
-    bool keep_P;
   };
-  const Seg segs[] = {{0, 37, 0, true}, {37, 5, 20, false}, {42, 1, 40, false}};
+  const Seg segs[] = {{0, 37, 0}, {37, 5, 20}, {42, 1, 40}};
   const int64_t rows = 43, max_keys = 41;
   const auto q = random_floats(rows * ld_q, rng, 1.0);
   std::vector<std::vector<float>> kv;
   for (const Seg& s : segs) kv.push_back(random_floats((s.p0 + s.n) * ld_kv, rng, 1.0));
-  std::vector<float> want(rows * ld_out, 777.0f), want_P(heads * 37 * 37, kNaN);
+  std::vector<float> want(rows * ld_out, 777.0f);
   for (size_t i = 0; i < std::size(segs); ++i) {
     const Seg& s = segs[i];
     for (int64_t h = 0; h < heads; ++h) {
@@ -183,30 +182,63 @@ TEST(Rows, AttentionRowsAreAttentionBlocksOfEachSegmentAndHead) {
       ops::attention_block(want.data() + s.row0 * ld_out + h * hd, ld_out, S.data(), keys,
                            q.data() + s.row0 * ld_q + h * hd, ld_q, s.n, kv[i].data() + (h / group) * hd,
                            kv[i].data() + kvd + (h / group) * hd, ld_kv, s.p0, hd);
-      if (s.keep_P) std::copy(S.begin(), S.end(), want_P.begin() + h * s.n * s.n);
     }
   }
   for (int threads : kPools) {
     ThreadPool pool(threads);
-    std::vector<float> out(rows * ld_out, 777.0f), P(heads * 37 * 37, kNaN);
+    std::vector<float> out(rows * ld_out, 777.0f);
     std::vector<float> scratch(threads * ops::kAttentionBlock * max_keys, kNaN);
     std::vector<ops::AttentionSegment> segments;
     for (size_t i = 0; i < std::size(segs); ++i)
-      segments.push_back({segs[i].row0, segs[i].n, segs[i].p0, kv[i].data(), kv[i].data() + kvd, ld_kv,
-                          segs[i].keep_P ? P.data() : nullptr});
+      segments.push_back({segs[i].row0, segs[i].n, segs[i].p0, kv[i].data(), kv[i].data() + kvd, ld_kv});
     ops::attention_rows(pool, out.data(), ld_out, q.data(), ld_q, segments, heads, kv_heads, hd, scratch.data(),
                         max_keys);
     EXPECT_TRUE(same_bits(out, want)) << threads;
-    EXPECT_TRUE(same_bits(P, want_P)) << threads;
   }
 }
 
-// dq, dk, dv += per (sequence, KV head), the group's query heads in order.
+// The training backward recomputes a sequence's probabilities in one call
+// (p0 = 0, tq = T) where the forward computed them in blocks of queries
+// (attention_rows: p0 = i0, tq <= kAttentionBlock) into a narrower scores
+// buffer: the values must be the same bits (each score one dot of hd on the
+// matrix kernel, each row's softmax its own), zeros after each row's keys.
+TEST(Rows, AttentionProbabilitiesOfBlocksAreThoseOfTheWholeSequence) {
+  std::mt19937 rng(5);
+  const int64_t T = 37, hd = 8, ld_q = hd + 3, ld_kv = 2 * hd + 1;
+  const auto q = random_floats(T * ld_q, rng, 2.0), k = random_floats(T * ld_kv, rng, 2.0);
+  std::vector<float> whole(T * T, kNaN);
+  ops::attention_probabilities(whole.data(), T, q.data(), ld_q, T, k.data(), ld_kv, 0, hd);
+  for (int64_t i = 0; i < T; ++i)
+    for (int64_t j = 0; j < T; ++j) {
+      ASSERT_TRUE(std::isfinite(whole[i * T + j])) << i << " " << j;
+      if (j > i) {
+        ASSERT_EQ(whole[i * T + j], 0.0f) << i << " " << j;
+      }
+    }
+  for (int64_t block : {int64_t{1}, int64_t{5}, ops::kAttentionBlock}) {
+    const int64_t ld_s = T + 4;
+    std::vector<float> S(block * ld_s);
+    for (int64_t i0 = 0; i0 < T; i0 += block) {
+      const int64_t tq = std::min(block, T - i0);
+      std::fill(S.begin(), S.end(), kNaN);
+      ops::attention_probabilities(S.data(), ld_s, q.data() + i0 * ld_q, ld_q, tq, k.data(), ld_kv, i0, hd);
+      for (int64_t i = 0; i < tq; ++i) {
+        const std::vector<float> got(S.begin() + i * ld_s, S.begin() + i * ld_s + i0 + tq);
+        const std::vector<float> want(whole.begin() + (i0 + i) * T, whole.begin() + (i0 + i) * T + i0 + tq);
+        EXPECT_TRUE(same_bits(got, want)) << "block " << block << " row " << i0 + i;
+      }
+    }
+  }
+}
+
+// dq, dk, dv += per (sequence, KV head), the group's query heads in order, each
+// head's P recomputed: the same bits as with the forward's P given.
 TEST(Rows, AttentionRowsBackwardIsAttentionBackwardOfEachHeadInOrder) {
   std::mt19937 rng(3);
   const int64_t B = 2, T = 19, heads = 4, kv_heads = 2, hd = 8, group = heads / kv_heads;
   const int64_t qd = heads * hd, kvd = kv_heads * hd, ld = qd + 2 * kvd + 1, ld_out = qd + 2;
   const auto qkv = random_floats(B * T * ld, rng, 1.0), dout = random_floats(B * T * ld_out, rng, 1.0);
+  // The forward's probabilities, each head's from attention_block over its whole sequence.
   std::vector<float> P(B * heads * T * T), o(T * qd);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < heads; ++h) {
@@ -227,9 +259,9 @@ TEST(Rows, AttentionRowsBackwardIsAttentionBackwardOfEachHeadInOrder) {
     }
   for (int threads : kPools) {
     ThreadPool pool(threads);
-    std::vector<float> dqkv = dqkv0, scratch_all(threads * ops::attention_scratch_floats(T, hd), kNaN);
-    ops::attention_rows_backward(pool, dqkv.data(), dout.data(), ld_out, qkv.data(), ld, P.data(), B, T, heads,
-                                 kv_heads, hd, scratch_all.data());
+    std::vector<float> dqkv = dqkv0, scratch_all(threads * ops::attention_rows_backward_floats(T, hd), kNaN);
+    ops::attention_rows_backward(pool, dqkv.data(), dout.data(), ld_out, qkv.data(), ld, B, T, heads, kv_heads, hd,
+                                 scratch_all.data());
     EXPECT_TRUE(same_bits(dqkv, want)) << threads;
   }
 }

@@ -148,6 +148,7 @@ class GgufFile {
   uint32_t alignment() const { return alignment_; }
   const std::string& path() const { return file_.path(); }
   void drop_pages() const { file_.drop_pages(); }  // MappedFile::drop_pages
+  void drop_pages(const uint8_t* p, size_t n) const { file_.drop_pages(p, n); }  // a range of the file
   const std::vector<GgufTensor>& tensors() const { return tensors_; }                           // in file order
   const GgufTensor* find_tensor(std::string_view name) const;                                   // nullptr if absent
   const std::vector<std::pair<std::string, GgufValue>>& metadata() const { return metadata_; }  // in file order

@@ -68,6 +68,7 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::string& path() const { return file_.path(); }
   void drop_pages() const { file_.drop_pages(); }  // MappedFile::drop_pages
+  void drop_pages(const uint8_t* p, size_t n) const { file_.drop_pages(p, n); }  // a range of the file
 
  private:
   MappedFile file_;

@@ -214,6 +214,13 @@ void TensorStore::drop_pages() const {
   if (gguf_) gguf_->drop_pages();
 }
 
+void TensorStore::drop_pages(const TensorView& t) const {
+  if (gguf_) return gguf_->drop_pages(t.data, t.nbytes);
+  for (const auto& f : files_)
+    if (f->path() == t.file) return f->drop_pages(t.data, t.nbytes);
+  FLORA_ASSERT(!"the tensor is not one of the store's files");
+}
+
 const TensorView* TensorStore::find(std::string_view name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;

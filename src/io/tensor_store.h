@@ -46,6 +46,8 @@ class TensorStore {
   // The mapped files' resident pages back to the kernel (MappedFile::drop_pages):
   // views stay valid and read from the file again when touched.
   void drop_pages() const;
+  // The same for one tensor's pages (and the pages it shares with its neighbours).
+  void drop_pages(const TensorView& t) const;
 
   const TensorView* find(std::string_view name) const;  // nullptr if absent
   // Fails "<dir>: tensor '<name>' not found ..." if absent.

@@ -159,7 +159,7 @@ void Forward::attention_entry(int64_t layer, int64_t T) {
 
 // Region 2: causal grouped-query attention of every row over the positions
 // of its own sequence (ops::attention_rows): the KV cache of its slot, or in
-// forward_train its sequence's own rows, whose probabilities are saved.
+// forward_train its sequence's own rows (the backward recomputes the probabilities).
 void Forward::attention(int64_t layer) {
   const int64_t hd = cfg_.head_dim, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), ld = qd + 2 * kvd;
   const int64_t heads = cfg_.num_attention_heads;
@@ -168,16 +168,15 @@ void Forward::attention(int64_t layer) {
     const Segment& s = segments_[i];
     ops::AttentionSegment& a = attention_segments_[i];
     a.row0 = s.row0, a.n = s.n, a.p0 = s.p0;
-    if (act_) {  // the sequence's own rows, and the saved P
+    if (act_) {  // the sequence's own rows
       a.k = qkv_p_ + s.row0 * ld + qd, a.v = a.k + kvd, a.ld_kv = ld;
-      a.P = act_->P + static_cast<int64_t>(i) * heads * s.n * s.n;
     } else {
       KVCache& cache = caches_[s.slot];
-      a.k = cache.k(layer, 0), a.v = cache.v(layer, 0), a.ld_kv = kvd, a.P = nullptr;
+      a.k = cache.k(layer, 0), a.v = cache.v(layer, 0), a.ld_kv = kvd;
     }
   }
   ops::attention_rows(pool_, att_p_, qd, qkv_p_, ld, attention_segments_, heads, cfg_.num_key_value_heads, hd,
-                      block_scores_.data(), act_ ? 0 : context());
+                      block_scores_.data(), act_ ? train_T_ : context());
 }
 
 // The product region of an entry site (q|k|v, gate|up) on the normalised rows:
@@ -459,6 +458,9 @@ const float* Forward::forward_train(const int32_t* tokens, int64_t B, int64_t T,
   for (int64_t b = 0; b < B; ++b) chunks.emplace_back(0, tokens + b * T, T, adapter);
   acts_ = &acts;
   dropout_ = dropout;
+  train_T_ = T;
+  const size_t scores = static_cast<size_t>(pool_.size()) * ops::kAttentionBlock * T;
+  if (block_scores_.size() < scores) block_scores_.resize(scores);
   ensure_buffers(N, 0);
   lay_out(chunks, std::vector<int64_t>(B, 0));
   for (int64_t t = 0; t < N; ++t) embedding_row(w_.embed, tokens[t], x_.data() + t * d);

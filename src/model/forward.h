@@ -65,20 +65,20 @@ class KVCache {
 };
 
 // What the training backward reads of one layer, written by forward_train.
-// Rows N = B T; P holds each sequence's attention probabilities.
+// Rows N = B T. Not the attention probabilities: the backward recomputes them
+// from qkv (ops::attention_rows_backward).
 struct LayerActivations {
   float* x = nullptr;      // (N, d) the layer's input (residual stream)
   float* rstd1 = nullptr;  // (N)
   float* xn1 = nullptr;    // (N, d) RMSNorm(x)
   float* qkv = nullptr;    // (N, q_dim + 2 kv_dim) q and k after RoPE, v
-  float* P = nullptr;      // (B, heads, T, T) attention probabilities (zeros above the diagonal)
   float* att = nullptr;    // (N, q_dim) attention output
   float* x_mid = nullptr;  // (N, d) residual after attention
   float* rstd2 = nullptr;  // (N)
   float* xn2 = nullptr;    // (N, d)
   float* gate = nullptr;   // (N, f) gate product (with adapter), before SiLU
   float* up = nullptr;     // (N, f)
-  float* h = nullptr;      // (N, f) SiLU(gate) * up
+  float* h = nullptr;      // (N, f) SiLU(gate) * up: read within the layer only, so layers may share it
   AdapterActivations adapter;
 };
 
@@ -201,7 +201,8 @@ class Forward {
   std::vector<float> att_;                  // (T, q_dim) attention output
   std::vector<float> gate_;                 // (T, f) gate product, then SiLU(gate) * up
   std::vector<float> up_;                   // (T, f)
-  std::vector<float> block_scores_;         // (threads, ops::kAttentionBlock, context) scores of a block of queries
+  std::vector<float> block_scores_;         // (threads, ops::kAttentionBlock, context or T) scores of a block of queries
+  int64_t train_T_ = 0;                     // forward_train's sequence length (its attention's most keys)
   std::vector<float> logits_;               // (T or 1, V)
   std::vector<float> rope_cos_, rope_sin_;  // (T, head_dim / 2) for the positions in flight
   // The call in flight: its segments, each row's segment and position, the

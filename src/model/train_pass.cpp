@@ -75,14 +75,12 @@ struct LayerSaved {
   Scratch rstd1;                    // (N)
   Scratch xn1;                      // (N, d) RMSNorm(x)
   Scratch qkv;                      // (N, q_dim + 2 kv_dim) q and k after RoPE, v
-  Scratch P;                        // (B, heads, T, T) attention probabilities
   Scratch att;                      // (N, q_dim) attention output
   Scratch x_mid;                    // (N, d) residual after attention
   Scratch rstd2;                    // (N)
   Scratch xn2;                      // (N, d)
   Scratch gate;                     // (N, f) gate product (with adapter), before SiLU
   Scratch up;                       // (N, f)
-  Scratch h;                        // (N, f) SiLU(gate) * up
   std::array<Scratch, kTargets> z;  // (N, r) A_m drop(u) per target with A (LoRA: for dB)
   std::array<Scratch, 2> zsum;      // (N, r) FLoRA: z of the sub-block before phi
   std::array<Scratch, 2> p;         // (N, r) FLoRA: phi(z)
@@ -113,6 +111,10 @@ struct TrainPass::State {
   Scratch rstd_f, xn_f;                  // (N), (N, d)
   std::vector<int32_t> tokens, targets;  // (N)
   Scratch rope_cos, rope_sin;            // (T, hd / 2)
+  // (N, f) SiLU(gate) * up of the layer in flight, one buffer for all: the
+  // forward's layers write it in turn, and the backward recomputes each
+  // layer's from its saved gate and up (the same swiglu_forward per value).
+  Scratch h;
 
   // Backward buffers.
   Scratch dx, dx_mid, dxn, dqkv, datt, dh, dgate, dup;  // (N, d) ... (N, f)
@@ -122,7 +124,7 @@ struct TrainPass::State {
   Scratch tmp_in;                // (N, max(d, f, q_dim)) adapter input gradients before the dropout mask
   Scratch drop_buf;              // (N, max(d, f, q_dim)) drop(u)
   Scratch tr_a, tr_b;            // transposes for weight gradients
-  Scratch attn_scratch;          // (threads, attention_scratch_floats)
+  Scratch attn_scratch;          // (threads, attention_rows_backward_floats)
   Scratch dzsum_;                // (N, r) d loss / d z of the sub-block (FLoRA)
   Scratch xc, lg, dxc;           // (kHeadRows, d), (kHeadRows, V), (kHeadRows, d): the LM head's rows
   std::vector<double> row_loss;  // (N)
@@ -274,9 +276,9 @@ struct TrainPass::State {
       LayerSaved& S = saved[l];
       LayerActivations& a = acts[l];
       a.x = fit(S.x, N * d), a.rstd1 = fit(S.rstd1, N), a.xn1 = fit(S.xn1, N * d), a.qkv = fit(S.qkv, N * ld_qkv);
-      a.P = fit(S.P, B * H * T * T), a.att = fit(S.att, N * qd), a.x_mid = fit(S.x_mid, N * d);
+      a.att = fit(S.att, N * qd), a.x_mid = fit(S.x_mid, N * d);
       a.rstd2 = fit(S.rstd2, N), a.xn2 = fit(S.xn2, N * d);
-      a.gate = fit(S.gate, N * f), a.up = fit(S.up, N * f), a.h = fit(S.h, N * f);
+      a.gate = fit(S.gate, N * f), a.up = fit(S.up, N * f), a.h = fit(h, N * f);
       a.adapter = AdapterActivations{};
       if (!adapter) continue;
       for (Target m : kAllTargets)  // LoRA's backward reads z = A drop(u) for dB
@@ -298,11 +300,12 @@ struct TrainPass::State {
       dp[1].assign(static_cast<size_t>(N * r), 0.0f);
     }
 
-    // FFN exit: x_out = x_mid + h Wd^T (+ adapter).
+    // FFN exit: x_out = x_mid + h Wd^T (+ adapter), h = silu(gate) * up recomputed.
+    ops::swiglu_rows(pool, h.data(), S.gate.data(), S.up.data(), N, f);
     dh.resize(static_cast<size_t>(N * f));
     ops::product_t(pool, dh.data(), f, dx.data(), d, N, L.down, false);
-    if (G && G->down) weight_grad(G->down, dx.data(), d, d, S.h.data(), f, f, N, 1.0f);
-    exit_backward(l, 1, Target::Down, S.h.data(), f, dx.data(), dh.data());
+    if (G && G->down) weight_grad(G->down, dx.data(), d, d, h.data(), f, f, N, 1.0f);
+    exit_backward(l, 1, Target::Down, h.data(), f, dx.data(), dh.data());
     // h = silu(gate) * up
     dgate.resize(static_cast<size_t>(N * f));
     dup.resize(static_cast<size_t>(N * f));
@@ -324,10 +327,10 @@ struct TrainPass::State {
     ops::product_t(pool, datt.data(), qd, dx_mid.data(), d, N, L.o, false);
     if (G && G->o) weight_grad(G->o, dx_mid.data(), d, d, S.att.data(), qd, qd, N, 1.0f);
     exit_backward(l, 0, Target::O, S.att.data(), qd, dx_mid.data(), datt.data());
-    // Attention (its saved probabilities P), per (sequence, KV head).
+    // Attention (its probabilities recomputed from q and k), per (sequence, KV head).
     dqkv.assign(static_cast<size_t>(N * ld_qkv), 0.0f);
-    attn_scratch.resize(static_cast<size_t>(pool.size() * ops::attention_scratch_floats(T, hd)));
-    ops::attention_rows_backward(pool, dqkv.data(), datt.data(), qd, S.qkv.data(), ld_qkv, S.P.data(), B, T, H, KV, hd,
+    attn_scratch.resize(static_cast<size_t>(pool.size() * ops::attention_rows_backward_floats(T, hd)));
+    ops::attention_rows_backward(pool, dqkv.data(), datt.data(), qd, S.qkv.data(), ld_qkv, B, T, H, KV, hd,
                                  attn_scratch.data());
     ops::rope_rows(pool, dqkv.data(), ld_qkv, N, H + KV, hd, rope_cos.data(), rope_sin.data(), T, true);
     // Attention entry: q|k|v = xn1 [Wq; Wk; Wv]^T (+ adapters).
@@ -435,19 +438,18 @@ int64_t train_pass_bytes_held() { return g_scratch_bytes.load(); }
 TrainPassBytes train_pass_bytes(const LlamaConfig& c, int64_t B, int64_t T, int64_t r, bool full, int threads) {
   const int64_t N = B * T, d = c.hidden_size, f = c.intermediate_size, qd = c.q_dim(), V = c.vocab_size;
   const int64_t ld_qkv = qd + 2 * c.kv_dim(), widest = std::max({d, f, qd});
-  // LayerSaved: x, xn1, x_mid, xn2 (d each), two rstd, qkv, att, gate, up, h, P;
+  // LayerSaved: x, xn1, x_mid, xn2 (d each), two rstd, qkv, att, gate, up;
   // z of every target, zsum and p of both sub-blocks (r each).
-  const int64_t per_layer = N * (4 * d + 2 + ld_qkv + qd + 3 * f + (r > 0 ? (kTargets + 4) * r : 0)) +
-                            B * c.num_attention_heads * T * T;
-  // dx, dx_mid, dxn, dqkv, datt, dh, dgate, dup; dp, dcarry, dz, tmp_r, dzsum;
+  const int64_t per_layer = N * (4 * d + 2 + ld_qkv + qd + 2 * f + (r > 0 ? (kTargets + 4) * r : 0));
+  // h; dx, dx_mid, dxn, dqkv, datt, dh, dgate, dup; dp, dcarry, dz, tmp_r, dzsum;
   // tmp_in, drop_buf; the weight-gradient transposes (the widest dy and x of
   // one product); the LM head's chunks; attention scratch per thread; the final
   // norm, tokens and targets, row losses.
   const int64_t transposes =
       full ? std::max(N * (f + d), std::min(N, kHeadRows) * (V + d)) : (r > 0 ? N * (widest + r) : 0);
-  const int64_t scratch_floats = N * (3 * d + ld_qkv + qd + 3 * f) + N * 6 * std::max<int64_t>(r, 1) +
+  const int64_t scratch_floats = N * (3 * d + ld_qkv + qd + 4 * f) + N * 6 * std::max<int64_t>(r, 1) +
                                  2 * N * widest + transposes + kHeadRows * (2 * d + V) +
-                                 threads * ops::attention_scratch_floats(T, c.head_dim) + N * (d + 1);
+                                 threads * ops::attention_rows_backward_floats(T, c.head_dim) + N * (d + 1);
   TrainPassBytes b;
   b.saved = static_cast<int64_t>(sizeof(float)) * per_layer * c.num_hidden_layers;
   b.scratch = static_cast<int64_t>(sizeof(float)) * scratch_floats + N * (2 * 4 + 2 * 8);

@@ -45,9 +45,9 @@ class LlamaModel {
   // By default the weight matrices are copied into one anonymous buffer backed
   // by huge pages: on the virtual machines flora is measured on, decode from
   // the page cache's 4 KiB pages stalls every few steps (tg128 of the 1B shape:
-  // 144 ms/token mapped against 55 copied, docs/benchmarks.md); the files'
-  // mapped pages are then given back (TensorStore::drop_pages), so the process
-  // holds the weights once, not twice. use_mmap reads
+  // 144 ms/token mapped against 55 copied, docs/benchmarks.md); each matrix's
+  // mapped pages are given back as soon as it is copied (TensorStore::drop_pages),
+  // so the process holds the weights once, not twice, even while loading. use_mmap reads
   // them in place from the mapped files instead: instant load, shared memory.
   // Every weight is scanned once for NaN and +-Inf as it is loaded (fused with
   // the copy; one pass over the mapping with mmap); the first one found fails

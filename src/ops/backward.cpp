@@ -80,8 +80,8 @@ int64_t attention_scratch_floats(int64_t T, int64_t hd) {
   return 2 * T * T + hd * T;
 }
 
-void attention_block(float* out, int64_t ld_out, float* S, int64_t ld_s, const float* q, int64_t ld_q, int64_t tq,
-                     const float* k, const float* v, int64_t ld_kv, int64_t p0, int64_t hd) {
+void attention_probabilities(float* S, int64_t ld_s, const float* q, int64_t ld_q, int64_t tq, const float* k,
+                             int64_t ld_kv, int64_t p0, int64_t hd) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t n = p0 + tq;  // the keys the block's last query sees
   // S = Q K^T, one product on the matrix kernel (each element a dot of hd, whatever tq and n).
@@ -97,6 +97,11 @@ void attention_block(float* out, int64_t ld_out, float* S, int64_t ld_s, const f
     for (int64_t p = 0; p < visible; ++p) row[p] *= inv;
     std::fill(row + visible, row + n, 0.0f);  // exact zeros: the backward's transposes read them
   }
+}
+
+void attention_block(float* out, int64_t ld_out, float* S, int64_t ld_s, const float* q, int64_t ld_q, int64_t tq,
+                     const float* k, const float* v, int64_t ld_kv, int64_t p0, int64_t hd) {
+  attention_probabilities(S, ld_s, q, ld_q, tq, k, ld_kv, p0, hd);
   // O = P V row by row over the row's visible keys only: a sum whose length
   // and order depend on the row's position alone, never on the block or the
   // padded length, so a sequence's values do not depend on what shares its pass.

@@ -37,16 +37,23 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 // position p0 (it sees keys 0..p0), query i at p0 + i (keys 0..p0 + i):
 //   S = softmax(q K^T / sqrt(hd)) by row (the sum in double), out = S V.
 // The one attention of the model: decode (tq = 1 over the KV cache), prefill
-// (blocks of queries) and the training forward (p0 = 0, S the saved P).
+// and the training forward (blocks of queries).
 // q (tq, hd) row stride ld_q; k, v (p0 + tq, hd) row stride ld_kv; out (tq, hd)
 // row stride ld_out, overwritten; S (tq, p0 + tq) row stride ld_s: the
-// probabilities on return, exact zeros after each row's visible keys.
+// probabilities on return (attention_probabilities).
 void attention_block(float* out, int64_t ld_out, float* S, int64_t ld_s, const float* q, int64_t ld_q, int64_t tq,
                      const float* k, const float* v, int64_t ld_kv, int64_t p0, int64_t hd);
-// The backward over one sequence of T positions with P (T, T) its whole
-// attention_block(p0 = 0, tq = T) probabilities (zeros above the diagonal).
+// attention_block's S alone, exact zeros after each row's visible keys. Each
+// value depends on its row's query and keys only, never on tq, p0's block or
+// ld_s (each score is one dot of hd on the matrix kernel, each row's softmax its
+// own), so the training backward recomputes a whole sequence's P (p0 = 0,
+// tq = T) bit for bit equal to what the forward's blocks computed.
+void attention_probabilities(float* S, int64_t ld_s, const float* q, int64_t ld_q, int64_t tq, const float* k,
+                             int64_t ld_kv, int64_t p0, int64_t hd);
+// The backward over one sequence of T positions with P (T, T) its
+// attention_probabilities(p0 = 0, tq = T) (zeros above the diagonal).
 // dq, dk, dv += the gradients, from dout (T, hd) row stride ld_dout and the
-// saved P. dq has row stride ld_q, dk and dv ld_kv (the layouts of q, k, v);
+// given P. dq has row stride ld_q, dk and dv ld_kv (the layouts of q, k, v);
 // several query heads of one KV group call this in turn on the same dk, dv.
 // scratch: attention_scratch_floats(T, hd) floats, contents ignored.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, int64_t ld_dout, const float* P,

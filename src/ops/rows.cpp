@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "ops/backward.h"
+#include "util/error.h"
 
 namespace flora::ops {
 
@@ -108,8 +109,10 @@ void attention_rows(ThreadPool& pool, float* out, int64_t ld_out, const float* q
                     float* scratch, int64_t max_keys) {
   // Item w of segment s is (head, block) = (w / blocks, w % blocks) after the segment's first item.
   std::vector<int64_t> first(segments.size() + 1, 0);
-  for (size_t s = 0; s < segments.size(); ++s)
+  for (size_t s = 0; s < segments.size(); ++s) {
+    FLORA_ASSERT(segments[s].p0 + segments[s].n <= max_keys);
     first[s + 1] = first[s] + heads * ((segments[s].n + kAttentionBlock - 1) / kAttentionBlock);
+  }
   const int64_t group = heads / kv_heads;
   WorkChunks items(first.back(), 1);
   pool.run([&](int t, int) {
@@ -122,30 +125,32 @@ void attention_rows(ThreadPool& pool, float* out, int64_t ld_out, const float* q
         const int64_t blocks = (g.n + kAttentionBlock - 1) / kAttentionBlock, local = w - first[s];
         const int64_t h = local / blocks, i0 = (local % blocks) * kAttentionBlock;
         const int64_t tq = std::min(kAttentionBlock, g.n - i0), kv_off = (h / group) * hd, row = g.row0 + i0;
-        float* S = g.P ? g.P + (h * g.n + i0) * g.n : scratch + static_cast<int64_t>(t) * kAttentionBlock * max_keys;
-        const int64_t ld_s = g.P ? g.n : max_keys;
-        attention_block(out + row * ld_out + h * hd, ld_out, S, ld_s, q + row * ld_q + h * hd, ld_q, tq, g.k + kv_off,
-                        g.v + kv_off, g.ld_kv, g.p0 + i0, hd);
-        if (g.P)  // the saved rows are n wide: zeros past the block's last key
-          for (int64_t i = 0; i < tq; ++i) std::fill(S + i * ld_s + i0 + tq, S + (i + 1) * ld_s, 0.0f);
+        attention_block(out + row * ld_out + h * hd, ld_out, scratch + static_cast<int64_t>(t) * kAttentionBlock * max_keys,
+                        max_keys, q + row * ld_q + h * hd, ld_q, tq, g.k + kv_off, g.v + kv_off, g.ld_kv, g.p0 + i0, hd);
       }
   });
 }
 
+int64_t attention_rows_backward_floats(int64_t T, int64_t hd) { return T * T + attention_scratch_floats(T, hd); }
+
 void attention_rows_backward(ThreadPool& pool, float* dqkv, const float* dout, int64_t ld_out, const float* qkv,
-                             int64_t ld, const float* P, int64_t B, int64_t T, int64_t heads, int64_t kv_heads,
-                             int64_t hd, float* scratch) {
+                             int64_t ld, int64_t B, int64_t T, int64_t heads, int64_t kv_heads, int64_t hd,
+                             float* scratch) {
   const int64_t group = heads / kv_heads, qd = heads * hd, kvd = kv_heads * hd;
-  const int64_t per_thread = attention_scratch_floats(T, hd);
+  const int64_t per_thread = attention_rows_backward_floats(T, hd);
   for_chunks(pool, B * kv_heads, 1, [&](int t, int64_t i0, int64_t i1) {
+    float* P = scratch + t * per_thread;  // (T, T) the head's probabilities
+    float* rest = P + T * T;              // attention_backward's own scratch
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t b = i / kv_heads, g = i % kv_heads;
       const float* base = qkv + b * T * ld;
       float* dbase = dqkv + b * T * ld;
-      for (int64_t h = g * group; h < (g + 1) * group; ++h)
+      for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+        attention_probabilities(P, T, base + h * hd, ld, T, base + qd + g * hd, ld, 0, hd);
         attention_backward(dbase + h * hd, dbase + qd + g * hd, dbase + qd + kvd + g * hd,
-                           dout + b * T * ld_out + h * hd, ld_out, P + (b * heads + h) * T * T, base + h * hd, ld,
-                           base + qd + g * hd, base + qd + kvd + g * hd, ld, T, hd, scratch + t * per_thread);
+                           dout + b * T * ld_out + h * hd, ld_out, P, base + h * hd, ld, base + qd + g * hd,
+                           base + qd + kvd + g * hd, ld, T, hd, rest);
+      }
     }
   });
 }

@@ -68,16 +68,14 @@ void for_chunks(ThreadPool& pool, int64_t n, int64_t chunk,
 // position p0; its keys and values (p0 + n positions, row stride ld_kv, KV
 // head g at column g hd) are the KV cache, or the pass's own rows. Work items
 // are (segment, query head, block of up to kAttentionBlock queries), each
-// ops::attention_block. P: the probabilities kept, (heads, n, n) per segment
-// (zeros past each row's keys; training), or null: the scores go to scratch
-// (threads, kAttentionBlock, max_keys). q (rows, heads hd) row stride ld_q;
-// out (rows, heads hd) row stride ld_out.
+// ops::attention_block, its scores in scratch (threads, kAttentionBlock,
+// max_keys), max_keys >= every segment's p0 + n. q (rows, heads hd) row stride
+// ld_q; out (rows, heads hd) row stride ld_out.
 struct AttentionSegment {
   int64_t row0 = 0, n = 0, p0 = 0;
   const float* k = nullptr;
   const float* v = nullptr;
   int64_t ld_kv = 0;
-  float* P = nullptr;
 };
 constexpr int64_t kAttentionBlock = 16;
 void attention_rows(ThreadPool& pool, float* out, int64_t ld_out, const float* q, int64_t ld_q,
@@ -85,14 +83,18 @@ void attention_rows(ThreadPool& pool, float* out, int64_t ld_out, const float* q
                     float* scratch, int64_t max_keys);
 
 // The backward of attention_rows over B sequences of T rows, each from
-// position 0 with its keys and values its own rows, P saved (B, heads, T, T):
-// dq, dk, dv += the gradients, per (sequence, KV head) so that the query heads
-// of a group add into their shared dk, dv in a fixed order. qkv and dqkv:
+// position 0 with its keys and values its own rows: dq, dk, dv += the
+// gradients, per (sequence, KV head) so that the query heads of a group add
+// into their shared dk, dv in a fixed order. Each head's probabilities are
+// recomputed from q and k (attention_probabilities: the forward's, bit for
+// bit), one (T, T) at a time per thread, not saved by the forward: at 512
+// tokens that is 537 MB less for Llama-3.2-1B's 16 layers. qkv and dqkv:
 // (B T, heads hd | kv_heads hd | kv_heads hd) row stride ld; dout (B T, heads
-// hd) row stride ld_out. scratch: threads x attention_scratch_floats(T, hd).
+// hd) row stride ld_out. scratch: threads x attention_rows_backward_floats(T, hd).
 void attention_rows_backward(ThreadPool& pool, float* dqkv, const float* dout, int64_t ld_out, const float* qkv,
-                             int64_t ld, const float* P, int64_t B, int64_t T, int64_t heads, int64_t kv_heads,
-                             int64_t hd, float* scratch);
+                             int64_t ld, int64_t B, int64_t T, int64_t heads, int64_t kv_heads, int64_t hd,
+                             float* scratch);
+int64_t attention_rows_backward_floats(int64_t T, int64_t hd);
 
 // The cross-entropy of each of n rows of logits (n, V) against its target
 // (targets[i] < 0: no loss, 0): loss[i] (n). backward: each row overwritten by

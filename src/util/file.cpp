@@ -52,6 +52,14 @@ void MappedFile::drop_pages() const {
   if (data_) ::madvise(const_cast<uint8_t*>(data_), size_, MADV_DONTNEED);
 }
 
+void MappedFile::drop_pages(const uint8_t* p, size_t n) const {
+  FLORA_ASSERT(data_ && p >= data_ && n <= size_ && static_cast<size_t>(p - data_) <= size_ - n);
+  // madvise wants a page-aligned start and rounds the length up to whole pages.
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+  if (n > 0) ::madvise(reinterpret_cast<void*>(begin), reinterpret_cast<uintptr_t>(p) + n - begin, MADV_DONTNEED);
+}
+
 MappedFile::MappedFile(MappedFile&& other) noexcept { *this = std::move(other); }
 
 MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {

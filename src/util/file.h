@@ -28,6 +28,9 @@ class MappedFile {
   // MADV_DONTNEED): the mapping stays valid, and a later read faults the pages
   // in from the file again. For files whose contents were copied elsewhere.
   void drop_pages() const;
+  // The same for the pages holding [p, p + n), a range of this mapping (the
+  // pages at either end are dropped whole: they re-fault from the file).
+  void drop_pages(const uint8_t* p, size_t n) const;
 
  private:
   std::string path_;
