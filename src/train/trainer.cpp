@@ -127,7 +127,7 @@ void check_memory(const TrainOptions& o, const LlamaConfig& cfg, const MemoryEst
                       "result is the same)",
                       fit, longest, per_sequence / kMiB);
   else
-    how = fmt::format("a shorter --seq-len (the attention probabilities grow as its square; now {})", longest);
+    how = fmt::format("a shorter --seq-len (the saved activations grow with it; now {})", longest);
   if (o.full) how += ", or an adapter instead of --full (it keeps no gradients or moments of the base)";
   fail(
       "train: this run needs about {:.0f} MiB ({}), more than the {:.0f} MiB this machine has available; use {}; "
