@@ -42,7 +42,7 @@ void add_serve(CLI::App& app, Action& action) {
     std::vector<std::string> adapters;
     int port = 8080, parallel = 4, threads = 1;
     int64_t ctx = 0, queue = 16, max_prefill = 512;
-    double grace = 10;
+    double grace = 10, keep_alive = 1;
     size_t max_body = 4 << 20;
     ModelLoadOptions load;
   };
@@ -76,6 +76,12 @@ void add_serve(CLI::App& app, Action& action) {
                   "Seconds that requests in flight get to finish after SIGINT/SIGTERM; then they end with "
                   "finish_reason length")
       ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
+  cmd->add_option("--keep-alive", o->keep_alive,
+                  "Seconds between the writes of a response still waiting for its tokens (an SSE comment, or a "
+                  "space before a whole JSON body), by which a client that went away is noticed and its request "
+                  "cancelled")
+      ->check(CLI::Range(0.01, 60.0))
       ->capture_default_str();
   cmd->add_option("--max-body-bytes", o->max_body, "Largest request body (larger: 413)")
       ->check(CLI::Range(size_t{1024}, size_t{1} << 30))
@@ -146,6 +152,7 @@ void add_serve(CLI::App& app, Action& action) {
       ho.port = o->port;
       ho.api_key = o->api_key;
       ho.max_body_bytes = o->max_body;
+      ho.keep_alive = std::chrono::milliseconds(static_cast<int64_t>(o->keep_alive * 1000));
       // A connection per request in a slot or queued, and a few to answer
       // the rest (503) and /health; capped, since each is a thread.
       ho.threads = std::min(o->parallel + static_cast<int>(o->queue) + 4, 512);

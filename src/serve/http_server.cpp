@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "serve/playground.h"
@@ -74,17 +75,46 @@ void HttpServer::Impl::completions(const httplib::Request& req, httplib::Respons
     return send_error(res, ApiError(400, e.what()));
   }
   const ResponseMeta meta = make_meta(endpoint, parsed.model->id, serial.fetch_add(1));
+  const std::chrono::milliseconds keep_alive = options.keep_alive;
   if (!parsed.stream) {
-    const RequestResult r = request->wait();
-    if (r.finish == FinishReason::kError)
-      return send_error(res, ApiError(500, "generation failed: " + r.error, "server_error"));
-    res.set_content(dump_json(completion_json(meta, r)), kJson);
+    // Most answers come within the keep-alive interval: a plain response, its
+    // status and length known.
+    if (request->wait_for_end(keep_alive)) {
+      const RequestResult r = request->wait();
+      if (r.finish == FinishReason::kError)
+        return send_error(res, ApiError(500, "generation failed: " + r.error, "server_error"));
+      res.set_content(dump_json(completion_json(meta, r)), kJson);
+      return;
+    }
+    // A longer one goes out chunked: a space (JSON's insignificant whitespace,
+    // before the object) each interval, so that a client that went away is
+    // noticed as a stream's is, by a failed write, and its request cancelled.
+    // The status is 200 from the first space: a generation that fails after it
+    // sends the error object as the body.
+    res.set_chunked_content_provider(
+        kJson,
+        [request, meta, keep_alive](size_t, httplib::DataSink& sink) {
+          if (!request->wait_for_end(keep_alive)) return sink.write(" ", 1);
+          const RequestResult r = request->wait();
+          const std::string body =
+              dump_json(r.finish == FinishReason::kError
+                            ? error_json(ApiError(500, "generation failed: " + r.error, "server_error"))
+                            : completion_json(meta, r));
+          if (!sink.write(body.data(), body.size())) return false;
+          sink.done();
+          return true;
+        },
+        [request, guard](bool) mutable {
+          request->cancel();
+          guard.reset();
+        });
     return;
   }
   // Streaming: each call of the provider waits a little for text, writes what
   // came as one chunk, and ends the stream after the finish chunk. Quiet
-  // periods (queued, long prefill) get an SSE comment each second, so that a
-  // client that went away is noticed (the write fails) and its request cancelled.
+  // periods (queued, long prefill) get an SSE comment each keep-alive interval,
+  // so that a client that went away is noticed (the write fails) and its
+  // request cancelled.
   struct Stream {
     std::shared_ptr<Request> request;
     std::shared_ptr<InFlight> guard;
@@ -97,18 +127,19 @@ void HttpServer::Impl::completions(const httplib::Request& req, httplib::Respons
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [st](size_t, httplib::DataSink& sink) {
+      [st, keep_alive](size_t, httplib::DataSink& sink) {
         auto write = [&](const std::string& s) {
           st->last_write = now_seconds();
           return sink.write(s.data(), s.size());
         };
-        const Request::Update u = st->request->wait_update(std::chrono::milliseconds(250));
+        const Request::Update u = st->request->wait_update(std::min(std::chrono::milliseconds(250), keep_alive));
         if (!u.text.empty()) {
           if (!write(sse_text_chunk(st->meta, u.text, st->first))) return false;
           st->first = false;
         }
         if (!u.done) {
-          if (now_seconds() - st->last_write >= 1.0 && !write(": keep-alive\n\n")) return false;
+          if (now_seconds() - st->last_write >= keep_alive.count() / 1000.0 && !write(": keep-alive\n\n"))
+            return false;
           return true;
         }
         const RequestResult r = st->request->wait();

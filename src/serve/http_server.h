@@ -22,6 +22,10 @@ struct HttpOptions {
   int port = 8080;      // 0: any free port (bind() returns it)
   std::string api_key;  // empty: none asked for
   size_t max_body_bytes = 4 << 20;
+  // A response still waiting for its tokens writes something this often (an
+  // SSE comment, or a space before a whole JSON body): a client that went
+  // away is noticed when a write fails, and its request is cancelled.
+  std::chrono::milliseconds keep_alive{1000};
   // Connections served at once: each request waiting or streaming holds one.
   int threads = 8;
 };

@@ -32,6 +32,11 @@ Request::Update Request::wait_update(std::chrono::milliseconds timeout) {
   return u;
 }
 
+bool Request::wait_for_end(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return done_; });
+}
+
 RequestResult Request::wait() {
   std::unique_lock lock(mu_);
   cv_.wait(lock, [&] { return done_; });

@@ -90,6 +90,8 @@ class Request {
   Update wait_update(std::chrono::milliseconds timeout);
   // Waits for the end; the result (its text is the whole text, taken or not).
   RequestResult wait();
+  // Waits up to `timeout` for the end; true when it came.
+  bool wait_for_end(std::chrono::milliseconds timeout);
   // The scheduler drops the request at its next step (freeing its slot); it
   // then ends with kCancelled unless it had already ended.
   void cancel() { cancelled_.store(true); }

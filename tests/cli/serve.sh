@@ -55,9 +55,10 @@ cp -r "$work/ffba" "$work/adapters/ffba2"
 cp -r "$work/ffba" "$work/outside/ffba3"
 ln -s "$work/outside/ffba3" "$work/adapters/link-out"
 
-# The server: 2 slots and 1 waiting (so that a burst is refused with 503), a small body limit, an API key.
+# The server: 2 slots and 1 waiting (so that a burst is refused with 503), a short keep-alive (so that
+# answers longer than 0.05 s go out chunked, spaces first), a small body limit, an API key.
 start_serve serve "$flora" -m "$work/tiny" --adapter ffba="$work/ffba" --adapter lora="$work/lora" -t 2 --parallel 2 \
-  --queue 1 --max-body-bytes 65536 --api-key sk-test --adapter-dir "$work/adapters" || finish cli_serve
+  --queue 1 --keep-alive 0.05 --max-body-bytes 65536 --api-key sk-test --adapter-dir "$work/adapters" || finish cli_serve
 # /health needs no key; /v1/ does.
 [[ $(curl -s "http://127.0.0.1:$port/health") == *'"status":"ok"'* ]] && pass || fail_check "health"
 

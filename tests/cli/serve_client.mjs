@@ -241,6 +241,36 @@ await goodOne('sdk errors');
   await goodOne('disconnect');
 }
 
+// 7b. So does a client that goes away while it waits for a whole (non-streamed) answer: past
+// --keep-alive (serve.sh: 0.05 s) the server sends the answer chunked, a space before the JSON each
+// interval, and the write that fails cancels the request. The client leaves once the headers came.
+{
+  const health = async () => (await fetch(config.base_url.replace('/v1', '/health'))).json();
+  const before = await health();
+  const ac = new AbortController();
+  let encoding = null;
+  try {
+    const r = await fetch(config.base_url + '/completions', {
+      method: 'POST', signal: ac.signal,
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${config.api_key}` },
+      body: JSON.stringify({ model: 'ffba', prompt: 'Once', max_tokens: 2000, ignore_eos: true, temperature: 0 }),
+    });
+    encoding = r.headers.get('transfer-encoding');
+    ac.abort();
+  } catch { /* aborted */ }
+  let after = await health();
+  for (let i = 0; i < 250 && after.running > 0; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    after = await health();
+  }
+  console.log(`info: disconnected whole answer ran ${after.steps - before.steps} steps of 2000`);
+  check('disconnect, not streamed: sent chunked', encoding === 'chunked', `${encoding}`);
+  check('disconnect, not streamed: the slot is free', after.running === 0, show(after));
+  check('disconnect, not streamed: the request was cut', after.steps - before.steps < 1999,
+    `${before.steps} -> ${after.steps}`);
+  await goodOne('disconnect, not streamed');
+}
+
 // 8. SIGTERM during a stream: the stream still ends with a finish_reason (the shell checks exit 0).
 {
   const s = await client.chat.completions.create({ model: 'lora', messages: [{ role: 'user', content: 'Tell me' }],
