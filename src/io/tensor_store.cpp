@@ -218,7 +218,7 @@ void TensorStore::drop_pages(const TensorView& t) const {
   if (gguf_) return gguf_->drop_pages(t.data, t.nbytes);
   for (const auto& f : files_)
     if (f->path() == t.file) return f->drop_pages(t.data, t.nbytes);
-  FLORA_ASSERT(!"the tensor is not one of the store's files");
+  fail("internal error: tensor '{}' ({}) is in none of the store's files", printable(t.name), t.file);
 }
 
 const TensorView* TensorStore::find(std::string_view name) const {
