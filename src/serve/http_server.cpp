@@ -20,6 +20,11 @@ void send_error(httplib::Response& res, const ApiError& e) {
   res.set_content(dump_json(error_json(e)), kJson);
 }
 
+// What a request whose generation failed answers, whole or streamed.
+ApiError generation_failure(const RequestResult& r) {
+  return ApiError(500, "generation failed: " + r.error, "server_error");
+}
+
 // Holds a count up for as long as a response is being produced.
 class InFlight {
  public:
@@ -82,7 +87,7 @@ void HttpServer::Impl::completions(const httplib::Request& req, httplib::Respons
     if (request->wait_for_end(keep_alive)) {
       const RequestResult r = request->wait();
       if (r.finish == FinishReason::kError)
-        return send_error(res, ApiError(500, "generation failed: " + r.error, "server_error"));
+        return send_error(res, generation_failure(r));
       res.set_content(dump_json(completion_json(meta, r)), kJson);
       return;
     }
@@ -98,7 +103,7 @@ void HttpServer::Impl::completions(const httplib::Request& req, httplib::Respons
           const RequestResult r = request->wait();
           const std::string body =
               dump_json(r.finish == FinishReason::kError
-                            ? error_json(ApiError(500, "generation failed: " + r.error, "server_error"))
+                            ? error_json(generation_failure(r))
                             : completion_json(meta, r));
           if (!sink.write(body.data(), body.size())) return false;
           sink.done();
@@ -145,7 +150,7 @@ void HttpServer::Impl::completions(const httplib::Request& req, httplib::Respons
         const RequestResult r = st->request->wait();
         std::string tail;
         if (r.finish == FinishReason::kError) {
-          tail = sse_error(ApiError(500, "generation failed: " + r.error, "server_error"));
+          tail = sse_error(generation_failure(r));
         } else {
           // Chat streams open with the role even when no text came.
           if (st->first && st->meta.endpoint == Endpoint::kChat) tail += sse_text_chunk(st->meta, "", true);
