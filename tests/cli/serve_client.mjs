@@ -220,9 +220,10 @@ await goodOne('sdk errors');
   await goodOne('queue full');
 }
 
+const health = async () => (await fetch(config.base_url.replace('/v1', '/health'))).json();
+
 // 7. A client that goes away mid-stream frees its slot: its request stops long before max_tokens.
 {
-  const health = async () => (await fetch(config.base_url.replace('/v1', '/health'))).json();
   const before = await health();
   const ac = new AbortController();
   const s = await client.completions.create({ model: 'ffba', prompt: 'Once', max_tokens: 2000, ignore_eos: true,
@@ -245,7 +246,6 @@ await goodOne('sdk errors');
 // --keep-alive (serve.sh: 0.05 s) the server sends the answer chunked, a space before the JSON each
 // interval, and the write that fails cancels the request. The client leaves once the headers came.
 {
-  const health = async () => (await fetch(config.base_url.replace('/v1', '/health'))).json();
   const before = await health();
   const ac = new AbortController();
   let encoding = null;
