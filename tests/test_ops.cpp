@@ -949,9 +949,9 @@ class WeightGradCase : public OpCase {
   }
   void forward() override {
     ThreadPool pool(1);
-    std::vector<float> a(M_ * n_, kNaN), b(K_ * n_, kNaN);
-    ops::weight_grad(pool, out[0].data(), in[0].data(), in[0].ld, M_, in[1].data(), in[1].ld, K_, n_, s_, a.data(),
-                     b.data());
+    std::vector<float> scratch(ops::weight_grad_scratch_floats(M_, K_, n_, pool.size()), kNaN);
+    ops::weight_grad(pool, out[0].data(), in[0].data(), in[0].ld, M_, in[1].data(), in[1].ld, K_, n_, s_,
+                     scratch.data());
   }
   std::vector<Vec> reference(const std::vector<Vec>& x) const override {
     Vec dW = prefill[0];

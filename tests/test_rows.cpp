@@ -348,25 +348,38 @@ TEST(Rows, ProductsAreTheKernelsOverTheWholeMatrix) {
   }
 }
 
-// dW += scale dy^T x: the transposes (scaled), then one matmul_rows whose
-// tokens are dy^T's rows.
-TEST(Rows, WeightGradIsTheProductOfTheTransposes) {
+// dW += scale dy^T x, one addition per element of a sum formed from zero: in
+// the wide form a matmul_cols of (scale dy)^T over x, in the narrow form (few
+// columns: 70 x 3) a matmul_cols of (scale x)^T over dy, added transposed.
+TEST(Rows, WeightGradIsOneTransposedProductAddedOnce) {
   std::mt19937 rng(7);
-  const int64_t M = 70, K = 130, n = 9, ldy = M + 3, ldx = K + 1;
-  const auto dy = random_floats(n * ldy, rng, 1.0), x = random_floats(n * ldx, rng, 1.0);
-  const auto dW0 = random_floats(M * K, rng, 1.0);
-  for (float scale : {1.0f, 0.37f}) {
-    std::vector<float> a(M * n), b(K * n), want = dW0;
-    ops::transpose(a.data(), dy.data(), n, M, ldy);
-    if (scale != 1.0f)
-      for (float& v : a) v *= scale;
-    ops::transpose(b.data(), x.data(), n, K, ldx);
-    ops::matmul_rows(want.data(), K, a.data(), n, M, MatrixRef{b.data(), DType::F32, K, n, 0}, 0, K, true);
-    for (int threads : kPools) {
-      ThreadPool pool(threads);
-      std::vector<float> dW = dW0, sa(M * n, kNaN), sb(K * n, kNaN);
-      ops::weight_grad(pool, dW.data(), dy.data(), ldy, M, x.data(), ldx, K, n, scale, sa.data(), sb.data());
-      EXPECT_TRUE(same_bits(dW, want)) << scale << " " << threads;
+  const int64_t M = 70, n = 9, ldy = M + 3;
+  for (int64_t K : {130, 3}) {
+    const int64_t ldx = K + 1;
+    const auto dy = random_floats(n * ldy, rng, 1.0), x = random_floats(n * ldx, rng, 1.0);
+    const auto dW0 = random_floats(M * K, rng, 1.0);
+    for (float scale : {1.0f, 0.37f}) {
+      std::vector<float> want = dW0;
+      if (K == 130) {
+        std::vector<float> a(M * n), sum(M * K);
+        ops::transpose(a.data(), dy.data(), n, M, ldy);
+        for (float& v : a) v *= scale;
+        ops::matmul_cols(sum.data(), K, a.data(), n, M, MatrixRef{x.data(), DType::F32, n, K, ldx}, 0, K, false);
+        for (int64_t i = 0; i < M * K; ++i) want[i] += sum[i];
+      } else {
+        std::vector<float> b(K * n), sumT(K * M);
+        ops::transpose(b.data(), x.data(), n, K, ldx);
+        for (float& v : b) v *= scale;
+        ops::matmul_cols(sumT.data(), M, b.data(), n, K, MatrixRef{dy.data(), DType::F32, n, M, ldy}, 0, M, false);
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t k = 0; k < K; ++k) want[m * K + k] += sumT[k * M + m];
+      }
+      for (int threads : kPools) {
+        ThreadPool pool(threads);
+        std::vector<float> dW = dW0, scratch(ops::weight_grad_scratch_floats(M, K, n, threads), kNaN);
+        ops::weight_grad(pool, dW.data(), dy.data(), ldy, M, x.data(), ldx, K, n, scale, scratch.data());
+        EXPECT_TRUE(same_bits(dW, want)) << "K " << K << " scale " << scale << " threads " << threads;
+      }
     }
   }
 }

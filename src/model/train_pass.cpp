@@ -123,7 +123,7 @@ struct TrainPass::State {
   Scratch dz, tmp_r;             // (N, r)
   Scratch tmp_in;                // (N, max(d, f, q_dim)) adapter input gradients before the dropout mask
   Scratch drop_buf;              // (N, max(d, f, q_dim)) drop(u)
-  Scratch tr_a, tr_b;            // transposes for weight gradients
+  Scratch grad_scratch;          // ops::weight_grad's (the largest call's weight_grad_scratch_floats)
   Scratch attn_scratch;          // (threads, attention_rows_backward_floats)
   Scratch dzsum_;                // (N, r) d loss / d z of the sub-block (FLoRA)
   Scratch xc, lg, dxc;           // (kHeadRows, d), (kHeadRows, V), (kHeadRows, d): the LM head's rows
@@ -152,12 +152,11 @@ struct TrainPass::State {
 
   // ---- parallel building blocks -------------------------------------------
 
-  // dW (M, K) += scale dy^T x (ops::weight_grad), with the pass's transpose scratch.
+  // dW (M, K) += scale dy^T x (ops::weight_grad), with the pass's scratch.
   void weight_grad(float* dW, const float* dy, int64_t ldy, int64_t M, const float* x, int64_t ldx, int64_t K,
                    int64_t n, float scale) {
-    tr_a.resize(static_cast<size_t>(M * n));
-    tr_b.resize(static_cast<size_t>(K * n));
-    ops::weight_grad(pool, dW, dy, ldy, M, x, ldx, K, n, scale, tr_a.data(), tr_b.data());
+    grad_scratch.resize(static_cast<size_t>(ops::weight_grad_scratch_floats(M, K, n, pool.size())));
+    ops::weight_grad(pool, dW, dy, ldy, M, x, ldx, K, n, scale, grad_scratch.data());
   }
 
   // ---- dropout -------------------------------------------------------------
@@ -442,13 +441,24 @@ TrainPassBytes train_pass_bytes(const LlamaConfig& c, int64_t B, int64_t T, int6
   // z of every target, zsum and p of both sub-blocks (r each).
   const int64_t per_layer = N * (4 * d + 2 + ld_qkv + qd + 2 * f + (r > 0 ? (kTargets + 4) * r : 0));
   // h; dx, dx_mid, dxn, dqkv, datt, dh, dgate, dup; dp, dcarry, dz, tmp_r, dzsum;
-  // tmp_in, drop_buf; the weight-gradient transposes (the widest dy and x of
-  // one product); the LM head's chunks; attention scratch per thread; the final
-  // norm, tokens and targets, row losses.
-  const int64_t transposes =
-      full ? std::max(N * (f + d), std::min(N, kHeadRows) * (V + d)) : (r > 0 ? N * (widest + r) : 0);
+  // tmp_in, drop_buf (adapters only); the weight gradients' scratch (its largest call); the
+  // LM head's chunks; attention scratch per thread; the final norm, tokens and
+  // targets, row losses.
+  int64_t grad_scratch = 0;
+  auto weight_grad_call = [&](int64_t M, int64_t K, int64_t n) {
+    grad_scratch = std::max(grad_scratch, ops::weight_grad_scratch_floats(M, K, n, threads));
+  };
+  const int64_t kvd = c.kv_dim();
+  if (full) {
+    for (const auto& [M, K] : {std::pair{qd, d}, {kvd, d}, {d, qd}, {f, d}, {d, f}}) weight_grad_call(M, K, N);
+    weight_grad_call(V, d, std::min(N, kHeadRows));  // the tied embedding, by the LM head's chunks
+  }
+  if (r > 0) {
+    for (int64_t width : {d, qd, kvd, f}) weight_grad_call(width, r, N), weight_grad_call(r, width, N);
+    weight_grad_call(r, r, N);  // FLoRA's carry C
+  }
   const int64_t scratch_floats = N * (3 * d + ld_qkv + qd + 4 * f) + N * 6 * std::max<int64_t>(r, 1) +
-                                 2 * N * widest + transposes + kHeadRows * (2 * d + V) +
+                                 (r > 0 ? 2 * N * widest : 0) + grad_scratch + kHeadRows * (2 * d + V) +
                                  threads * ops::attention_rows_backward_floats(T, c.head_dim) + N * (d + 1);
   TrainPassBytes b;
   b.saved = static_cast<int64_t>(sizeof(float)) * per_layer * c.num_hidden_layers;

@@ -1,6 +1,7 @@
 // The training ops of backward.h: plain scalar loops for the elementwise and
-// row ops (they are O(n) beside the O(n d) products), ops::matmul_rows for
-// every product of the attention, so the T x T work runs on the SIMD kernel.
+// row ops (they are O(n) beside the O(n d) products), ops::matmul_rows and
+// ops::matmul_cols for every product of the attention, so the T x T work runs
+// on the SIMD kernels.
 #include "ops/backward.h"
 
 #include <algorithm>
@@ -18,6 +19,10 @@ namespace {
 // except for the block's own diagonal tile (~ kCausalBlock / T of the work,
 // 6% at T = 512). A multiple of the kernel's 4 x 4 register block.
 constexpr int64_t kCausalBlock = 32;
+
+// Key columns per transposed product of the backward (dK, dV): the
+// transposed kernel's 4-vector register block at AVX-512's 16 lanes.
+constexpr int64_t kKeyBlock = 64;
 
 // Transposes go through tiles of this side so that both the reads and the
 // writes stay within a few cache lines per row.
@@ -75,9 +80,8 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 }
 
 int64_t attention_scratch_floats(int64_t T, int64_t hd) {
-  // dS (T, T), a transposed T x T operand (dS^T, then P^T) (T, T), and a
-  // transposed (T, hd) operand (K^T, Q^T, dO^T) (hd, T).
-  return 2 * T * T + hd * T;
+  // dS (T, T); a transposed (T, hd) operand (K^T, Q^T, dO^T) (hd, T); dK^T, then dV^T (hd, T).
+  return T * T + 2 * hd * T;
 }
 
 void attention_probabilities(float* S, int64_t ld_s, const float* q, int64_t ld_q, int64_t tq, const float* k,
@@ -95,7 +99,7 @@ void attention_probabilities(float* S, int64_t ld_s, const float* q, int64_t ld_
     for (int64_t p = 0; p < visible; ++p) sum += (row[p] = std::exp(row[p] - mx));
     const float inv = float(1.0 / sum);
     for (int64_t p = 0; p < visible; ++p) row[p] *= inv;
-    std::fill(row + visible, row + n, 0.0f);  // exact zeros: the backward's transposes read them
+    std::fill(row + visible, row + n, 0.0f);  // exact zeros: the backward's products read them
   }
 }
 
@@ -117,9 +121,9 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, int6
                         const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv, int64_t T,
                         int64_t hd, float* scratch) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  float* dS = scratch;               // (T, T): dP, then dS in place
-  float* tT = scratch + T * T;       // (T, T): dS^T, then P^T
-  float* opT = scratch + 2 * T * T;  // (hd, T): K^T, Q^T, dO^T in turn
+  float* dS = scratch;                    // (T, T): dP, then dS in place
+  float* opT = scratch + T * T;           // (hd, T): K^T, Q^T, dO^T in turn
+  float* resT = scratch + T * T + hd * T;  // (hd, T): dK^T, then dV^T
 
   // dP = dO V^T (row i needs keys 0..i), then the softmax backward row by row:
   // dS[i, j] = scale * P[i, j] (dP[i, j] - sum_p P[i, p] dP[i, p]), the scale
@@ -145,20 +149,22 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, int6
     matmul_rows(dq + i0 * ld_q, ld_q, dS + i0 * T, T, tq, f32_matrix(opT, hd, n, T), 0, hd, true);
   }
 
-  // dK += dS^T Q and dV += P^T dO. Row j of dS^T and P^T is zero before
-  // column j, so row block j0 starts at column j0 of both operands.
-  auto lower_product = [&](float* y, const float* xT, const float* wT) {
-    for (int64_t j0 = 0; j0 < T; j0 += kCausalBlock) {
-      const int64_t tj = std::min(kCausalBlock, T - j0);
-      matmul_rows(y + j0 * ld_kv, ld_kv, xT + j0 * T + j0, T, tj, f32_matrix(wT + j0, hd, T - j0, T), 0, hd, true);
-    }
+  // dK += dS^T Q and dV += P^T dO, as dK^T = Q^T dS and dV^T = dO^T P on the
+  // transposed product (matmul_cols reads dS and P as they are: only the hd x T
+  // operands and results are transposed). Column j of dS and P is zero above
+  // row j, so column block j0 sums rows j0.. only. Each element's sum is
+  // formed from zero, then added to dk, dv once.
+  auto lower_product_add = [&](float* y, const float* xT, const float* w) {
+    for (int64_t j0 = 0; j0 < T; j0 += kKeyBlock)
+      matmul_cols(resT, T, xT + j0, T, hd, f32_matrix(w + j0 * T, T - j0, T, T), j0, std::min(T, j0 + kKeyBlock),
+                  false);
+    for (int64_t j = 0; j < T; ++j)
+      for (int64_t c = 0; c < hd; ++c) y[j * ld_kv + c] += resT[c * T + j];
   };
-  transpose(tT, dS, T, T, T);
   transpose(opT, q, T, hd, ld_q);
-  lower_product(dk, tT, opT);
-  transpose(tT, P, T, T, T);
+  lower_product_add(dk, opT, dS);
   transpose(opT, dout, T, hd, ld_dout);
-  lower_product(dv, tT, opT);
+  lower_product_add(dv, opT, P);
 }
 
 double cross_entropy_forward_backward(float* logits, int64_t V, int32_t target, float grad_scale) {

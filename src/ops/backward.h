@@ -3,8 +3,7 @@
 // attention_block is the forward pass's attention) and the backward. Each works on one thread over one slice (a row, a
 // head of one sequence); model/train_pass.cpp decides what runs in parallel. Products go through the kernels of ops.h,
 // so the backward of y = x W^T is two more products: dx = dy W by ops::matmul_cols on W as stored (no copy of W^T), and
-// dW += dy^T x by ops::matmul_rows on dy^T and x^T, formed with transpose()
-// below.
+// dW += dy^T x by ops::matmul_cols on dy^T (formed with transpose() below) and x as it is (ops::weight_grad).
 //
 // Conventions: arguments are outputs, inputs, sizes. Gradients of inputs and
 // parameters accumulate (+=) unless a comment says they are overwritten, so

@@ -199,24 +199,66 @@ void product_t(ThreadPool& pool, float* y, int64_t ldy, const float* x, int64_t 
   });
 }
 
-void weight_grad(ThreadPool& pool, float* dW, const float* dy, int64_t ldy, int64_t M, const float* x, int64_t ldx,
-                 int64_t K, int64_t n, float scale, float* scratch_a, float* scratch_b) {
-  // Column blocks of dy and x become row blocks of the transposes (tiled in ops::transpose).
-  WorkChunks ca((M + 63) / 64, 1), cb((K + 63) / 64, 1);
+namespace {
+// weight_grad's tiles of dW: rows of dy^T (the product's tokens) by columns of x.
+constexpr int64_t kGradRows = 64, kGradCols = 2 * kColChunk;
+// The narrow form (dW^T = x^T dy, added transposed) moves fewer floats when dW
+// has few columns (a LoRA B's rank): it transposes x and the (K, M) result
+// instead of dy.
+bool narrow_weight_grad(int64_t M, int64_t K, int64_t n) { return K * n + K * M < M * n; }
+
+// out (cols, rows) = scale in^T of in (rows, cols) with row stride ld, by blocks of 64 columns.
+void transpose_scaled(ThreadPool& pool, float* out, const float* in, int64_t rows, int64_t cols, int64_t ld,
+                      float scale) {
+  WorkChunks blocks((cols + 63) / 64, 1);
   pool.run([&](int, int) {
     int64_t b0, b1;
-    while (ca.next(b0, b1)) {
-      const int64_t c0 = b0 * 64, c1 = std::min(M, b1 * 64);
-      transpose(scratch_a + c0 * n, dy + c0, n, c1 - c0, ldy);
+    while (blocks.next(b0, b1)) {
+      const int64_t c0 = b0 * 64, c1 = std::min(cols, b1 * 64);
+      transpose(out + c0 * rows, in + c0, rows, c1 - c0, ld);
       if (scale != 1.0f)
-        for (int64_t i = c0 * n; i < c1 * n; ++i) scratch_a[i] *= scale;
-    }
-    while (cb.next(b0, b1)) {
-      const int64_t c0 = b0 * 64, c1 = std::min(K, b1 * 64);
-      transpose(scratch_b + c0 * n, x + c0, n, c1 - c0, ldx);
+        for (int64_t i = c0 * rows; i < c1 * rows; ++i) out[i] *= scale;
     }
   });
-  product(pool, dW, K, scratch_a, n, M, MatrixRef{scratch_b, DType::F32, K, n, 0}, true);
+}
+}  // namespace
+
+int64_t weight_grad_scratch_floats(int64_t M, int64_t K, int64_t n, int threads) {
+  return narrow_weight_grad(M, K, n) ? K * n + K * M : M * n + threads * kGradRows * kGradCols;
+}
+
+void weight_grad(ThreadPool& pool, float* dW, const float* dy, int64_t ldy, int64_t M, const float* x, int64_t ldx,
+                 int64_t K, int64_t n, float scale, float* scratch) {
+  if (narrow_weight_grad(M, K, n)) {
+    float* xT = scratch;           // (K, n), scaled
+    float* dWT = scratch + K * n;  // (K, M)
+    transpose_scaled(pool, xT, x, n, K, ldx, scale);
+    product_t(pool, dWT, M, xT, n, K, MatrixRef{dy, DType::F32, n, M, ldy}, false);
+    WorkChunks blocks((M + 63) / 64, 1);
+    pool.run([&](int, int) {
+      int64_t b0, b1;
+      while (blocks.next(b0, b1))
+        for (int64_t m = b0 * 64; m < std::min(M, b1 * 64); ++m)
+          for (int64_t k = 0; k < K; ++k) dW[m * K + k] += dWT[k * M + m];
+    });
+    return;
+  }
+  float* dyT = scratch;  // (M, n), scaled
+  transpose_scaled(pool, dyT, dy, n, M, ldy, scale);
+  const int64_t col_blocks = (K + kGradCols - 1) / kGradCols;
+  WorkChunks tiles((M + kGradRows - 1) / kGradRows * col_blocks, 1);
+  pool.run([&](int thread, int) {
+    float* tile = scratch + M * n + thread * kGradRows * kGradCols;  // (kGradRows, kGradCols)
+    int64_t i0, i1;
+    while (tiles.next(i0, i1)) {
+      const int64_t m0 = i0 / col_blocks * kGradRows, c0 = i0 % col_blocks * kGradCols;
+      const int64_t rows = std::min(kGradRows, M - m0), cols = std::min(kGradCols, K - c0);
+      matmul_cols(tile, kGradCols, dyT + m0 * n, n, rows, MatrixRef{x + c0, DType::F32, n, cols, ldx}, 0, cols,
+                  false);
+      for (int64_t m = 0; m < rows; ++m)
+        for (int64_t c = 0; c < cols; ++c) dW[(m0 + m) * K + c0 + c] += tile[m * kGradCols + c];
+    }
+  });
 }
 
 void rmsnorm_rows(ThreadPool& pool, float* out, float* rstd, const float* x, const float* w, int64_t n, int64_t d,

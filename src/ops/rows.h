@@ -117,11 +117,16 @@ void product_t(ThreadPool& pool, float* y, int64_t ldy, const float* x, int64_t 
                bool accumulate);
 
 // dW (M, K) += scale dy^T x with dy (n, M) row stride ldy, x (n, K) row stride
-// ldx: both transposed into scratch_a (M n floats) and scratch_b (K n), then
-// one product whose "tokens" are the M rows of dy^T and whose weight rows are
-// x^T's K rows. Two regions.
+// ldx. Each element of dW gets one addition: its sum over the n rows is formed
+// from zero (one matmul_cols chain over the rows, in order), then added, so the
+// bits do not depend on the threads, and accumulating micro-batches in place
+// is the fold of their gradients (data parallelism relies on it). dy^T scaled
+// goes to scratch and tiles of dy^T x are added; where dW has few columns
+// (a LoRA B), x^T scaled and dW^T = x^T dy instead, added transposed.
+// scratch: weight_grad_scratch_floats(M, K, n, pool.size()) floats.
 void weight_grad(ThreadPool& pool, float* dW, const float* dy, int64_t ldy, int64_t M, const float* x, int64_t ldx,
-                 int64_t K, int64_t n, float scale, float* scratch_a, float* scratch_b);
+                 int64_t K, int64_t n, float scale, float* scratch);
+int64_t weight_grad_scratch_floats(int64_t M, int64_t K, int64_t n, int threads);
 
 // out (n, d) = RMSNorm of each row of x (n, d) with weight w (d); rstd (n) saved.
 void rmsnorm_rows(ThreadPool& pool, float* out, float* rstd, const float* x, const float* w, int64_t n, int64_t d,
