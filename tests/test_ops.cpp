@@ -20,6 +20,7 @@
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <tuple>
@@ -89,11 +90,11 @@ struct Bf16ProductsOn {
 
 struct Product {
   Kernel kernel;
-  // matmul_rows with BF16 products asked for: BF16 weights then take the dot
-  // products where the CPU and the target have them (ops.h), else the f32 kernel.
+  // BF16 products asked for: BF16 weights then take the dot products where
+  // the CPU and the target have them (ops.h), else the f32 kernel.
   bool bf16_dot = false;
   bool rounds_to_bf16(const MatrixRef& w) const {
-    return kernel == Kernel::Rows && bf16_dot && w.dtype == DType::BF16 && ops::bf16_dot_available();
+    return bf16_dot && w.dtype == DType::BF16 && ops::bf16_dot_available();
   }
   int64_t out(const MatrixRef& w) const { return kernel == Kernel::Rows ? w.rows : w.cols; }
   int64_t K(const MatrixRef& w) const { return kernel == Kernel::Rows ? w.cols : w.rows; }
@@ -103,10 +104,9 @@ struct Product {
   }
   void simd(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t o0, int64_t o1,
             bool accumulate) const {
-    if (kernel == Kernel::Rows && bf16_dot) {
-      Bf16ProductsOn on;
-      ops::matmul_rows(y, ldy, x, ldx, T, w, o0, o1, accumulate);
-    } else if (kernel == Kernel::Rows)
+    std::optional<Bf16ProductsOn> on;
+    if (bf16_dot) on.emplace();
+    if (kernel == Kernel::Rows)
       ops::matmul_rows(y, ldy, x, ldx, T, w, o0, o1, accumulate);
     else
       ops::matmul_cols(y, ldy, x, ldx, T, w, o0, o1, accumulate);
@@ -1005,6 +1005,8 @@ const std::vector<test::Op>& op_table() {
       {"matmul_rows_bf16dot", true, {DType::BF16},
        [](DType f, std::mt19937& rng) { return matmul_cases({Kernel::Rows, true}, f, rng); }},
       {"matmul_cols", true, kFormats, [](DType f, std::mt19937& rng) { return matmul_cases({Kernel::Cols}, f, rng); }},
+      {"matmul_cols_bf16dot", true, {DType::BF16},
+       [](DType f, std::mt19937& rng) { return matmul_cases({Kernel::Cols, true}, f, rng); }},
       {"dot", true, {DType::F32}, sizes([](int64_t n, std::mt19937& rng) {
          return std::make_unique<ReductionCase>(true, n, rng);
        })},
@@ -1116,11 +1118,13 @@ void check_splits(const Product& p, DType dtype) {
 TEST_P(Products, SplitsGiveTheSameBits) { check_splits(p, dtype); }
 
 // BF16 products keep the rows' independence (ops.h): the same bits however
-// rows and tokens are split, and the same bits from activations rounded
-// beforehand (the forward's product_region) as from the f32 rows.
+// rows (columns, for matmul_cols) and tokens are split, and the same bits from
+// activations rounded beforehand (the forward's product_region, product_t) as
+// from the f32 rows.
 TEST(Bf16Products, SplitsAndPreRoundedInputsGiveTheSameBits) {
   if (!ops::bf16_dot_available()) GTEST_SKIP() << "this CPU has no AVX512_BF16 (or the target is below AVX-512)";
   check_splits(Product{Kernel::Rows, true}, DType::BF16);
+  check_splits(Product{Kernel::Cols, true}, DType::BF16);
   std::mt19937 rng(13);
   Bf16ProductsOn on;
   for (int64_t cols : kCols)
@@ -1135,6 +1139,22 @@ TEST(Bf16Products, SplitsAndPreRoundedInputsGiveTheSameBits) {
       ops::matmul_rows(rounded.data(), ldy, a, m.ref, 0, 19, false);
       ASSERT_EQ(std::memcmp(direct.data(), rounded.data(), direct.size() * sizeof(float)), 0)
           << "cols=" << cols << " T=" << T;
+    }
+  // matmul_cols: w (rows, 19) over x (T, rows), the rows rounded in two ranges.
+  for (int64_t rows : kRows)
+    for (int64_t T : kTokens) {
+      TestMatrix m(DType::BF16, rows, 19, 21, rng);
+      const int64_t ldx = rows + 3, ldy = 23;
+      const auto x = random_floats(T * ldx, rng, 1.0);
+      std::vector<float> direct(T * ldy, 0.0f), rounded(T * ldy, 0.0f);
+      ops::matmul_cols(direct.data(), ldy, x.data(), ldx, T, m.ref, 0, 19, false);
+      ops::Bf16Activations a;
+      ops::size_activations_bf16(T, rows, a);
+      ops::round_activations_bf16_rows(x.data(), ldx, T / 2, T, a);
+      ops::round_activations_bf16_rows(x.data(), ldx, 0, T / 2, a);
+      ops::matmul_cols(rounded.data(), ldy, a, m.ref, 0, 19, false);
+      ASSERT_EQ(std::memcmp(direct.data(), rounded.data(), direct.size() * sizeof(float)), 0)
+          << "rows=" << rows << " T=" << T;
     }
 }
 

@@ -319,11 +319,16 @@ TEST(Rows, EmbeddingBackwardAddsEachRowInOrder) {
 // ---------------------------------------------------------------- products
 
 // product = matmul_rows over all of W's rows; product_t = matmul_cols over all
-// its columns, narrow chunks (100 columns) and wide ones (800 >= 2 x 128 x 3).
+// its columns, narrow chunks (100 columns) and wide ones (800 >= 2 x 128 x 3);
+// with BF16 products too where the CPU has them (product_t then rounds x once,
+// its 9 rows in ranges taken by the threads).
 TEST(Rows, ProductsAreTheKernelsOverTheWholeMatrix) {
   std::mt19937 rng(6);
   const int64_t n = 9;
+  for (bool bf16_dot : {false, true})
   for (int64_t cols : {100, 800}) {
+    if (bf16_dot && !ops::bf16_dot_available()) continue;
+    ops::set_bf16_products(bf16_dot);
     const int64_t rows = 70, ldw = cols + 2;
     const auto wf = random_floats(rows * ldw, rng, 0.5);
     std::vector<uint16_t> wb(wf.size());
@@ -341,11 +346,12 @@ TEST(Rows, ProductsAreTheKernelsOverTheWholeMatrix) {
         std::vector<float> y = y0, y_t = y0_t;
         ops::product(pool, y.data(), ldy, x.data(), ldx, n, W, accumulate);
         ops::product_t(pool, y_t.data(), ldy_t, x_t.data(), ldx_t, n, W, accumulate);
-        EXPECT_TRUE(same_bits(y, want)) << cols << " " << accumulate << " " << threads;
-        EXPECT_TRUE(same_bits(y_t, want_t)) << cols << " " << accumulate << " " << threads;
+        EXPECT_TRUE(same_bits(y, want)) << cols << " " << accumulate << " " << threads << " bf16 " << bf16_dot;
+        EXPECT_TRUE(same_bits(y_t, want_t)) << cols << " " << accumulate << " " << threads << " bf16 " << bf16_dot;
       }
     }
   }
+  ops::set_bf16_products(false);
 }
 
 // dW += scale dy^T x, one addition per element of a sum formed from zero: in

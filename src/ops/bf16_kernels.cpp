@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "ops/bf16_kernels.h"
 #include "util/dtype.h"
@@ -137,10 +138,14 @@ FLORA_BF16_TARGET void round_row(const float* x, int64_t K, uint16_t* out) {
 
 }  // namespace
 
-void round_to_bf16(const float* x, int64_t ldx, int64_t T, int64_t K, Bf16Activations& out) {
+void size_bf16(int64_t T, int64_t K, Bf16Activations& out) {
   out.T = T, out.K = K, out.ld = (K + 31) / 32 * 32;
   out.v.resize(static_cast<size_t>(T * out.ld));
-  for (int64_t t = 0; t < T; ++t) {
+}
+
+void round_rows_to_bf16(const float* x, int64_t ldx, int64_t t0, int64_t t1, Bf16Activations& out) {
+  const int64_t K = out.K;
+  for (int64_t t = t0; t < t1; ++t) {
     uint16_t* row = out.v.data() + t * out.ld;
     if (cpu_has_bf16_dot())
       round_row(x + t * ldx, K, row);
@@ -174,6 +179,115 @@ FLORA_BF16_TARGET void bf16_matmul_rows(float* y, int64_t ldy, const Bf16Activat
       rows_all_tokens<kBlockRows>(xt, ldx, tn, w + r * ldw, ldw, K, yt + r, ldy, accumulate, next);
     }
     for (; r < row1; ++r) rows_all_tokens<1>(xt, ldx, tn, w + r * ldw, ldw, K, yt + r, ldy, accumulate);
+  }
+}
+
+namespace {
+
+// matmul_cols' pass: pairs of w's rows, 256 rows as the f32 kernel's passes,
+// so a pass's pairs of a 128-column chunk (64 KiB) stay in L2 while every
+// token passes over them.
+constexpr int64_t kColPairs = 128;
+constexpr int kColTok = 4, kColVecs = 4;  // register block: 4 tokens x 4 vectors of 16 columns
+
+// The pass's weights as bf16 pairs, the layout vdpbf16ps multiplies:
+// tile[p * ldt + c] = w[2p, c] (low half) | w[2p + 1, c] (high half), for the
+// nrows rows of w (row stride ldw) and columns c < n; a missing last odd row
+// and the columns n..ldt are zeros.
+FLORA_BF16_TARGET void pair_rows(const uint16_t* w, int64_t ldw, int64_t nrows, int64_t n, uint32_t* tile,
+                                 int64_t ldt) {
+  for (int64_t p = 0; 2 * p < nrows; ++p) {
+    const uint16_t* a = w + 2 * p * ldw;
+    const uint16_t* b = 2 * p + 1 < nrows ? a + ldw : nullptr;
+    uint32_t* out = tile + p * ldt;
+    int64_t c = 0;
+    if (b)
+      for (; c + 16 <= n; c += 16) {
+        // unpack pairs columns 0-3 and 8-11 (lo), 4-7 and 12-15 (hi); the
+        // lane permutes put them back in column order.
+        const __m256i va = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + c));
+        const __m256i vb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + c));
+        const __m256i lo = _mm256_unpacklo_epi16(va, vb), hi = _mm256_unpackhi_epi16(va, vb);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+      }
+    for (; c < n; ++c) out[c] = a[c] | (b ? uint32_t{b[c]} << 16 : 0u);
+    for (; c < ldt; ++c) out[c] = 0;
+  }
+}
+
+// kTok tokens x kVec vectors of 16 columns over np pairs: each accumulator
+// lane is one column's chain, pair after pair, from y (from_y) or zero. The
+// last vector holds `last` columns (masked loads and stores; its lanes past
+// them multiply the tile's zero padding).
+template <int kTok, int kVec>
+FLORA_BF16_TARGET inline void cols_block(const uint32_t* x, int64_t ldx, const uint32_t* tile, int64_t ldt,
+                                         int64_t np, float* y, int64_t ldy, bool from_y, int last) {
+  const __mmask16 full = 0xffff, tail = static_cast<__mmask16>((1u << last) - 1);
+  __m512 acc[kTok][kVec];
+#pragma GCC unroll 8
+  for (int t = 0; t < kTok; ++t)
+#pragma GCC unroll 8
+    for (int v = 0; v < kVec; ++v)
+      acc[t][v] = from_y ? _mm512_maskz_loadu_ps(v == kVec - 1 ? tail : full, y + t * ldy + 16 * v) : _mm512_setzero_ps();
+  for (int64_t p = 0; p < np; ++p) {
+    __m512i wv[kVec];
+#pragma GCC unroll 8
+    for (int v = 0; v < kVec; ++v) wv[v] = _mm512_loadu_si512(tile + p * ldt + 16 * v);
+#pragma GCC unroll 8
+    for (int t = 0; t < kTok; ++t) {
+      const __m512i xv = _mm512_set1_epi32(static_cast<int>(x[t * ldx + p]));
+#pragma GCC unroll 8
+      for (int v = 0; v < kVec; ++v)
+        acc[t][v] = _mm512_dpbf16_ps(acc[t][v], reinterpret_cast<__m512bh>(wv[v]), reinterpret_cast<__m512bh>(xv));
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < kTok; ++t)
+#pragma GCC unroll 8
+    for (int v = 0; v < kVec; ++v) _mm512_mask_storeu_ps(y + t * ldy + 16 * v, v == kVec - 1 ? tail : full, acc[t][v]);
+}
+
+template <int kVec>
+FLORA_BF16_TARGET inline void cols_all_tokens(const uint32_t* x, int64_t ldx, int64_t T, const uint32_t* tile,
+                                              int64_t ldt, int64_t np, float* y, int64_t ldy, bool from_y, int last) {
+  int64_t t = 0;
+  for (; t + kColTok <= T; t += kColTok)
+    cols_block<kColTok, kVec>(x + t * ldx, ldx, tile, ldt, np, y + t * ldy, ldy, from_y, last);
+  for (; t < T; ++t) cols_block<1, kVec>(x + t * ldx, ldx, tile, ldt, np, y + t * ldy, ldy, from_y, last);
+}
+
+}  // namespace
+
+FLORA_BF16_TARGET void bf16_matmul_cols(float* y, int64_t ldy, const Bf16Activations& xa, const uint16_t* w,
+                                        int64_t ldw, int64_t col0, int64_t col1, bool accumulate) {
+  const int64_t R = xa.K, T = xa.T, n = col1 - col0;
+  if (n <= 0) return;
+  if (R == 0) {  // an empty sum
+    if (!accumulate)
+      for (int64_t t = 0; t < T; ++t) std::fill(y + t * ldy + col0, y + t * ldy + col1, 0.0f);
+    return;
+  }
+  // x's rows as pairs: element p of a row is its values 2p, 2p + 1 (ld is even, zeros past R).
+  const uint32_t* x = reinterpret_cast<const uint32_t*>(xa.v.data());
+  const int64_t ldx = xa.ld / 2, ldt = (n + 15) / 16 * 16;
+  thread_local std::vector<uint32_t> tile;
+  tile.resize(static_cast<size_t>(kColPairs * ldt));
+  for (int64_t r0 = 0; r0 < R; r0 += 2 * kColPairs) {
+    const int64_t nr = std::min(2 * kColPairs, R - r0), np = (nr + 1) / 2;
+    const bool from_y = accumulate || r0 > 0;
+    pair_rows(w + r0 * ldw + col0, ldw, nr, n, tile.data(), ldt);
+    for (int64_t t0 = 0; t0 < T; t0 += kTileTokens) {
+      const int64_t tn = std::min(kTileTokens, T - t0);
+      const uint32_t* xt = x + t0 * ldx + r0 / 2;
+      float* yt = y + t0 * ldy + col0;
+      int64_t c = 0;
+      for (; c + 16 * kColVecs <= n; c += 16 * kColVecs)
+        cols_all_tokens<kColVecs>(xt, ldx, tn, tile.data() + c, ldt, np, yt + c, ldy, from_y, 16);
+      for (; c < n; c += 16)
+        cols_all_tokens<1>(xt, ldx, tn, tile.data() + c, ldt, np, yt + c, ldy, from_y,
+                           static_cast<int>(std::min<int64_t>(16, n - c)));
+    }
   }
 }
 

@@ -384,8 +384,13 @@ bool bf16_products_active(DType weights) {
 
 std::string products_name() { return bf16_products_active(DType::BF16) ? "bf16" : "f32"; }
 
+void size_activations_bf16(int64_t T, int64_t K, Bf16Activations& out) { detail::size_bf16(T, K, out); }
+void round_activations_bf16_rows(const float* x, int64_t ldx, int64_t t0, int64_t t1, Bf16Activations& out) {
+  detail::round_rows_to_bf16(x, ldx, t0, t1, out);
+}
 void round_activations_bf16(const float* x, int64_t ldx, int64_t T, int64_t K, Bf16Activations& out) {
-  detail::round_to_bf16(x, ldx, T, K, out);
+  size_activations_bf16(T, K, out);
+  round_activations_bf16_rows(x, ldx, 0, T, out);
 }
 
 void matmul_rows(float* y, int64_t ldy, const Bf16Activations& x, const MatrixRef& w, int64_t row0, int64_t row1,
@@ -408,9 +413,25 @@ void matmul_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, 
   }
   HWY_DYNAMIC_DISPATCH(MatmulRows)(y, ldy, x, ldx, T, w, row0, row1, accumulate);
 }
+void matmul_cols(float* y, int64_t ldy, const Bf16Activations& x, const MatrixRef& w, int64_t col0, int64_t col1,
+                 bool accumulate) {
+  if (!bf16_products_active(w.dtype))
+    fail("transposed matrix product: BF16 activations need BF16 products on a CPU with AVX512_BF16 (weights {}, "
+         "asked for: {})",
+         dtype_name(w.dtype), bf16_products() ? "yes" : "no");
+  if (x.K != w.rows) fail("transposed matrix product: activations of {} columns for weights of {} rows", x.K, w.rows);
+  const int64_t ldw = w.row_bytes() / 2;
+  detail::bf16_matmul_cols(y, ldy, x, static_cast<const uint16_t*>(w.data), ldw, col0, col1, accumulate);
+}
+
 void matmul_cols(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t col0,
                  int64_t col1, bool accumulate) {
   if (is_quantized(w.dtype)) return detail::quant_matmul_cols(y, ldy, x, ldx, T, w, col0, col1, accumulate);
+  if (bf16_products_active(w.dtype)) {
+    thread_local Bf16Activations rounded;
+    round_activations_bf16(x, ldx, T, w.rows, rounded);
+    return matmul_cols(y, ldy, rounded, w, col0, col1, accumulate);
+  }
   HWY_DYNAMIC_DISPATCH(MatmulCols)(y, ldy, x, ldx, T, w, col0, col1, accumulate);
 }
 float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }

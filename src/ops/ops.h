@@ -106,8 +106,13 @@ void matmul_rows(float* y, int64_t ldy, const ActivationBlocks& x, const MatrixR
 // with the integer products, every (row, token) pair runs the same operations
 // whatever T, the row range or the other tokens, so rows stay independent of
 // batching bit for bit (tests/test_ops.cpp); inputs below 2^-126 in magnitude
-// (subnormal bf16) count as zero in the instruction. Off by default; f32 and
-// F16 weights, the block formats and matmul_cols never take this path.
+// (subnormal bf16) count as zero in the instruction. matmul_cols of BF16
+// weights (training's input gradients dx = dy W) takes the same path: dy's
+// rows rounded to bf16, each output element one f32 chain over w's rows taken
+// in pairs (one vdpbf16ps lane: w[2p, c] x[t, 2p] + w[2p + 1, c] x[t, 2p + 1],
+// pair after pair), so it too does not depend on how columns are split or
+// tokens grouped. Off by default; f32 and F16 weights and the block formats
+// never take this path.
 void set_bf16_products(bool on);
 bool bf16_products();  // asked for (set_bf16_products), whether or not the CPU can
 // This CPU has AVX512_BF16 and the dispatcher's target is AVX-512 (so
@@ -127,11 +132,20 @@ struct Bf16Activations {
 };
 // x (T, K) with row stride ldx -> out (resized as needed, so a kept one is reused).
 void round_activations_bf16(const float* x, int64_t ldx, int64_t T, int64_t K, Bf16Activations& out);
+// The same in two steps, for threads that round disjoint row ranges of one
+// input: size out for (T, K), then round rows [t0, t1) of x into it.
+void size_activations_bf16(int64_t T, int64_t K, Bf16Activations& out);
+void round_activations_bf16_rows(const float* x, int64_t ldx, int64_t t0, int64_t t1, Bf16Activations& out);
 // matmul_rows of BF16 w (w.cols == x.K) over activations already rounded,
 // while bf16_products_active(BF16): the same result, bit for bit, as
 // matmul_rows on the f32 rows x was rounded from (products sharing an input
 // round it once: ops::product_region).
 void matmul_rows(float* y, int64_t ldy, const Bf16Activations& x, const MatrixRef& w, int64_t row0, int64_t row1,
+                 bool accumulate);
+// matmul_cols of BF16 w (w.rows == x.K) over activations already rounded, as
+// above: the same bits as matmul_cols on the f32 rows (ops::product_t rounds
+// dy once for all its column chunks).
+void matmul_cols(float* y, int64_t ldy, const Bf16Activations& x, const MatrixRef& w, int64_t col0, int64_t col1,
                  bool accumulate);
 
 // out (row1 - row0, col1 - col0) with row stride ldo = rows [row0, row1) of w,

@@ -193,6 +193,21 @@ void product_t(ThreadPool& pool, float* y, int64_t ldy, const float* x, int64_t 
                bool accumulate) {
   const bool wide = W.cols >= 2 * (2 * kColChunk) * pool.size();  // two wide chunks per thread
   WorkChunks cols(W.cols, wide ? 2 * kColChunk : kColChunk);
+  if (bf16_products_active(W.dtype)) {  // x rounded to bf16 once, the threads taking row ranges
+    thread_local Bf16Activations kept;  // the calling thread's, kept between calls
+    Bf16Activations& rounded = kept;    // (a lambda naming `kept` would reach each worker's own)
+    size_activations_bf16(n, W.rows, rounded);
+    WorkChunks row_chunks(n, kRows);
+    pool.run([&](int, int) {
+      int64_t t0, t1;
+      while (row_chunks.next(t0, t1)) round_activations_bf16_rows(x, ldx, t0, t1, rounded);
+    });
+    pool.run([&](int, int) {
+      int64_t c0, c1;
+      while (cols.next(c0, c1)) matmul_cols(y, ldy, rounded, W, c0, c1, accumulate);
+    });
+    return;
+  }
   pool.run([&](int, int) {
     int64_t c0, c1;
     while (cols.next(c0, c1)) matmul_cols(y, ldy, x, ldx, n, W, c0, c1, accumulate);
