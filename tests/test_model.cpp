@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bf16_products.h"
 #include "compare.h"
 #include "io/safetensors.h"
 #include "model/forward.h"
@@ -153,12 +154,6 @@ INSTANTIATE_TEST_SUITE_P(Weights, BlocksGolden, ::testing::Values("f32", "bf16")
 // the f32 tolerance: measured 4.8e-7. (An activation within f32 error of a
 // bf16 rounding boundary could round the other way in the twin; none does
 // here, and the f32 bits flora rounds are the same on every AVX-512 host.)
-
-struct Bf16ProductsOn {
-  Bf16ProductsOn() { ops::set_bf16_products(true); }
-  ~Bf16ProductsOn() { ops::set_bf16_products(false); }
-};
-
 TEST(Bf16Products, BatchedPrefillAndDecodeMatchTwin) {
   if (!ops::bf16_dot_available()) GTEST_SKIP() << "this CPU has no AVX512_BF16 (or the target is below AVX-512)";
   auto model = LlamaModel::load(kFixtures + "blocks/bf16");
@@ -173,7 +168,7 @@ TEST(Bf16Products, BatchedPrefillAndDecodeMatchTwin) {
     const float* l = fwd.forward_batch({{0, g.tokens.data(), T}, {1, g.tokens.data() + T, T}}, true);
     f32_logits.assign(l, l + B * T * V);
   }
-  Bf16ProductsOn on;
+  test::Bf16Products on;
   ASSERT_EQ(ops::products_name(), "bf16");
   Forward fwd(*model, pool, T, nullptr, nullptr, 2);
   const float* logits = fwd.forward_batch({{0, g.tokens.data(), T}, {1, g.tokens.data() + T, T}}, true);

@@ -26,6 +26,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bf16_products.h"
 #include "compare.h"
 #include "op_harness.h"
 #include "ops/activations.h"
@@ -82,11 +83,6 @@ enum class Kernel { Rows, Cols };
 // A product of the harness: matmul_rows reduces over w's columns and writes a
 // slice of its rows, matmul_cols reduces over w's rows and writes a slice of
 // its columns. `out` is the output width, `K` the reduction length.
-// BF16 products on while alive (ops::set_bf16_products), off after.
-struct Bf16ProductsOn {
-  Bf16ProductsOn() { ops::set_bf16_products(true); }
-  ~Bf16ProductsOn() { ops::set_bf16_products(false); }
-};
 
 struct Product {
   Kernel kernel;
@@ -104,7 +100,7 @@ struct Product {
   }
   void simd(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t T, const MatrixRef& w, int64_t o0, int64_t o1,
             bool accumulate) const {
-    std::optional<Bf16ProductsOn> on;
+    std::optional<test::Bf16Products> on;
     if (bf16_dot) on.emplace();
     if (kernel == Kernel::Rows)
       ops::matmul_rows(y, ldy, x, ldx, T, w, o0, o1, accumulate);
@@ -1126,7 +1122,7 @@ TEST(Bf16Products, SplitsAndPreRoundedInputsGiveTheSameBits) {
   check_splits(Product{Kernel::Rows, true}, DType::BF16);
   check_splits(Product{Kernel::Cols, true}, DType::BF16);
   std::mt19937 rng(13);
-  Bf16ProductsOn on;
+  test::Bf16Products on;
   for (int64_t cols : kCols)
     for (int64_t T : kTokens) {
       TestMatrix m(DType::BF16, 19, cols, cols + 2, rng);

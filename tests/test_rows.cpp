@@ -21,6 +21,7 @@
 #include <random>
 #include <vector>
 
+#include "bf16_products.h"
 #include "op_harness.h"
 #include "ops/backward.h"
 #include "ops/ops.h"
@@ -66,7 +67,7 @@ void check_product_region(bool stacked, bool bf16_dot = false) {
       W[j] = MatrixRef{w16[j].data(), DType::BF16, rows[j], K, 0};
     }
   }
-  ops::set_bf16_products(bf16_dot);
+  test::Bf16Products products(bf16_dot);
   const auto x = random_floats(T * ldx, rng, 1.0);
   std::vector<std::vector<float>> y0(3);
   for (int j = 0; j < 3; ++j) y0[j] = random_floats(T * (rows[j] + 1), rng, 1.0);
@@ -128,7 +129,6 @@ void check_product_region(bool stacked, bool bf16_dot = false) {
     EXPECT_TRUE(each_once(inputs) && each_once(befores) && each_once(afters)) << threads;
     EXPECT_EQ(misaligned.load(), 0) << threads;
   }
-  ops::set_bf16_products(false);
 }
 
 TEST(Rows, ProductRegionStackedIsTheProductsAndTheirEpilogues) { check_product_region(true); }
@@ -328,7 +328,7 @@ TEST(Rows, ProductsAreTheKernelsOverTheWholeMatrix) {
   for (bool bf16_dot : {false, true})
   for (int64_t cols : {100, 800}) {
     if (bf16_dot && !ops::bf16_dot_available()) continue;
-    ops::set_bf16_products(bf16_dot);
+    test::Bf16Products products(bf16_dot);
     const int64_t rows = 70, ldw = cols + 2;
     const auto wf = random_floats(rows * ldw, rng, 0.5);
     std::vector<uint16_t> wb(wf.size());
@@ -351,7 +351,6 @@ TEST(Rows, ProductsAreTheKernelsOverTheWholeMatrix) {
       }
     }
   }
-  ops::set_bf16_products(false);
 }
 
 // dW += scale dy^T x, one addition per element of a sum formed from zero: in

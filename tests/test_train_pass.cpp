@@ -15,6 +15,7 @@
 
 #include "adapters/adapter.h"
 #include "adapters/exec.h"
+#include "bf16_products.h"
 #include "compare.h"
 #include "io/safetensors.h"
 #include "model/dense_weights.h"
@@ -728,9 +729,11 @@ TEST(TwinBlocksBf16, TrainingWithBf16ProductsStaysWithinTheirRounding) {
     Adapter grads = adapter.zeros_like();
     const auto view = make_adapter_train_view(&adapter, &grads);
     TrainPass pass(c.model->config(), pool, weights_view_of(*c.model), nullptr, &*view, c.B * c.T);
-    ops::set_bf16_products(true);
-    const double loss = pass.run(c.batch(), true, 1.0f / static_cast<float>(c.count)) / static_cast<double>(c.count);
-    ops::set_bf16_products(false);
+    double loss;
+    {
+      test::Bf16Products on;
+      loss = pass.run(c.batch(), true, 1.0f / static_cast<float>(c.count)) / static_cast<double>(c.count);
+    }
     const double want = read_f64(*c.golden, "loss")[0];
     EXPECT_LE(std::fabs(loss - want), 1e-3 * std::fabs(want)) << name << " loss " << loss;
     int checked = 0;

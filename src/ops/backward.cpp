@@ -158,8 +158,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, int6
     for (int64_t j0 = 0; j0 < T; j0 += kKeyBlock)
       matmul_cols(resT, T, xT + j0, T, hd, f32_matrix(w + j0 * T, T - j0, T, T), j0, std::min(T, j0 + kKeyBlock),
                   false);
-    for (int64_t j = 0; j < T; ++j)
-      for (int64_t c = 0; c < hd; ++c) y[j * ld_kv + c] += resT[c * T + j];
+    transpose_add(y, ld_kv, resT, hd, T, T);
   };
   transpose(opT, q, T, hd, ld_q);
   lower_product_add(dk, opT, dS);
@@ -217,6 +216,17 @@ void transpose(float* out, const float* in, int64_t rows, int64_t cols, int64_t 
       const int64_t c1 = std::min(cols, c0 + kTransposeTile);
       for (int64_t r = r0; r < r1; ++r)
         for (int64_t c = c0; c < c1; ++c) out[c * rows + r] = in[r * ld_in + c];
+    }
+  }
+}
+
+void transpose_add(float* out, int64_t ld_out, const float* in, int64_t rows, int64_t cols, int64_t ld_in) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kTransposeTile) {
+    const int64_t r1 = std::min(rows, r0 + kTransposeTile);
+    for (int64_t c0 = 0; c0 < cols; c0 += kTransposeTile) {
+      const int64_t c1 = std::min(cols, c0 + kTransposeTile);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) out[c * ld_out + r] += in[r * ld_in + c];
     }
   }
 }

@@ -77,5 +77,8 @@ void fold_add(float* dz, const float* dy, int64_t n, int64_t r, float s);
 
 // out (cols, rows) = in (rows, cols) transposed; in has row stride ld_in, out is dense.
 void transpose(float* out, const float* in, int64_t rows, int64_t cols, int64_t ld_in);
+// out (cols, rows) += in (rows, cols) transposed, one addition per element;
+// in has row stride ld_in, out ld_out.
+void transpose_add(float* out, int64_t ld_out, const float* in, int64_t rows, int64_t cols, int64_t ld_in);
 
 }  // namespace flora::ops

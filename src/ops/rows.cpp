@@ -252,9 +252,10 @@ void weight_grad(ThreadPool& pool, float* dW, const float* dy, int64_t ldy, int6
     WorkChunks blocks((M + 63) / 64, 1);
     pool.run([&](int, int) {
       int64_t b0, b1;
-      while (blocks.next(b0, b1))
-        for (int64_t m = b0 * 64; m < std::min(M, b1 * 64); ++m)
-          for (int64_t k = 0; k < K; ++k) dW[m * K + k] += dWT[k * M + m];
+      while (blocks.next(b0, b1)) {
+        const int64_t m0 = b0 * 64, m1 = std::min(M, b1 * 64);
+        transpose_add(dW + m0 * K, K, dWT + m0, K, m1 - m0, M);
+      }
     });
     return;
   }
